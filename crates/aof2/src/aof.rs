@@ -1,0 +1,765 @@
+//! Aof: one log's façade (append, read, reader, flush, close) and the shared state behind it.
+//!
+//! Write path: an append takes the log's write lock, encodes its frames straight into the mapped
+//! active segment, publishes the new written watermark and releases the lock. Durability is a
+//! separate step ([`LogShared::sync_to`]): group commit with one fdatasync per group. Rollover
+//! swaps in a segment prepared in the background and hands the full one to the sealer.
+//!
+//! Invariants:
+//! - `durable <= written`; a record is durable only once every segment holding records before it
+//!   has been synced.
+//! - A failed sync is sticky: the log refuses appends until reopened (see `docs/durability.md`).
+//! - Frames below the written watermark are immutable (readers map them zero-copy).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use tokio::sync::watch;
+
+use crate::config::{Durability, LogConfig, ReadVisibility};
+use crate::error::{Error, Result};
+use crate::flush::{FlushManager, Job};
+use crate::format::manifest::{Edit, SealedInfo};
+use crate::limits::{self, FRAME_HEADER_BYTES};
+use crate::manifest::ManifestLog;
+use crate::manifest::index::SegmentIndex;
+use crate::read::Reader;
+use crate::segment::{ActiveSegment, PreparedSegment, Record, RolledSegment};
+use crate::stats::{LogCounters, LogStats};
+use crate::sys;
+
+/// Fault injection seam for tests: called before each segment fdatasync of a group commit.
+pub type SyncFault = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
+
+pub(crate) struct WriteState {
+    pub(crate) active: Option<ActiveSegment>,
+    /// Files of rolled segments whose frames are not yet covered by a sync.
+    unsynced: Vec<Arc<std::fs::File>>,
+    dirty_bytes: u64,
+    last_timestamp_ms: u64,
+}
+
+struct DurState {
+    syncing: bool,
+    /// Records covered by the most recent sync (group size hint for the next leader).
+    last_group: u64,
+}
+
+#[derive(Default)]
+struct PrepareSlot {
+    ready: Option<PreparedSegment>,
+    in_progress: bool,
+    error: Option<Error>,
+}
+
+/// State shared by every handle of one log and by the background workers.
+pub(crate) struct LogShared {
+    pub(crate) name: Arc<str>,
+    pub(crate) log_id: u128,
+    pub(crate) segment_dir: PathBuf,
+    pub(crate) config: LogConfig,
+    write: Mutex<WriteState>,
+    written: AtomicU64,
+    durable: AtomicU64,
+    dur: Mutex<DurState>,
+    dur_changed: Condvar,
+    durable_watch: watch::Sender<(u64, bool)>,
+    failed: AtomicBool,
+    failure: Mutex<Option<Error>>,
+    closed: AtomicBool,
+    pub(crate) segments: RwLock<SegmentIndex>,
+    pub(crate) manifest: Mutex<ManifestLog>,
+    prepare: Mutex<PrepareSlot>,
+    prepared: Condvar,
+    pending_seals: Mutex<usize>,
+    seals_done: Condvar,
+    flush_scheduled: AtomicBool,
+    followers: AtomicUsize,
+    visible: Mutex<()>,
+    visible_changed: Condvar,
+    avg_sync_ns: AtomicU64,
+    last_sync: Mutex<Instant>,
+    pub(crate) counters: LogCounters,
+    workers: Arc<FlushManager>,
+    sync_fault: Option<SyncFault>,
+    me: std::sync::Weak<LogShared>,
+}
+
+impl std::fmt::Debug for LogShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogShared")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What recovery hands to a new `LogShared`.
+pub(crate) struct Recovered {
+    pub name: Arc<str>,
+    pub log_id: u128,
+    pub segment_dir: PathBuf,
+    pub manifest: ManifestLog,
+    pub index: SegmentIndex,
+    pub active: ActiveSegment,
+}
+
+impl LogShared {
+    pub(crate) fn new(
+        rec: Recovered,
+        config: LogConfig,
+        workers: Arc<FlushManager>,
+        sync_fault: Option<SyncFault>,
+    ) -> Arc<Self> {
+        let next = rec.active.next_seq;
+        let last_ts = rec.active.last_timestamp_ms;
+        let log = Arc::new_cyclic(|me| LogShared {
+            me: me.clone(),
+            name: rec.name,
+            log_id: rec.log_id,
+            segment_dir: rec.segment_dir,
+            config,
+            write: Mutex::new(WriteState {
+                active: Some(rec.active),
+                unsynced: Vec::new(),
+                dirty_bytes: 0,
+                last_timestamp_ms: last_ts,
+            }),
+            written: AtomicU64::new(next),
+            durable: AtomicU64::new(next),
+            dur: Mutex::new(DurState {
+                syncing: false,
+                last_group: 1,
+            }),
+            dur_changed: Condvar::new(),
+            durable_watch: watch::Sender::new((next, false)),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            segments: RwLock::new(rec.index),
+            manifest: Mutex::new(rec.manifest),
+            prepare: Mutex::new(PrepareSlot::default()),
+            prepared: Condvar::new(),
+            pending_seals: Mutex::new(0),
+            seals_done: Condvar::new(),
+            flush_scheduled: AtomicBool::new(false),
+            followers: AtomicUsize::new(0),
+            visible: Mutex::new(()),
+            visible_changed: Condvar::new(),
+            avg_sync_ns: AtomicU64::new(150_000),
+            last_sync: Mutex::new(Instant::now()),
+            counters: LogCounters::default(),
+            workers,
+            sync_fault,
+        });
+        log.request_prepare();
+        log
+    }
+
+    // ---------------------------------------------------------------- append
+
+    fn check_open(&self) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(self.failure_error());
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed(format!("log {:?}", self.name)));
+        }
+        Ok(())
+    }
+
+    fn failure_error(&self) -> Error {
+        let cause = self
+            .failure
+            .lock()
+            .clone()
+            .unwrap_or_else(|| Error::Closed("log".into()));
+        Error::LogFailed {
+            log: self.name.to_string(),
+            cause: Arc::new(cause),
+        }
+    }
+
+    /// Mark the log failed (sticky) and wake everyone who waits on it.
+    pub(crate) fn fail(&self, error: Error) {
+        tracing::error!(log = %self.name, %error, "log failed; reopen required");
+        {
+            let mut f = self.failure.lock();
+            if f.is_none() {
+                *f = Some(error);
+            }
+        }
+        self.failed.store(true, Ordering::Release);
+        let _dur = self.dur.lock();
+        self.dur_changed.notify_all();
+        drop(_dur);
+        self.durable_watch.send_modify(|v| v.1 = true);
+        self.notify_visible();
+    }
+
+    /// Write a batch of records; returns the first sequence. Does not wait for durability.
+    pub(crate) fn write_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<u64> {
+        let max = self.config.max_record_bytes;
+        let mut frame_bytes = 0u64;
+        for p in payloads {
+            let len = p.as_ref().len() as u64;
+            if len > max {
+                return Err(Error::RecordTooLarge { len, max });
+            }
+            frame_bytes += FRAME_HEADER_BYTES + len;
+        }
+        if payloads.is_empty() {
+            return Err(Error::InvalidConfig("empty batch".into()));
+        }
+        if payloads.len() > limits::MAX_BATCH_RECORDS {
+            return Err(Error::RecordTooLarge {
+                len: payloads.len() as u64,
+                max: limits::MAX_BATCH_RECORDS as u64,
+            });
+        }
+        let batch_limit = self.config.segment_payload_limit() + FRAME_HEADER_BYTES;
+        if frame_bytes > batch_limit {
+            return Err(Error::RecordTooLarge {
+                len: frame_bytes,
+                max: batch_limit,
+            });
+        }
+        self.check_open()?;
+        if matches!(self.config.durability, Durability::Interval(_)) {
+            self.apply_backpressure()?;
+        }
+
+        let mut w = self.write.lock();
+        self.check_open()?;
+        if !w.active.as_ref().expect("active segment").fits(frame_bytes) {
+            self.roll(&mut w)?;
+        }
+        let now = sys::now_ms().max(w.last_timestamp_ms);
+        w.last_timestamp_ms = now;
+        let active = w.active.as_mut().expect("active segment");
+        let first = active.next_seq;
+        let n = payloads.len();
+        for (i, p) in payloads.iter().enumerate() {
+            active.write_frame(p.as_ref(), now, (n - 1 - i) as u32);
+        }
+        let next = active.next_seq;
+        w.dirty_bytes += frame_bytes;
+        let dirty = w.dirty_bytes;
+        self.written.store(next, Ordering::Release);
+        drop(w);
+
+        self.counters.appends.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .records_appended
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.counters.bytes_appended.fetch_add(
+            frame_bytes - n as u64 * FRAME_HEADER_BYTES,
+            Ordering::Relaxed,
+        );
+        match self.config.durability {
+            Durability::None => self.notify_visible(),
+            Durability::Interval(_) if dirty >= self.config.flush_watermark_bytes => {
+                self.request_flush()
+            }
+            _ => {}
+        }
+        Ok(first)
+    }
+
+    fn apply_backpressure(&self) -> Result<()> {
+        let dirty = self.write.lock().dirty_bytes;
+        if dirty >= self.config.dirty_limit_bytes {
+            self.counters
+                .backpressure_waits
+                .fetch_add(1, Ordering::Relaxed);
+            self.sync_to(self.written.load(Ordering::Acquire))?;
+        }
+        Ok(())
+    }
+
+    /// Swap in the prepared segment and hand the full one to the sealer. Called with the write
+    /// lock held; no frame of the batch has been written yet.
+    fn roll(&self, w: &mut WriteState) -> Result<()> {
+        let prepared = self.take_prepared()?;
+        let old = w.active.take().expect("active segment");
+        let base = old.next_seq;
+        let new = prepared.activate(self.name.clone(), self.log_id, base, sys::now_ms());
+        self.segments.write().insert(new.segment.clone());
+        let rolled = old.roll();
+        w.unsynced.push(rolled.file.clone());
+        w.active = Some(new);
+        self.counters
+            .segments_rolled
+            .fetch_add(1, Ordering::Relaxed);
+        *self.pending_seals.lock() += 1;
+        self.workers.submit(Job::Seal(self.self_arc(), rolled));
+        self.request_prepare();
+        Ok(())
+    }
+
+    fn self_arc(&self) -> Arc<LogShared> {
+        self.me.upgrade().expect("log alive")
+    }
+
+    fn take_prepared(&self) -> Result<PreparedSegment> {
+        let mut slot = self.prepare.lock();
+        let mut waited = false;
+        loop {
+            if let Some(p) = slot.ready.take() {
+                return Ok(p);
+            }
+            if let Some(e) = slot.error.take() {
+                return Err(e);
+            }
+            if !slot.in_progress {
+                slot.in_progress = true;
+                self.workers.submit(Job::Prepare(self.self_arc()));
+            }
+            if !waited {
+                self.counters.rollover_waits.fetch_add(1, Ordering::Relaxed);
+                waited = true;
+            }
+            self.prepared.wait(&mut slot);
+        }
+    }
+
+    fn request_prepare(&self) {
+        let mut slot = self.prepare.lock();
+        if slot.ready.is_none() && !slot.in_progress {
+            slot.in_progress = true;
+            drop(slot);
+            self.workers.submit(Job::Prepare(self.self_arc()));
+        }
+    }
+
+    /// Background: create the next segment.
+    pub(crate) fn prepare_next_segment(&self) {
+        let result = (|| {
+            let capacity = self.config.segment_bytes;
+            let id = {
+                let mut m = self.manifest.lock();
+                let id = m.state().next_segment_id;
+                m.append(Edit::SegmentPrepared {
+                    segment_id: id,
+                    capacity,
+                })?;
+                id
+            };
+            PreparedSegment::create(
+                &self.segment_dir,
+                id,
+                capacity,
+                self.config.durability != Durability::None,
+            )
+        })();
+        let mut slot = self.prepare.lock();
+        slot.in_progress = false;
+        match result {
+            Ok(p) => slot.ready = Some(p),
+            Err(e) => {
+                tracing::warn!(log = %self.name, error = %e, "preparing the next segment failed");
+                slot.error = Some(e);
+            }
+        }
+        drop(slot);
+        self.prepared.notify_all();
+    }
+
+    /// Background: seal a rolled segment and record it in the manifest.
+    pub(crate) fn seal_segment(&self, rolled: RolledSegment) {
+        let result = (|| {
+            let (segment, meta) = rolled.seal(sys::now_ms())?;
+            self.manifest.lock().append(Edit::SegmentSealed(SealedInfo {
+                segment_id: segment.id,
+                base_seq: segment.base_seq,
+                record_count: meta.footer.record_count,
+                file_len: meta.file_len,
+                first_timestamp_ms: meta.footer.first_timestamp_ms,
+                last_timestamp_ms: meta.footer.last_timestamp_ms,
+                footer_crc: meta.footer_crc,
+            }))
+        })();
+        match result {
+            Ok(()) => {
+                self.counters
+                    .segments_sealed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => self.fail(e),
+        }
+        let mut pending = self.pending_seals.lock();
+        *pending -= 1;
+        self.seals_done.notify_all();
+    }
+
+    // ---------------------------------------------------------------- durability
+
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Records a reader may see under `visibility`.
+    pub(crate) fn visible(&self, visibility: ReadVisibility) -> u64 {
+        match (visibility, self.config.durability) {
+            (ReadVisibility::Written, _) | (ReadVisibility::Durable, Durability::None) => {
+                self.written()
+            }
+            (ReadVisibility::Durable, _) => self.durable(),
+        }
+    }
+
+    /// Block until every record below `target` is durable, running the group commit if no other
+    /// thread is.
+    pub(crate) fn sync_to(&self, target: u64) -> Result<()> {
+        let mut st = self.dur.lock();
+        loop {
+            if self.durable.load(Ordering::Acquire) >= target {
+                return Ok(());
+            }
+            if self.failed.load(Ordering::Acquire) {
+                return Err(self.failure_error());
+            }
+            if st.syncing {
+                self.dur_changed.wait(&mut st);
+                continue;
+            }
+            st.syncing = true;
+            let expected_group = st.last_group;
+            drop(st);
+            self.gather(expected_group);
+            let result = self.sync_round();
+            st = self.dur.lock();
+            st.syncing = false;
+            match result {
+                Ok((covered, group)) => {
+                    st.last_group = group.max(1);
+                    self.durable.store(covered, Ordering::Release);
+                    self.dur_changed.notify_all();
+                    self.durable_watch.send_modify(|v| v.0 = covered);
+                    if self.config.durability != Durability::None {
+                        self.notify_visible();
+                    }
+                }
+                Err(e) => {
+                    drop(st);
+                    self.fail(e);
+                    return Err(self.failure_error());
+                }
+            }
+        }
+    }
+
+    /// Closed-loop writers released by the previous sync come back within microseconds; give them
+    /// a brief chance to join this group instead of paying a whole extra sync each.
+    fn gather(&self, expected_group: u64) {
+        if expected_group <= 1 || self.config.durability != Durability::Always {
+            return;
+        }
+        let window =
+            Duration::from_nanos((self.avg_sync_ns.load(Ordering::Relaxed) / 3).min(100_000));
+        let start = Instant::now();
+        while self.written().saturating_sub(self.durable()) < expected_group
+            && start.elapsed() < window
+        {
+            std::thread::yield_now();
+        }
+    }
+
+    /// One group commit: sync every file holding unsynced frames. Returns the new durable
+    /// watermark and how many records it newly covers.
+    fn sync_round(&self) -> Result<(u64, u64)> {
+        let (target, files) = {
+            let mut w = self.write.lock();
+            let mut files = std::mem::take(&mut w.unsynced);
+            if let Some(a) = &w.active {
+                files.push(a.file.clone());
+            }
+            w.dirty_bytes = 0;
+            (self.written(), files)
+        };
+        let before = self.durable();
+        let start = Instant::now();
+        for file in &files {
+            if let Some(fault) = &self.sync_fault {
+                fault().map_err(|e| {
+                    Error::io(format!("fdatasync segment of log {:?}", self.name), e)
+                })?;
+            }
+            sys::retry_transient(|| file.sync_data())
+                .map_err(|e| Error::io(format!("fdatasync segment of log {:?}", self.name), e))?;
+        }
+        let ns = start.elapsed().as_nanos() as u64;
+        self.counters.record_fsync(ns);
+        let avg = self.avg_sync_ns.load(Ordering::Relaxed);
+        self.avg_sync_ns
+            .store((avg * 7 + ns) / 8, Ordering::Relaxed);
+        *self.last_sync.lock() = Instant::now();
+        Ok((target, target.saturating_sub(before)))
+    }
+
+    pub(crate) fn request_flush(&self) {
+        if !self.flush_scheduled.swap(true, Ordering::AcqRel) {
+            self.workers.submit(Job::Flush(self.self_arc()));
+        }
+    }
+
+    /// Background flush job.
+    pub(crate) fn background_flush(&self) {
+        self.flush_scheduled.store(false, Ordering::Release);
+        if self.failed.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = self.sync_to(self.written());
+    }
+
+    /// Timer tick: interval flushes and age-based rollover.
+    pub(crate) fn on_tick(&self) {
+        if self.closed.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Durability::Interval(every) = self.config.durability
+            && self.written() > self.durable()
+            && self.last_sync.lock().elapsed() >= every
+        {
+            self.request_flush();
+        }
+        if let Some(age) = self.config.segment_max_age {
+            let ready = self.prepare.lock().ready.is_some();
+            let mut w = self.write.lock();
+            let active = w.active.as_ref().expect("active segment");
+            let old = sys::now_ms().saturating_sub(active.created_ms) >= age.as_millis() as u64;
+            if old
+                && active.record_count() > 0
+                && ready
+                && let Err(e) = self.roll(&mut w)
+            {
+                tracing::warn!(log = %self.name, error = %e, "age rollover failed");
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- visibility for followers
+
+    pub(crate) fn notify_visible(&self) {
+        if self.followers.load(Ordering::Acquire) > 0 {
+            let _g = self.visible.lock();
+            self.visible_changed.notify_all();
+        }
+    }
+
+    /// Wait until more than `seq` records are visible, the log fails/closes, or `deadline`.
+    pub(crate) fn wait_visible(
+        &self,
+        seq: u64,
+        visibility: ReadVisibility,
+        deadline: Instant,
+    ) -> bool {
+        self.followers.fetch_add(1, Ordering::AcqRel);
+        let mut g = self.visible.lock();
+        let ok = loop {
+            if self.visible(visibility) > seq {
+                break true;
+            }
+            if self.failed.load(Ordering::Acquire) || self.closed.load(Ordering::Acquire) {
+                break false;
+            }
+            // Bounded waits guard against a notification racing the follower count.
+            let now = Instant::now();
+            if now >= deadline {
+                break false;
+            }
+            let step = (deadline - now).min(Duration::from_millis(5));
+            self.visible_changed.wait_for(&mut g, step);
+        };
+        drop(g);
+        self.followers.fetch_sub(1, Ordering::AcqRel);
+        ok
+    }
+
+    // ---------------------------------------------------------------- lifecycle
+
+    pub(crate) fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let result = if self.failed.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            self.sync_to(self.written())
+        };
+        let mut pending = self.pending_seals.lock();
+        while *pending > 0 {
+            self.seals_done.wait(&mut pending);
+        }
+        drop(pending);
+        self.notify_visible();
+        result
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn active_records_end(&self) -> u64 {
+        self.write.lock().active.as_ref().map_or(0, |a| a.offset)
+    }
+
+    pub(crate) fn stats(&self) -> LogStats {
+        let mut s = self.counters.snapshot();
+        s.next_seq = self.written();
+        s.durable_seq = self.durable();
+        s.segments = self.segments.read().len() as u64;
+        s
+    }
+
+    pub(crate) fn read(&self, seq: u64, visibility: ReadVisibility) -> Result<Record> {
+        if seq >= self.visible(visibility) {
+            return Err(Error::NotFound(format!(
+                "log {:?} has no visible record {seq}",
+                self.name
+            )));
+        }
+        let segment =
+            self.segments.read().find(seq).cloned().ok_or_else(|| {
+                Error::NotFound(format!("log {:?} has no record {seq}", self.name))
+            })?;
+        let (mapping, offset) = segment.locate(seq)?;
+        Ok(segment.read_at(&mapping, offset, seq)?.0)
+    }
+}
+
+/// A handle to one log. Cheap to clone; every clone shares the same log and may be used from
+/// many threads at once.
+#[derive(Clone, Debug)]
+pub struct Aof {
+    pub(crate) shared: Arc<LogShared>,
+}
+
+impl Aof {
+    /// The log's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The log's persistent 128-bit identity.
+    pub fn log_id(&self) -> u128 {
+        self.shared.log_id
+    }
+
+    /// The durability mode this log was opened with.
+    pub fn durability(&self) -> Durability {
+        self.shared.config.durability
+    }
+
+    /// Append one record and return its sequence number once it is acknowledged under the log's
+    /// durability mode (for `Always`: after its bytes are fdatasync'ed).
+    pub fn append(&self, payload: &[u8]) -> Result<u64> {
+        let seq = self.shared.write_batch(&[payload])?;
+        if self.shared.config.durability == Durability::Always {
+            self.shared.sync_to(seq + 1)?;
+        }
+        Ok(seq)
+    }
+
+    /// Append a batch atomically (after a crash, all or none of it is present). Returns the first
+    /// sequence; the batch occupies `first .. first + len`.
+    pub fn append_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<u64> {
+        let first = self.shared.write_batch(payloads)?;
+        if self.shared.config.durability == Durability::Always {
+            self.shared.sync_to(first + payloads.len() as u64)?;
+        }
+        Ok(first)
+    }
+
+    /// Append without waiting for durability, whatever the mode; pair with [`Aof::wait_durable`]
+    /// to pipeline many durable appends from one thread. In `Always` mode a background group
+    /// commit is started.
+    pub fn append_nowait(&self, payload: &[u8]) -> Result<u64> {
+        let seq = self.shared.write_batch(&[payload])?;
+        if self.shared.config.durability == Durability::Always {
+            self.shared.request_flush();
+        }
+        Ok(seq)
+    }
+
+    /// Block until record `seq` (and every record before it) is durable.
+    pub fn wait_durable(&self, seq: u64) -> Result<()> {
+        self.check_seq(seq)?;
+        self.shared.sync_to(seq + 1)
+    }
+
+    /// Async form of [`Aof::wait_durable`]; works on any executor.
+    pub async fn wait_durable_async(&self, seq: u64) -> Result<()> {
+        self.check_seq(seq)?;
+        if self.shared.durable() > seq {
+            return Ok(());
+        }
+        self.shared.request_flush();
+        let mut rx = self.shared.durable_watch.subscribe();
+        let result = rx
+            .wait_for(|&(durable, failed)| durable > seq || failed)
+            .await
+            .map(|v| *v);
+        match result {
+            Ok((durable, _)) if durable > seq => Ok(()),
+            _ => Err(self.shared.failure_error()),
+        }
+    }
+
+    fn check_seq(&self, seq: u64) -> Result<()> {
+        if seq >= self.shared.written() {
+            return Err(Error::NotFound(format!(
+                "log {:?} has not written seq {seq}",
+                self.shared.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sync everything written so far (any durability mode).
+    pub fn flush(&self) -> Result<()> {
+        self.shared.check_open()?;
+        self.shared.sync_to(self.shared.written())
+    }
+
+    /// Sequence the next append will get (= records written).
+    pub fn next_seq(&self) -> u64 {
+        self.shared.written()
+    }
+
+    /// Durable watermark: every record with a sequence below it is durable.
+    pub fn durable_watermark(&self) -> u64 {
+        self.shared.durable()
+    }
+
+    /// Read one record by sequence, under the log's configured visibility.
+    pub fn read(&self, seq: u64) -> Result<Record> {
+        self.shared.read(seq, self.shared.config.read_visibility)
+    }
+
+    /// An iterator over records from `seq`, under the log's configured visibility.
+    pub fn reader(&self, seq: u64) -> Reader {
+        Reader::new(self.shared.clone(), seq, self.shared.config.read_visibility)
+    }
+
+    /// An iterator with an explicit visibility rule.
+    pub fn reader_with(&self, seq: u64, visibility: ReadVisibility) -> Reader {
+        Reader::new(self.shared.clone(), seq, visibility)
+    }
+
+    /// Statistics.
+    pub fn stats(&self) -> LogStats {
+        self.shared.stats()
+    }
+
+    /// Sync, wait for background sealing, and refuse further appends on every handle.
+    pub fn close(&self) -> Result<()> {
+        self.shared.close()
+    }
+}

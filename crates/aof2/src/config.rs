@@ -1,0 +1,280 @@
+//! Configuration of a manager and of each log. Every field states its unit and default;
+//! [`ManagerConfig::validate`] and [`LogConfig::validate`] reject out-of-range values with
+//! [`Error::InvalidConfig`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::limits;
+
+/// When an append is acknowledged relative to `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The OS decides when data reaches the disk; aof2 syncs only when asked (`flush`) and when
+    /// sealing a segment. Records are visible to readers as soon as they are written.
+    None,
+    /// Dirty data is synced at least every interval (and earlier when the dirty-bytes watermark is
+    /// crossed). Appends return once written; `wait_durable` waits for the sync.
+    Interval(Duration),
+    /// An append returns only after its bytes are covered by a completed `fdatasync`
+    /// (group commit: one sync covers every record written before it).
+    Always,
+}
+
+impl Durability {
+    /// Parse `always`, `none`, `interval` (10 ms) or `interval:<ms>`.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "always" => Ok(Durability::Always),
+            "none" => Ok(Durability::None),
+            "interval" => Ok(Durability::Interval(Duration::from_millis(10))),
+            other => match other.strip_prefix("interval:").map(str::parse::<u64>) {
+                Some(Ok(ms)) if ms > 0 => Ok(Durability::Interval(Duration::from_millis(ms))),
+                _ => Err(Error::InvalidConfig(format!(
+                    "durability {other:?}: expected always, none, interval or interval:<ms>"
+                ))),
+            },
+        }
+    }
+
+    /// Short name for reports.
+    pub fn name(&self) -> String {
+        match self {
+            Durability::None => "none".into(),
+            Durability::Interval(d) => format!("interval:{}", d.as_millis()),
+            Durability::Always => "always".into(),
+        }
+    }
+}
+
+/// Which records a reader sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadVisibility {
+    /// Only records that are durable under the log's durability mode (for `Durability::None`,
+    /// every written record). A reader never sees a record that a crash could take back.
+    #[default]
+    Durable,
+    /// Every record written so far, durable or not.
+    Written,
+}
+
+/// Configuration of an [`AofManager`](crate::AofManager).
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Data root directory; created if missing.
+    pub root: PathBuf,
+    /// Threads that run background flushes (interval, watermark, explicit). Default 2.
+    pub flush_threads: usize,
+    /// Tick of the interval/age timer. Default 1 ms.
+    pub timer_tick: Duration,
+}
+
+impl ManagerConfig {
+    /// Defaults for a root directory.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        ManagerConfig {
+            root: root.into(),
+            flush_threads: 2,
+            timer_tick: Duration::from_millis(1),
+        }
+    }
+
+    /// Check ranges.
+    pub fn validate(&self) -> Result<()> {
+        if self.flush_threads == 0 || self.flush_threads > limits::MAX_FLUSH_THREADS {
+            return Err(Error::InvalidConfig(format!(
+                "flush_threads {} must be 1..={}",
+                self.flush_threads,
+                limits::MAX_FLUSH_THREADS
+            )));
+        }
+        if self.timer_tick.is_zero() || self.timer_tick > Duration::from_secs(1) {
+            return Err(Error::InvalidConfig(
+                "timer_tick must be within (0, 1 s]".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Configuration of one log, given when it is opened.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Capacity of each new segment file, bytes. Default 64 MiB; 64 KiB ..= 4 GiB.
+    pub segment_bytes: u64,
+    /// Largest record payload, bytes. Default 8 MiB, at most what fits in one segment.
+    pub max_record_bytes: u64,
+    /// Durability of appends. Default `Always`.
+    pub durability: Durability,
+    /// Seal the active segment once it is this old, even if not full. Default: none.
+    pub segment_max_age: Option<Duration>,
+    /// Start a background flush when this many bytes are unsynced (Interval mode). Default 4 MiB.
+    pub flush_watermark_bytes: u64,
+    /// Appends wait for a flush when this many bytes are unsynced (Interval mode). Default 64 MiB.
+    pub dirty_limit_bytes: u64,
+    /// Which records readers see by default.
+    pub read_visibility: ReadVisibility,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: limits::DEFAULT_SEGMENT_BYTES,
+            max_record_bytes: limits::DEFAULT_MAX_RECORD_BYTES,
+            durability: Durability::Always,
+            segment_max_age: None,
+            flush_watermark_bytes: 4 << 20,
+            dirty_limit_bytes: 64 << 20,
+            read_visibility: ReadVisibility::Durable,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Largest payload a segment of this config can hold.
+    pub fn segment_payload_limit(&self) -> u64 {
+        self.segment_bytes
+            - limits::SEGMENT_HEADER_BYTES
+            - limits::FRAME_HEADER_BYTES
+            - limits::seal_reserve_bytes(limits::max_index_entries(self.segment_bytes))
+    }
+
+    /// Check ranges and consistency.
+    pub fn validate(&self) -> Result<()> {
+        if !(limits::MIN_SEGMENT_BYTES..=limits::MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return Err(Error::InvalidConfig(format!(
+                "segment_bytes {} must be within {}..={}",
+                self.segment_bytes,
+                limits::MIN_SEGMENT_BYTES,
+                limits::MAX_SEGMENT_BYTES
+            )));
+        }
+        if self.max_record_bytes > self.segment_payload_limit()
+            || self.max_record_bytes > u32::MAX as u64
+        {
+            return Err(Error::InvalidConfig(format!(
+                "max_record_bytes {} does not fit a segment of {} bytes (at most {})",
+                self.max_record_bytes,
+                self.segment_bytes,
+                self.segment_payload_limit()
+            )));
+        }
+        if let Durability::Interval(d) = self.durability
+            && d.is_zero()
+        {
+            return Err(Error::InvalidConfig(
+                "durability interval must be > 0".into(),
+            ));
+        }
+        if self
+            .segment_max_age
+            .is_some_and(|age| age < Duration::from_millis(1))
+        {
+            return Err(Error::InvalidConfig(
+                "segment_max_age must be at least 1 ms".into(),
+            ));
+        }
+        if self.flush_watermark_bytes == 0 || self.dirty_limit_bytes < self.flush_watermark_bytes {
+            return Err(Error::InvalidConfig(
+                "need 0 < flush_watermark_bytes <= dirty_limit_bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Clamp `max_record_bytes` to what the segment size allows (used when only the segment size
+    /// was changed from the default).
+    pub fn with_segment_bytes(mut self, segment_bytes: u64) -> Self {
+        self.segment_bytes = segment_bytes;
+        if segment_bytes >= limits::MIN_SEGMENT_BYTES {
+            self.max_record_bytes = self.max_record_bytes.min(self.segment_payload_limit());
+        }
+        self
+    }
+}
+
+/// Check a log name: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`.
+pub fn validate_log_name(name: &str) -> Result<()> {
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= limits::MAX_LOG_NAME_BYTES
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName {
+            name: name.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["a", "A9", "log.1", "x_y-z", &"a".repeat(128)] {
+            validate_log_name(good).unwrap();
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "-a",
+            "_a",
+            ".hidden",
+            "a b",
+            "é",
+            &"a".repeat(129),
+            "a\0",
+        ] {
+            assert!(
+                matches!(validate_log_name(bad), Err(Error::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn durability_parse() {
+        assert_eq!(Durability::parse("always").unwrap(), Durability::Always);
+        assert_eq!(
+            Durability::parse("interval:5").unwrap(),
+            Durability::Interval(Duration::from_millis(5))
+        );
+        assert!(Durability::parse("sometimes").is_err());
+        assert!(Durability::parse("interval:0").is_err());
+    }
+
+    #[test]
+    fn config_ranges() {
+        LogConfig::default().validate().unwrap();
+        LogConfig::default()
+            .with_segment_bytes(limits::MIN_SEGMENT_BYTES)
+            .validate()
+            .unwrap();
+        assert!(
+            LogConfig {
+                segment_bytes: 1000,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            LogConfig {
+                max_record_bytes: 1 << 40,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}

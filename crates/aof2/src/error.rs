@@ -1,0 +1,155 @@
+//! Public error type.
+//!
+//! Few prescriptive kinds ([`ErrorKind`]) tell the caller what to do; the [`Error`] variants carry
+//! the detail a human needs (which log, which segment, which offset). Errors are `Clone` so one
+//! failed group commit can hand the same error to every waiter.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What the caller should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The input was wrong (bad name, record too large, bad configuration): fix it, do not retry.
+    InvalidInput,
+    /// Data on disk failed a checksum or an invariant: check the data (`aof2 verify`).
+    Corruption,
+    /// A budget or queue is full: retry later. Nothing was written.
+    Backpressure,
+    /// A dependency (another process holding the root, a remote tier) is unavailable: retry later.
+    Unavailable,
+    /// The log or manager is closed or failed after an I/O error: reopen it.
+    Closed,
+    /// The requested thing does not exist.
+    NotFound,
+    /// An I/O or environment error that is none of the above.
+    Io,
+}
+
+/// Which storage tier an error concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// Memory-mapped segments.
+    Tier0,
+    /// Compressed local files.
+    Tier1,
+    /// Object storage.
+    Tier2,
+}
+
+/// An aof2 error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A log name does not match `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`.
+    #[error(
+        "invalid log name {name:?}: names are 1-128 characters of [A-Za-z0-9._-] starting with a letter or digit"
+    )]
+    InvalidName { name: String },
+
+    /// A record (or a whole batch) is larger than the log accepts.
+    #[error("record of {len} bytes exceeds the maximum of {max} bytes for this log")]
+    RecordTooLarge { len: u64, max: u64 },
+
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// Another process (or another manager in this process) owns the root.
+    #[error("root {} is locked by another aof2 process", root.display())]
+    Locked { root: PathBuf },
+
+    /// A file or root was written by a newer aof2.
+    #[error("{} has format version {found}, this aof2 supports up to {supported}", path.display())]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u16,
+        supported: u16,
+    },
+
+    /// A file is not an aof2 file (wrong magic).
+    #[error("{} is not an aof2 {what}", path.display())]
+    NotAof2File { path: PathBuf, what: &'static str },
+
+    /// A checksum or invariant failed.
+    #[error("corruption in {location}: {detail}")]
+    Corruption { location: String, detail: String },
+
+    /// The log refused an operation because a budget is exhausted; nothing was written.
+    #[error("backpressure from {tier:?}: {detail}")]
+    Backpressure { tier: Tier, detail: String },
+
+    /// A required tier is unavailable.
+    #[error("{tier:?} unavailable: {detail}")]
+    Unavailable { tier: Tier, detail: String },
+
+    /// The requested record, log or segment does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+
+    /// The log failed earlier (for example an fdatasync failed) and refuses work until reopened.
+    #[error("log {log:?} failed and must be reopened: {cause}")]
+    LogFailed { log: String, cause: Arc<Error> },
+
+    /// The log or manager was closed.
+    #[error("{0} is closed")]
+    Closed(String),
+
+    /// An I/O error with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: Arc<io::Error>,
+    },
+}
+
+impl Error {
+    /// What the caller should do about this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidName { .. } | Error::RecordTooLarge { .. } | Error::InvalidConfig(_) => {
+                ErrorKind::InvalidInput
+            }
+            Error::Locked { .. } => ErrorKind::Unavailable,
+            Error::UnsupportedVersion { .. } => ErrorKind::InvalidInput,
+            Error::NotAof2File { .. } | Error::Corruption { .. } => ErrorKind::Corruption,
+            Error::Backpressure { .. } => ErrorKind::Backpressure,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::LogFailed { .. } | Error::Closed(_) => ErrorKind::Closed,
+            Error::Io { source, .. } => match source.kind() {
+                io::ErrorKind::NotFound => ErrorKind::NotFound,
+                _ => ErrorKind::Io,
+            },
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    pub(crate) fn corruption(location: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Corruption {
+            location: location.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attach context to an `io::Result`.
+pub(crate) trait IoContext<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(what(), e))
+    }
+}

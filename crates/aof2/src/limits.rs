@@ -1,0 +1,70 @@
+//! Every bound aof2 enforces, in one place, each with the reason for its value.
+
+/// Longest log name. Names become directory names; 128 keeps paths well under `PATH_MAX`
+/// and object keys well under S3's 1024-byte key limit.
+pub const MAX_LOG_NAME_BYTES: usize = 128;
+
+/// Segment header size. Fixed so the first frame is at a known offset.
+pub const SEGMENT_HEADER_BYTES: u64 = 128;
+/// Segment footer size.
+pub const SEGMENT_FOOTER_BYTES: u64 = 96;
+/// Record frame header size.
+pub const FRAME_HEADER_BYTES: u64 = 32;
+/// Sparse index entry size.
+pub const INDEX_ENTRY_BYTES: u64 = 24;
+/// Bytes of frames between sparse index entries: a point read scans at most this much.
+pub const INDEX_INTERVAL_BYTES: u64 = 64 * 1024;
+
+/// Smallest segment. Below this the header, footer and index overheads dominate.
+pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
+/// Largest segment. Offsets inside a segment are u64 on disk, but one segment is one mapping and
+/// one unit of tiering; 4 GiB keeps both reasonable.
+pub const MAX_SEGMENT_BYTES: u64 = 4 << 30;
+/// Default segment size: large enough that rollover is rare, small enough to tier promptly.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Default largest record payload.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 8 << 20;
+/// Records in one batch: bounds the work done under the write lock.
+pub const MAX_BATCH_RECORDS: usize = 1 << 20;
+
+/// Largest manifest edit body. Edits are tiny; anything larger is corruption.
+pub const MAX_MANIFEST_EDIT_BYTES: u32 = 64 * 1024;
+/// Manifest WAL size that triggers compaction into a snapshot.
+pub const MANIFEST_COMPACT_BYTES: u64 = 4 << 20;
+
+/// Retries of a transient (EINTR/EAGAIN) I/O error before it counts as a failure.
+pub const TRANSIENT_IO_RETRIES: u32 = 8;
+
+/// Flush worker threads per manager, at most.
+pub const MAX_FLUSH_THREADS: usize = 64;
+
+/// Space a segment must keep free for its sparse index and footer when `records` bytes of frames
+/// with `entries` index entries are present.
+pub const fn seal_reserve_bytes(entries: u64) -> u64 {
+    entries * INDEX_ENTRY_BYTES + SEGMENT_FOOTER_BYTES
+}
+
+/// Frame bytes needed for a payload of `len` bytes.
+pub const fn frame_bytes(len: u64) -> u64 {
+    FRAME_HEADER_BYTES + len
+}
+
+/// Worst-case index entries a segment of `capacity` bytes can need.
+pub const fn max_index_entries(capacity: u64) -> u64 {
+    capacity / INDEX_INTERVAL_BYTES + 2
+}
+
+const _: () =
+    assert!(MIN_SEGMENT_BYTES > SEGMENT_HEADER_BYTES + SEGMENT_FOOTER_BYTES + FRAME_HEADER_BYTES);
+const _: () = assert!(
+    DEFAULT_SEGMENT_BYTES >= MIN_SEGMENT_BYTES && DEFAULT_SEGMENT_BYTES <= MAX_SEGMENT_BYTES
+);
+const _: () = assert!(
+    DEFAULT_MAX_RECORD_BYTES
+        + FRAME_HEADER_BYTES
+        + SEGMENT_HEADER_BYTES
+        + seal_reserve_bytes(max_index_entries(DEFAULT_SEGMENT_BYTES))
+        <= DEFAULT_SEGMENT_BYTES
+);
+const _: () = assert!(MAX_LOG_NAME_BYTES <= u16::MAX as usize);

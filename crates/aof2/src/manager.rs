@@ -1,0 +1,360 @@
+//! AofManager: owns a data root (exclusively, through a directory lock), the background threads
+//! (FlushManager: flush pool, segment preparer, sealer, timer) and every open log.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::aof::{Aof, LogShared, SyncFault};
+use crate::config::{LogConfig, ManagerConfig, validate_log_name};
+use crate::error::{Error, IoContext, Result};
+use crate::flush::FlushManager;
+use crate::format::FormatError;
+use crate::format::root::{ROOT_FILE_BYTES, RootFile};
+use crate::recovery::verify::VerifyReport;
+use crate::recovery::{RecoveryReport, recover_log};
+use crate::sys;
+
+const ROOT_FILE: &str = "aof2.root";
+const LOCK_FILE: &str = "LOCK";
+
+/// State of one segment, for `inspect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentState {
+    /// Receiving appends.
+    Active,
+    /// Full, footer being written.
+    Sealing,
+    /// Footer written and recorded; immutable.
+    Sealed,
+    /// Failed verification at open; reads of its range return `Corruption`.
+    Quarantined,
+}
+
+impl SegmentState {
+    /// Lower-case name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SegmentState::Active => "active",
+            SegmentState::Sealing => "sealing",
+            SegmentState::Sealed => "sealed",
+            SegmentState::Quarantined => "quarantined",
+        }
+    }
+}
+
+/// One segment, for `inspect`.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    /// Segment id.
+    pub id: u64,
+    /// State.
+    pub state: SegmentState,
+    /// First sequence.
+    pub base_seq: u64,
+    /// One past the last sequence (for the active segment: the log's written watermark).
+    pub end_seq: u64,
+    /// Size of the file on disk, bytes.
+    pub file_bytes: u64,
+    /// Bytes of frames in it.
+    pub record_bytes: u64,
+    /// File path.
+    pub path: PathBuf,
+}
+
+/// One log, for `inspect`.
+#[derive(Debug, Clone)]
+pub struct LogInfo {
+    /// Name.
+    pub name: String,
+    /// Persistent identity.
+    pub log_id: u128,
+    /// Records written.
+    pub next_seq: u64,
+    /// Durable watermark.
+    pub durable_seq: u64,
+    /// Segments, oldest first.
+    pub segments: Vec<SegmentInfo>,
+}
+
+struct ManagerInner {
+    config: ManagerConfig,
+    root_id: u128,
+    _lock: File,
+    workers: Arc<FlushManager>,
+    logs: Mutex<HashMap<String, Arc<LogShared>>>,
+    reports: Mutex<HashMap<String, RecoveryReport>>,
+    sync_fault: Mutex<Option<SyncFault>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// Owns a data root and the logs in it.
+#[derive(Clone)]
+pub struct AofManager {
+    inner: Arc<ManagerInner>,
+}
+
+impl std::fmt::Debug for AofManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AofManager")
+            .field("root", &self.inner.config.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AofManager {
+    /// Open (creating if needed) the root in `config`. Fails with [`Error::Locked`] if another
+    /// process (or another manager in this process) holds it.
+    pub fn open(config: ManagerConfig) -> Result<Self> {
+        config.validate()?;
+        let root = config.root.clone();
+        std::fs::create_dir_all(&root).context(|| format!("create root {}", root.display()))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join(LOCK_FILE))
+            .context(|| format!("open lock file in {}", root.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked { root }),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("lock {}", root.display()), e));
+            }
+        }
+        let root_id = open_root_file(&root)?;
+        let logs_dir = root.join("logs");
+        std::fs::create_dir_all(&logs_dir).context(|| format!("create {}", logs_dir.display()))?;
+        let workers = FlushManager::start(config.flush_threads, config.timer_tick);
+        Ok(AofManager {
+            inner: Arc::new(ManagerInner {
+                config,
+                root_id,
+                _lock: lock,
+                workers,
+                logs: Mutex::new(HashMap::new()),
+                reports: Mutex::new(HashMap::new()),
+                sync_fault: Mutex::new(None),
+                closed: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.config.root
+    }
+
+    /// The root's random identity.
+    pub fn root_id(&self) -> u128 {
+        self.inner.root_id
+    }
+
+    /// Open (creating if needed) a log. Opening a log that is already open returns another handle
+    /// to it (the first configuration stays in force).
+    pub fn open_log(&self, name: &str, config: LogConfig) -> Result<Aof> {
+        validate_log_name(name)?;
+        config.validate()?;
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::Closed("manager".into()));
+        }
+        let mut logs = self.inner.logs.lock();
+        if let Some(shared) = logs.get(name)
+            && !shared.is_closed()
+        {
+            return Ok(Aof {
+                shared: shared.clone(),
+            });
+        }
+        let (recovered, report) = recover_log(self.root(), name, &config)?;
+        let shared = LogShared::new(
+            recovered,
+            config,
+            self.inner.workers.clone(),
+            self.inner.sync_fault.lock().clone(),
+        );
+        self.inner.workers.register(&shared);
+        logs.insert(name.to_string(), shared.clone());
+        self.inner.reports.lock().insert(name.to_string(), report);
+        Ok(Aof { shared })
+    }
+
+    /// Whether a log exists in this root.
+    pub fn log_exists(&self, name: &str) -> bool {
+        validate_log_name(name).is_ok()
+            && self
+                .root()
+                .join("logs")
+                .join(name)
+                .join("manifest")
+                .is_dir()
+    }
+
+    /// Names of the logs in this root, sorted.
+    pub fn list_logs(&self) -> Result<Vec<String>> {
+        let dir = self.root().join("logs");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).context(|| format!("list {}", dir.display()))? {
+            let entry = entry.context(|| format!("list {}", dir.display()))?;
+            if let Some(name) = entry.file_name().to_str()
+                && validate_log_name(name).is_ok()
+            {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// What recovery did when `name` was opened by this manager.
+    pub fn recovery_report(&self, name: &str) -> Option<RecoveryReport> {
+        self.inner.reports.lock().get(name).cloned()
+    }
+
+    /// Segments and watermarks of an open log.
+    pub fn log_info(&self, log: &Aof) -> LogInfo {
+        let shared = &log.shared;
+        let written = shared.written();
+        let segments = shared
+            .segments
+            .read()
+            .iter()
+            .map(|s| {
+                let file_bytes = std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0);
+                let (state, end, record_bytes) = if s.quarantine_reason().is_some() {
+                    (
+                        SegmentState::Quarantined,
+                        s.end_seq().unwrap_or(s.base_seq),
+                        0,
+                    )
+                } else if let Some(meta) = s.sealed_meta() {
+                    (
+                        SegmentState::Sealed,
+                        s.end_seq().unwrap_or(s.base_seq),
+                        meta.footer.records_end - crate::limits::SEGMENT_HEADER_BYTES,
+                    )
+                } else if let Some(end) = s.end_seq() {
+                    (
+                        SegmentState::Sealing,
+                        end,
+                        s.records_end() - crate::limits::SEGMENT_HEADER_BYTES,
+                    )
+                } else {
+                    let bytes = shared
+                        .active_records_end()
+                        .saturating_sub(crate::limits::SEGMENT_HEADER_BYTES);
+                    (SegmentState::Active, written, bytes)
+                };
+                SegmentInfo {
+                    id: s.id,
+                    state,
+                    base_seq: s.base_seq,
+                    end_seq: end,
+                    file_bytes,
+                    record_bytes,
+                    path: s.path.clone(),
+                }
+            })
+            .collect();
+        LogInfo {
+            name: shared.name.to_string(),
+            log_id: shared.log_id,
+            next_seq: written,
+            durable_seq: shared.durable(),
+            segments,
+        }
+    }
+
+    /// Check every record checksum of an open log (sealed segments in parallel).
+    pub fn verify_log(&self, log: &Aof) -> VerifyReport {
+        crate::recovery::verify::verify(&log.shared)
+    }
+
+    /// Test seam: fail group-commit syncs of logs opened after this call.
+    #[doc(hidden)]
+    pub fn set_sync_fault(&self, fault: Option<SyncFault>) {
+        *self.inner.sync_fault.lock() = fault;
+    }
+
+    /// Close every log (syncing it) and stop the background threads.
+    pub fn close(&self) -> Result<()> {
+        if self
+            .inner
+            .closed
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Ok(());
+        }
+        let logs: Vec<Arc<LogShared>> = self.inner.logs.lock().drain().map(|(_, l)| l).collect();
+        let mut first_error = None;
+        for log in logs {
+            if let Err(e) = log.close() {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.inner.workers.shutdown();
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for ManagerInner {
+    fn drop(&mut self) {
+        if !self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            for (_, log) in self.logs.lock().drain() {
+                let _ = log.close();
+            }
+            self.workers.shutdown();
+        }
+    }
+}
+
+fn open_root_file(root: &Path) -> Result<u128> {
+    let path = root.join(ROOT_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            if bytes.len() != ROOT_FILE_BYTES {
+                return Err(Error::NotAof2File {
+                    path,
+                    what: "root (aof2.root has the wrong size)",
+                });
+            }
+            RootFile::decode(&bytes)
+                .map(|r| r.root_id)
+                .map_err(|e| match e {
+                    FormatError::UnsupportedVersion(v) => Error::UnsupportedVersion {
+                        path: path.clone(),
+                        found: v,
+                        supported: crate::format::FORMAT_VERSION,
+                    },
+                    FormatError::BadMagic => Error::NotAof2File {
+                        path: path.clone(),
+                        what: "root",
+                    },
+                    other => Error::corruption(path.display().to_string(), other.to_string()),
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Refuse to adopt a directory that already holds something else.
+            let foreign = std::fs::read_dir(root)
+                .context(|| format!("list {}", root.display()))?
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name() != LOCK_FILE && e.file_name() != "logs");
+            if foreign {
+                return Err(Error::NotAof2File {
+                    path: root.to_path_buf(),
+                    what: "root (directory has other files and no aof2.root)",
+                });
+            }
+            let root_file = RootFile {
+                root_id: sys::random_u128(),
+                created_ms: sys::now_ms(),
+            };
+            sys::write_atomic(&path, &root_file.encode())?;
+            Ok(root_file.root_id)
+        }
+        Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+    }
+}

@@ -1,0 +1,535 @@
+//! ManifestLog: the per-log metadata write-ahead log. Edits (segment prepared, sealed, dropped,
+//! quarantined; later tier moves) are checked against the replayed state, appended with a CRC and
+//! synced before they take effect. When the WAL grows past a threshold it is compacted into a
+//! snapshot (temp file + fsync + rename + fsync dir) and a new WAL generation starts.
+//!
+//! Opening never truncates history: a torn final record (a crash mid-append) is left in place and
+//! the manifest moves on to a fresh generation through a compaction.
+
+pub mod index;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::FormatError;
+use crate::format::manifest::{
+    Edit, SealedInfo, WAL_HEADER_BYTES, WalRead, decode_snapshot, decode_wal_header,
+    decode_wal_record, encode_snapshot, encode_wal_header, encode_wal_record,
+};
+use crate::limits::MANIFEST_COMPACT_BYTES;
+use crate::sys;
+
+/// What the manifest knows of one live segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentEntry {
+    pub capacity: u64,
+    pub sealed: Option<SealedInfo>,
+    pub quarantined: Option<String>,
+}
+
+/// The state the edits replay into.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManifestState {
+    pub log_id: u128,
+    pub name: String,
+    pub created_ms: u64,
+    pub segments: BTreeMap<u64, SegmentEntry>,
+    /// Smallest segment id never used.
+    pub next_segment_id: u64,
+    created: bool,
+}
+
+impl ManifestState {
+    /// Check `edit` against the invariants; `Err` leaves the state untouched.
+    pub fn check(&self, edit: &Edit) -> std::result::Result<(), String> {
+        match edit {
+            Edit::LogCreated { .. } if self.created => Err("log already created".into()),
+            Edit::LogCreated { .. } => Ok(()),
+            _ if !self.created => Err("edit before LogCreated".into()),
+            Edit::SegmentPrepared { segment_id, .. } if *segment_id < self.next_segment_id => {
+                Err(format!(
+                    "segment {segment_id} reuses an id (next is {})",
+                    self.next_segment_id
+                ))
+            }
+            Edit::SegmentPrepared { .. } => Ok(()),
+            Edit::SegmentSealed(info) => {
+                let entry = self
+                    .segments
+                    .get(&info.segment_id)
+                    .ok_or(format!("sealing unknown segment {}", info.segment_id))?;
+                if entry.sealed.is_some() {
+                    return Err(format!("segment {} sealed twice", info.segment_id));
+                }
+                let previous = self.segments.range(..info.segment_id).next_back();
+                if let Some((
+                    id,
+                    SegmentEntry {
+                        sealed: Some(prev), ..
+                    },
+                )) = previous
+                    && prev.base_seq + prev.record_count != info.base_seq
+                {
+                    return Err(format!(
+                        "segment {} starts at seq {} but segment {id} ends at {}",
+                        info.segment_id,
+                        info.base_seq,
+                        prev.base_seq + prev.record_count
+                    ));
+                }
+                Ok(())
+            }
+            Edit::SegmentDropped { segment_id } => match self.segments.get(segment_id) {
+                None => Err(format!("dropping unknown segment {segment_id}")),
+                Some(e) if e.sealed.is_some() => {
+                    Err(format!("refusing to drop sealed segment {segment_id}"))
+                }
+                Some(_) => Ok(()),
+            },
+            Edit::SegmentQuarantined { segment_id, .. } => match self.segments.get(segment_id) {
+                Some(SegmentEntry {
+                    sealed: Some(_), ..
+                }) => Ok(()),
+                _ => Err(format!(
+                    "quarantining segment {segment_id} that is not sealed"
+                )),
+            },
+        }
+    }
+
+    /// Apply a checked edit.
+    pub fn apply(&mut self, edit: &Edit) {
+        match edit {
+            Edit::LogCreated {
+                log_id,
+                created_ms,
+                name,
+            } => {
+                self.log_id = *log_id;
+                self.created_ms = *created_ms;
+                self.name = name.clone();
+                self.created = true;
+            }
+            Edit::SegmentPrepared {
+                segment_id,
+                capacity,
+            } => {
+                self.segments.insert(
+                    *segment_id,
+                    SegmentEntry {
+                        capacity: *capacity,
+                        sealed: None,
+                        quarantined: None,
+                    },
+                );
+                self.next_segment_id = segment_id + 1;
+            }
+            Edit::SegmentSealed(info) => {
+                if let Some(e) = self.segments.get_mut(&info.segment_id) {
+                    e.sealed = Some(*info);
+                }
+            }
+            Edit::SegmentDropped { segment_id } => {
+                self.segments.remove(segment_id);
+            }
+            Edit::SegmentQuarantined { segment_id, reason } => {
+                if let Some(e) = self.segments.get_mut(segment_id) {
+                    e.quarantined = Some(reason.clone());
+                }
+            }
+        }
+    }
+
+    /// Edits that recreate this state (the snapshot body).
+    fn to_edits(&self) -> Vec<Edit> {
+        let mut edits = vec![Edit::LogCreated {
+            log_id: self.log_id,
+            created_ms: self.created_ms,
+            name: self.name.clone(),
+        }];
+        // Keep the id counter even if the newest segments were dropped.
+        let mut last_prepared = None;
+        for (&segment_id, entry) in &self.segments {
+            edits.push(Edit::SegmentPrepared {
+                segment_id,
+                capacity: entry.capacity,
+            });
+            last_prepared = Some(segment_id);
+            if let Some(info) = entry.sealed {
+                edits.push(Edit::SegmentSealed(info));
+            }
+            if let Some(reason) = &entry.quarantined {
+                edits.push(Edit::SegmentQuarantined {
+                    segment_id,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        if self.next_segment_id > 0 && last_prepared.is_none_or(|id| id + 1 < self.next_segment_id)
+        {
+            // Encode the counter with a prepared-then-dropped placeholder.
+            let id = self.next_segment_id - 1;
+            edits.push(Edit::SegmentPrepared {
+                segment_id: id,
+                capacity: 0,
+            });
+            edits.push(Edit::SegmentDropped { segment_id: id });
+        }
+        edits
+    }
+}
+
+/// The metadata WAL of one log.
+#[derive(Debug)]
+pub struct ManifestLog {
+    dir: PathBuf,
+    wal: File,
+    generation: u64,
+    wal_len: u64,
+    state: ManifestState,
+}
+
+fn wal_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("wal-{generation:016x}"))
+}
+
+fn snapshot_path(dir: &Path) -> PathBuf {
+    dir.join("snapshot")
+}
+
+fn format_error(path: &Path, offset: u64, e: FormatError) -> Error {
+    match e {
+        FormatError::UnsupportedVersion(v) => Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: v,
+            supported: crate::format::FORMAT_VERSION,
+        },
+        FormatError::BadMagic if offset == 0 => Error::NotAof2File {
+            path: path.to_path_buf(),
+            what: "manifest file",
+        },
+        other => Error::corruption(
+            format!("{} offset {offset}", path.display()),
+            format!("manifest: {other}"),
+        ),
+    }
+}
+
+impl ManifestLog {
+    /// Create the manifest of a new log.
+    pub fn create(dir: &Path, created: Edit) -> Result<Self> {
+        std::fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
+        let mut manifest = ManifestLog {
+            dir: dir.to_path_buf(),
+            wal: new_wal(dir, 0)?,
+            generation: 0,
+            wal_len: WAL_HEADER_BYTES as u64,
+            state: ManifestState::default(),
+        };
+        manifest.append(created)?;
+        Ok(manifest)
+    }
+
+    /// Whether `dir` holds a manifest.
+    pub fn exists(dir: &Path) -> bool {
+        snapshot_path(dir).exists()
+            || wal_path(dir, 0).exists()
+            || list_wals(dir).is_ok_and(|w| !w.is_empty())
+    }
+
+    /// Open and replay an existing manifest.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let mut state = ManifestState::default();
+        let mut first_generation = 0;
+        let snap = snapshot_path(dir);
+        match std::fs::read(&snap) {
+            Ok(bytes) => {
+                let (next, edits) =
+                    decode_snapshot(&bytes).map_err(|e| format_error(&snap, 0, e))?;
+                for edit in &edits {
+                    state
+                        .check(edit)
+                        .map_err(|why| Error::corruption(snap.display().to_string(), why))?;
+                    state.apply(edit);
+                }
+                first_generation = next;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("read {}", snap.display()), e)),
+        }
+        let wals: Vec<u64> = list_wals(dir)?
+            .into_iter()
+            .filter(|&g| g >= first_generation)
+            .collect();
+        if wals.is_empty() && !state.created {
+            return Err(Error::NotFound(format!("no manifest in {}", dir.display())));
+        }
+        let mut torn = false;
+        let mut generation = first_generation;
+        let mut wal_len = WAL_HEADER_BYTES as u64;
+        for (i, &g) in wals.iter().enumerate() {
+            let path = wal_path(dir, g);
+            let bytes = std::fs::read(&path).context(|| format!("read {}", path.display()))?;
+            if bytes.len() < WAL_HEADER_BYTES && i + 1 == wals.len() {
+                // Crash while creating this generation: its header never made it.
+                torn = true;
+                break;
+            }
+            let header_gen = decode_wal_header(&bytes).map_err(|e| format_error(&path, 0, e))?;
+            if header_gen != g {
+                return Err(Error::corruption(
+                    path.display().to_string(),
+                    format!("WAL header says generation {header_gen}"),
+                ));
+            }
+            let mut pos = WAL_HEADER_BYTES;
+            loop {
+                match decode_wal_record(&bytes[pos..])
+                    .map_err(|e| format_error(&path, pos as u64, e))?
+                {
+                    WalRead::Edit(edit, n) => {
+                        state.check(&edit).map_err(|why| {
+                            Error::corruption(format!("{} offset {pos}", path.display()), why)
+                        })?;
+                        state.apply(&edit);
+                        pos += n;
+                    }
+                    WalRead::End => break,
+                    WalRead::Torn => {
+                        if i + 1 != wals.len() {
+                            return Err(Error::corruption(
+                                format!("{} offset {pos}", path.display()),
+                                "torn record before the last WAL generation",
+                            ));
+                        }
+                        torn = true;
+                        break;
+                    }
+                }
+            }
+            generation = g;
+            wal_len = pos as u64;
+        }
+        if !state.created {
+            return Err(Error::corruption(
+                dir.display().to_string(),
+                "manifest has no LogCreated edit",
+            ));
+        }
+        let path = wal_path(dir, generation);
+        let wal = if torn || wals.is_empty() {
+            // Never append after torn bytes: move to a fresh generation via a compaction.
+            let mut m = ManifestLog {
+                dir: dir.to_path_buf(),
+                wal: new_wal(dir, generation + 1)?,
+                generation: generation + 1,
+                wal_len: WAL_HEADER_BYTES as u64,
+                state,
+            };
+            m.write_snapshot()?;
+            return Ok(m);
+        } else {
+            OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .context(|| format!("open {}", path.display()))?
+        };
+        Ok(ManifestLog {
+            dir: dir.to_path_buf(),
+            wal,
+            generation,
+            wal_len,
+            state,
+        })
+    }
+
+    pub fn state(&self) -> &ManifestState {
+        &self.state
+    }
+
+    /// Check, append, sync and apply an edit.
+    pub fn append(&mut self, edit: Edit) -> Result<()> {
+        self.state.check(&edit).map_err(|why| {
+            Error::corruption(
+                self.dir.display().to_string(),
+                format!("refused manifest edit {edit:?}: {why}"),
+            )
+        })?;
+        let record = encode_wal_record(&edit);
+        let path = wal_path(&self.dir, self.generation);
+        self.wal
+            .write_all(&record)
+            .context(|| format!("append to {}", path.display()))?;
+        sys::retry_transient(|| self.wal.sync_data())
+            .context(|| format!("fdatasync {}", path.display()))?;
+        self.wal_len += record.len() as u64;
+        self.state.apply(&edit);
+        if self.wal_len > MANIFEST_COMPACT_BYTES {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Write a snapshot of the state and start a new WAL generation.
+    pub fn compact(&mut self) -> Result<()> {
+        let next = self.generation + 1;
+        self.wal = new_wal(&self.dir, next)?;
+        self.generation = next;
+        self.wal_len = WAL_HEADER_BYTES as u64;
+        self.write_snapshot()
+    }
+
+    fn write_snapshot(&mut self) -> Result<()> {
+        let bytes = encode_snapshot(self.generation, &self.state.to_edits());
+        sys::write_atomic(&snapshot_path(&self.dir), &bytes)?;
+        for g in list_wals(&self.dir)? {
+            if g < self.generation {
+                let p = wal_path(&self.dir, g);
+                std::fs::remove_file(&p).context(|| format!("remove {}", p.display()))?;
+            }
+        }
+        sys::sync_dir(&self.dir)
+    }
+}
+
+fn new_wal(dir: &Path, generation: u64) -> Result<File> {
+    let path = wal_path(dir, generation);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .context(|| format!("create {}", path.display()))?;
+    f.write_all(&encode_wal_header(generation))
+        .context(|| format!("write {}", path.display()))?;
+    sys::retry_transient(|| f.sync_all()).context(|| format!("fsync {}", path.display()))?;
+    sys::sync_dir(dir)?;
+    drop(f);
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .context(|| format!("open {}", path.display()))
+}
+
+fn list_wals(dir: &Path) -> Result<Vec<u64>> {
+    let mut gens = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(gens),
+        Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
+    };
+    for entry in entries {
+        let entry = entry.context(|| format!("list {}", dir.display()))?;
+        if let Some(hex) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("wal-"))
+            && let Ok(g) = u64::from_str_radix(hex, 16)
+        {
+            gens.push(g);
+        }
+    }
+    gens.sort_unstable();
+    Ok(gens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created() -> Edit {
+        Edit::LogCreated {
+            log_id: 1,
+            created_ms: 2,
+            name: "t".into(),
+        }
+    }
+
+    fn sealed(id: u64, base: u64, count: u64) -> Edit {
+        Edit::SegmentSealed(SealedInfo {
+            segment_id: id,
+            base_seq: base,
+            record_count: count,
+            file_len: 1,
+            first_timestamp_ms: 0,
+            last_timestamp_ms: 0,
+            footer_crc: 0,
+        })
+    }
+
+    #[test]
+    fn replay_compact_and_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("m");
+        let mut m = ManifestLog::create(&d, created()).unwrap();
+        for id in 0..3 {
+            m.append(Edit::SegmentPrepared {
+                segment_id: id,
+                capacity: 100,
+            })
+            .unwrap();
+        }
+        m.append(sealed(0, 0, 10)).unwrap();
+        assert!(m.append(sealed(1, 11, 5)).is_err(), "gap refused");
+        assert!(
+            m.append(Edit::SegmentDropped { segment_id: 0 }).is_err(),
+            "sealed never dropped"
+        );
+        m.append(sealed(1, 10, 5)).unwrap();
+        m.append(Edit::SegmentDropped { segment_id: 2 }).unwrap();
+        let want = m.state().clone();
+        drop(m);
+        let m = ManifestLog::open(&d).unwrap();
+        assert_eq!(m.state(), &want);
+        assert_eq!(m.state().next_segment_id, 3);
+        drop(m);
+
+        // Torn tail: append half a record.
+        let wal = wal_path(&d, 0);
+        let rec = encode_wal_record(&Edit::SegmentPrepared {
+            segment_id: 3,
+            capacity: 1,
+        });
+        let mut f = OpenOptions::new().append(true).open(&wal).unwrap();
+        f.write_all(&rec[..rec.len() / 2]).unwrap();
+        drop(f);
+        let mut m = ManifestLog::open(&d).unwrap();
+        assert_eq!(m.state(), &want);
+        m.append(Edit::SegmentPrepared {
+            segment_id: 3,
+            capacity: 1,
+        })
+        .unwrap();
+        m.compact().unwrap();
+        let state = m.state().clone();
+        drop(m);
+        assert_eq!(ManifestLog::open(&d).unwrap().state(), &state);
+    }
+
+    #[test]
+    fn corrupt_middle_record_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("m");
+        let mut m = ManifestLog::create(&d, created()).unwrap();
+        m.append(Edit::SegmentPrepared {
+            segment_id: 0,
+            capacity: 100,
+        })
+        .unwrap();
+        m.append(Edit::SegmentPrepared {
+            segment_id: 1,
+            capacity: 100,
+        })
+        .unwrap();
+        drop(m);
+        let wal = wal_path(&d, 0);
+        let mut bytes = std::fs::read(&wal).unwrap();
+        bytes[WAL_HEADER_BYTES + 12] ^= 0xff;
+        std::fs::write(&wal, bytes).unwrap();
+        let err = ManifestLog::open(&d).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corruption, "{err}");
+    }
+}

@@ -1,0 +1,111 @@
+//! Readers: an iterator over a log from any sequence, across sealed and active segments, with a
+//! follow mode that waits for the next record.
+//!
+//! Visibility rule: by default a reader sees only records that are durable under the log's
+//! durability mode (`Always`/`Interval`: covered by a completed fdatasync; `None`: written, since
+//! that mode promises nothing more). So a reader never observes a record that a crash could take
+//! back. `ReadVisibility::Written` shows every written record instead.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::aof::LogShared;
+use crate::config::ReadVisibility;
+use crate::error::{Error, Result};
+use crate::segment::mmap::Mapping;
+use crate::segment::{Record, Segment};
+
+/// Iterator over records of one log.
+pub struct Reader {
+    log: Arc<LogShared>,
+    visibility: ReadVisibility,
+    next_seq: u64,
+    position: Option<(Arc<Segment>, Arc<Mapping>, u64)>,
+    failed: bool,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reader {
+    pub(crate) fn new(log: Arc<LogShared>, seq: u64, visibility: ReadVisibility) -> Self {
+        Reader {
+            log,
+            visibility,
+            next_seq: seq,
+            position: None,
+            failed: false,
+        }
+    }
+
+    /// Sequence of the record the next call returns.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The next record if one is visible now.
+    pub fn try_next(&mut self) -> Result<Option<Record>> {
+        if self.next_seq >= self.log.visible(self.visibility) {
+            return Ok(None);
+        }
+        let seq = self.next_seq;
+        let need_seek = match &self.position {
+            Some((segment, _, _)) => segment.end_seq().is_some_and(|end| seq >= end),
+            None => true,
+        };
+        if need_seek {
+            let segment = self.log.segments.read().find(seq).cloned().ok_or_else(|| {
+                Error::NotFound(format!("log {:?} has no record {seq}", self.log.name))
+            })?;
+            let (mapping, offset) = segment.locate(seq)?;
+            self.position = Some((segment, mapping, offset));
+        }
+        let (segment, mapping, offset) = self.position.as_mut().expect("positioned");
+        let (record, next_offset) = segment.read_at(mapping, *offset, seq)?;
+        *offset = next_offset;
+        self.next_seq += 1;
+        Ok(Some(record))
+    }
+
+    /// Follow mode: wait up to `timeout` for the next record to become visible.
+    /// `Ok(None)` means nothing arrived in time (or the log was closed).
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Record>> {
+        if let Some(r) = self.try_next()? {
+            return Ok(Some(r));
+        }
+        let deadline = Instant::now() + timeout;
+        if self
+            .log
+            .wait_visible(self.next_seq, self.visibility, deadline)
+        {
+            self.try_next()
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+impl Iterator for Reader {
+    type Item = Result<Record>;
+
+    /// Visible records until the current end of the log; an error ends the iteration after it is
+    /// returned once.
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.try_next() {
+            Ok(Some(r)) => Some(Ok(r)),
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

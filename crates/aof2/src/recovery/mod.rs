@@ -1,0 +1,366 @@
+//! Open-time recovery of one log.
+//!
+//! - Sealed segments are trusted when their header and footer checksums verify against the
+//!   manifest (two small reads each: reopen time does not grow with the data they hold). A sealed
+//!   segment that fails is moved to `quarantine/`, recorded in the manifest and reported; reads of
+//!   its range return `Corruption`. A sealed segment is never unsealed or dropped.
+//! - Only unsealed segments (at most the active one and one whose seal was interrupted) are
+//!   scanned frame by frame. The scan stops at the first frame that fails its checksum or breaks
+//!   sequence continuity, and cuts back a trailing incomplete batch. Everything after that point is
+//!   zeroed and synced, so stale frames can never be mistaken for new ones.
+//! - A segment whose base sequence does not continue the previous one (its predecessor lost an
+//!   unsynced tail) was never acknowledged, and is dropped.
+
+pub mod verify;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::aof::Recovered;
+use crate::config::LogConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::format::manifest::{Edit, SealedInfo};
+use crate::manifest::index::SegmentIndex;
+use crate::manifest::{ManifestLog, SegmentEntry};
+use crate::segment::mmap::Mapping;
+use crate::segment::{
+    self, ActiveSegment, PreparedSegment, Segment, check_sealed, read_footer, read_header,
+    scan_frames, segment_file_name,
+};
+use crate::sys;
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// Sealed segments trusted after header/footer checks.
+    pub sealed_segments: usize,
+    /// Segments moved to quarantine, with the reason.
+    pub quarantined: Vec<(u64, String)>,
+    /// Unsealed segments scanned frame by frame.
+    pub scanned_segments: usize,
+    /// Bytes cut from torn tails.
+    pub truncated_bytes: u64,
+    /// Frames dropped because their batch was incomplete.
+    pub dropped_incomplete_frames: u64,
+    /// Segments dropped (never activated, or after a gap).
+    pub dropped_segments: usize,
+}
+
+pub(crate) fn log_dirs(root: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let dir = root.join("logs").join(name);
+    (dir.join("manifest"), dir.join("segments"))
+}
+
+struct Unsealed {
+    id: u64,
+    path: PathBuf,
+    file: File,
+    header: crate::format::segment::SegmentHeader,
+    scan: segment::ScanResult,
+}
+
+/// Open (or create) a log and recover it to a consistent state.
+pub(crate) fn recover_log(
+    root: &Path,
+    name: &str,
+    config: &LogConfig,
+) -> Result<(Recovered, RecoveryReport)> {
+    let (manifest_dir, segment_dir) = log_dirs(root, name);
+    let mut report = RecoveryReport::default();
+    let mut manifest = if ManifestLog::exists(&manifest_dir) {
+        ManifestLog::open(&manifest_dir)?
+    } else {
+        std::fs::create_dir_all(&segment_dir)
+            .context(|| format!("create {}", segment_dir.display()))?;
+        sys::sync_dir(&root.join("logs"))?;
+        ManifestLog::create(
+            &manifest_dir,
+            Edit::LogCreated {
+                log_id: sys::random_u128(),
+                created_ms: sys::now_ms(),
+                name: name.to_string(),
+            },
+        )?
+    };
+    std::fs::create_dir_all(&segment_dir)
+        .context(|| format!("create {}", segment_dir.display()))?;
+    let log_id = manifest.state().log_id;
+    if manifest.state().name != name {
+        return Err(Error::corruption(
+            manifest_dir.display().to_string(),
+            format!("manifest belongs to log {:?}", manifest.state().name),
+        ));
+    }
+    let log_name: Arc<str> = Arc::from(name);
+    let entries: Vec<(u64, SegmentEntry)> = manifest
+        .state()
+        .segments
+        .iter()
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+
+    let mut index = SegmentIndex::default();
+    let mut next_seq: Option<u64> = None;
+    let mut unsealed: Vec<Unsealed> = Vec::new();
+    let mut gap = false;
+    for (id, entry) in entries {
+        let path = segment_dir.join(segment_file_name(id));
+        if let Some(info) = entry.sealed {
+            if gap || !unsealed.is_empty() {
+                return Err(Error::corruption(
+                    path.display().to_string(),
+                    "sealed segment follows an unsealed or lost one",
+                ));
+            }
+            if next_seq.is_some_and(|n| n != info.base_seq) {
+                return Err(Error::corruption(
+                    path.display().to_string(),
+                    format!(
+                        "sealed segment starts at seq {} but the log continues at {}",
+                        info.base_seq,
+                        next_seq.unwrap_or(0)
+                    ),
+                ));
+            }
+            next_seq = Some(info.base_seq + info.record_count);
+            if let Some(reason) = entry.quarantined {
+                index.insert(Arc::new(Segment::quarantined(
+                    log_name.clone(),
+                    id,
+                    path,
+                    info.base_seq,
+                    info.base_seq + info.record_count,
+                    reason,
+                )));
+                continue;
+            }
+            match check_sealed(&path, info.footer_crc, info.file_len) {
+                Ok(meta) => {
+                    report.sealed_segments += 1;
+                    index.insert(Arc::new(Segment::sealed(log_name.clone(), id, path, meta)));
+                }
+                Err(e)
+                    if e.kind() == crate::ErrorKind::Corruption
+                        || e.kind() == crate::ErrorKind::NotFound =>
+                {
+                    let reason = e.to_string();
+                    tracing::error!(log = name, segment = id, %reason, "quarantining sealed segment");
+                    quarantine_file(root, name, &path)?;
+                    manifest.append(Edit::SegmentQuarantined {
+                        segment_id: id,
+                        reason: reason.clone(),
+                    })?;
+                    report.quarantined.push((id, reason.clone()));
+                    index.insert(Arc::new(Segment::quarantined(
+                        log_name.clone(),
+                        id,
+                        path,
+                        info.base_seq,
+                        info.base_seq + info.record_count,
+                        reason,
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        // Unsealed: prepared (blank), active, or interrupted while sealing.
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                drop_segment(&mut manifest, &path, id, &mut report)?;
+                continue;
+            }
+            Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+        };
+        let header = match read_header(&file, &path)? {
+            Some(h) if !gap => h,
+            _ => {
+                drop(file);
+                drop_segment(&mut manifest, &path, id, &mut report)?;
+                continue;
+            }
+        };
+        if header.segment_id != id || header.log_id != log_id {
+            return Err(Error::corruption(
+                format!("{} offset 0", path.display()),
+                "segment header belongs to another segment or log",
+            ));
+        }
+        let expected = unsealed
+            .last()
+            .map(|u| u.header.base_seq + u.scan.record_count)
+            .or(next_seq);
+        if expected.is_some_and(|e| e != header.base_seq) {
+            // The predecessor lost an unsynced tail: nothing from here on was acknowledged.
+            gap = true;
+            drop(file);
+            drop_segment(&mut manifest, &path, id, &mut report)?;
+            continue;
+        }
+        // Interrupted after the footer was written but before the manifest edit?
+        let len = file
+            .metadata()
+            .context(|| format!("stat {}", path.display()))?
+            .len();
+        if len < header.capacity
+            && let Ok(footer) = read_footer(&file, &path, len)
+            && footer.segment_id == id
+            && footer.base_seq == header.base_seq
+            && let Ok(meta) = check_sealed_meta(&path, len)
+        {
+            manifest.append(Edit::SegmentSealed(sealed_info(id, &meta)))?;
+            next_seq = Some(header.base_seq + footer.record_count);
+            report.sealed_segments += 1;
+            index.insert(Arc::new(Segment::sealed(log_name.clone(), id, path, meta)));
+            continue;
+        }
+        let mapping =
+            Mapping::map_read(&file, len).context(|| format!("mmap {}", path.display()))?;
+        let scan = scan_frames(mapping.tail(0), header.base_seq, len);
+        drop(mapping);
+        report.scanned_segments += 1;
+        report.dropped_incomplete_frames += scan.dropped_incomplete_batch;
+        if let Some(stop) = &scan.stop {
+            tracing::warn!(log = name, segment = id, offset = scan.records_end, %stop, "cutting torn tail");
+        }
+        unsealed.push(Unsealed {
+            id,
+            path,
+            file,
+            header,
+            scan,
+        });
+    }
+
+    // Every unsealed segment but the last was interrupted while sealing: seal it now.
+    let tail = unsealed.pop();
+    for u in unsealed {
+        cut_tail(&u, &mut report)?;
+        let active =
+            ActiveSegment::reopen(log_name.clone(), u.path.clone(), u.file, &u.header, &u.scan)?;
+        let (segment, meta) = active.roll().seal(sys::now_ms())?;
+        manifest.append(Edit::SegmentSealed(sealed_info(u.id, &meta)))?;
+        index.insert(segment);
+    }
+    let active = match tail {
+        Some(u) => {
+            cut_tail(&u, &mut report)?;
+            ActiveSegment::reopen(log_name.clone(), u.path.clone(), u.file, &u.header, &u.scan)?
+        }
+        None => {
+            let id = manifest.state().next_segment_id;
+            manifest.append(Edit::SegmentPrepared {
+                segment_id: id,
+                capacity: config.segment_bytes,
+            })?;
+            let prepared = PreparedSegment::create(&segment_dir, id, config.segment_bytes, false)?;
+            let active = prepared.activate(
+                log_name.clone(),
+                log_id,
+                next_seq.unwrap_or(0),
+                sys::now_ms(),
+            );
+            // Make the header durable so the next open finds the segment active.
+            sys::retry_transient(|| active.file.sync_data())
+                .context(|| format!("fdatasync segment {id} of {name}"))?;
+            active
+        }
+    };
+    index.insert(active.segment.clone());
+    Ok((
+        Recovered {
+            name: log_name,
+            log_id,
+            segment_dir,
+            manifest,
+            index,
+            active,
+        },
+        report,
+    ))
+}
+
+fn sealed_info(id: u64, meta: &segment::SealedMeta) -> SealedInfo {
+    SealedInfo {
+        segment_id: id,
+        base_seq: meta.footer.base_seq,
+        record_count: meta.footer.record_count,
+        file_len: meta.file_len,
+        first_timestamp_ms: meta.footer.first_timestamp_ms,
+        last_timestamp_ms: meta.footer.last_timestamp_ms,
+        footer_crc: meta.footer_crc,
+    }
+}
+
+fn check_sealed_meta(path: &Path, len: u64) -> Result<segment::SealedMeta> {
+    let file = File::open(path).context(|| format!("open {}", path.display()))?;
+    let footer = read_footer(&file, path, len)?;
+    let mut raw = [0u8; crate::limits::SEGMENT_FOOTER_BYTES as usize];
+    std::os::unix::fs::FileExt::read_exact_at(
+        &file,
+        &mut raw,
+        len - crate::limits::SEGMENT_FOOTER_BYTES,
+    )
+    .context(|| format!("read {}", path.display()))?;
+    let crc = crate::format::segment::SegmentFooter::stored_crc(&raw);
+    let meta = check_sealed(path, crc, len)?;
+    segment::verify_sealed(path, &meta)?;
+    let _ = footer;
+    Ok(meta)
+}
+
+/// Zero everything after the last valid frame and sync, so the torn tail is gone for good.
+fn cut_tail(u: &Unsealed, report: &mut RecoveryReport) -> Result<()> {
+    let len = u
+        .file
+        .metadata()
+        .context(|| format!("stat {}", u.path.display()))?
+        .len();
+    let end = u.header.capacity.max(len);
+    if u.scan.stop.is_some() {
+        report.truncated_bytes += end - u.scan.records_end;
+    }
+    if len < u.header.capacity {
+        u.file
+            .set_len(u.header.capacity)
+            .context(|| format!("extend {}", u.path.display()))?;
+    }
+    segment::zero_range(&u.file, &u.path, u.scan.records_end, end)
+}
+
+fn drop_segment(
+    manifest: &mut ManifestLog,
+    path: &Path,
+    id: u64,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("remove {}", path.display()), e)),
+    }
+    if let Some(dir) = path.parent() {
+        sys::sync_dir(dir)?;
+    }
+    manifest.append(Edit::SegmentDropped { segment_id: id })?;
+    report.dropped_segments += 1;
+    Ok(())
+}
+
+fn quarantine_file(root: &Path, name: &str, path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let qdir = root.join("quarantine").join(name);
+    std::fs::create_dir_all(&qdir).context(|| format!("create {}", qdir.display()))?;
+    let target = qdir.join(path.file_name().expect("segment file name"));
+    std::fs::rename(path, &target)
+        .context(|| format!("move {} to {}", path.display(), target.display()))?;
+    sys::sync_dir(&qdir)?;
+    if let Some(dir) = path.parent() {
+        sys::sync_dir(dir)?;
+    }
+    Ok(())
+}

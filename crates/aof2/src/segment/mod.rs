@@ -1,0 +1,867 @@
+//! One segment's life: prepared (preallocated, pre-faulted, header blank) -> active (frames are
+//! appended through a shared mapping) -> rolled (full, no more writes) -> sealed (sparse index and
+//! footer written, preallocated tail truncated, synced, recorded in the manifest).
+//!
+//! [`Segment`] is the shared, reader-facing handle; [`ActiveSegment`] is the writer's exclusive
+//! view of the one active segment of a log.
+
+pub mod mmap;
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::segment::{
+    FrameError, IndexEntry, SegmentFooter, SegmentHeader, decode_frame, decode_index, encode_index,
+    peek_frame,
+};
+use crate::format::{FormatError, crc32c};
+use crate::limits::{
+    FRAME_HEADER_BYTES, INDEX_INTERVAL_BYTES, SEGMENT_FOOTER_BYTES, SEGMENT_HEADER_BYTES,
+};
+use mmap::{ActiveRegion, Mapping};
+
+/// File name of segment `id`.
+pub fn segment_file_name(id: u64) -> String {
+    format!("{id:016x}.seg")
+}
+
+/// A record read from a segment; the payload is borrowed zero-copy from the mapping, which the
+/// record keeps alive.
+#[derive(Clone)]
+pub struct Record {
+    seq: u64,
+    timestamp_ms: u64,
+    mapping: Arc<Mapping>,
+    payload_offset: u64,
+    len: u32,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("seq", &self.seq)
+            .field("timestamp_ms", &self.timestamp_ms)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Record {
+    /// Sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// Append timestamp, ms since the Unix epoch.
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+    /// Payload bytes (zero-copy).
+    pub fn payload(&self) -> &[u8] {
+        self.mapping
+            .slice(self.payload_offset, self.len as u64)
+            .expect("payload within mapping")
+    }
+    /// Payload length.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl AsRef<[u8]> for Record {
+    fn as_ref(&self) -> &[u8] {
+        self.payload()
+    }
+}
+
+/// What a sealed segment's footer says, checked against the file.
+#[derive(Debug, Clone)]
+pub struct SealedMeta {
+    pub footer: SegmentFooter,
+    pub footer_crc: u32,
+    pub file_len: u64,
+}
+
+/// Reader-facing handle of one segment.
+#[derive(Debug)]
+pub struct Segment {
+    pub id: u64,
+    pub base_seq: u64,
+    pub path: PathBuf,
+    /// Sequence one past the last record, or `u64::MAX` while the segment is active.
+    end_seq: AtomicU64,
+    /// Byte offset just after the last frame (valid once `end_seq` is set).
+    records_end: AtomicU64,
+    mapping: Mutex<Option<Arc<Mapping>>>,
+    /// Sparse index: grows while active; loaded from the footer for sealed segments.
+    index: RwLock<Option<Vec<IndexEntry>>>,
+    sealed: Mutex<Option<SealedMeta>>,
+    quarantine: Option<String>,
+    log_name: Arc<str>,
+}
+
+impl Segment {
+    /// A sealed segment known from the manifest; mapped lazily on first read.
+    pub fn sealed(log_name: Arc<str>, id: u64, path: PathBuf, meta: SealedMeta) -> Self {
+        Segment {
+            id,
+            base_seq: meta.footer.base_seq,
+            path,
+            end_seq: AtomicU64::new(meta.footer.base_seq + meta.footer.record_count),
+            records_end: AtomicU64::new(meta.footer.records_end),
+            mapping: Mutex::new(None),
+            index: RwLock::new(None),
+            sealed: Mutex::new(Some(meta)),
+            quarantine: None,
+            log_name,
+        }
+    }
+
+    /// A quarantined segment covering `[base_seq, end_seq)`: every read of it is `Corruption`.
+    pub fn quarantined(
+        log_name: Arc<str>,
+        id: u64,
+        path: PathBuf,
+        base_seq: u64,
+        end_seq: u64,
+        reason: String,
+    ) -> Self {
+        Segment {
+            id,
+            base_seq,
+            path,
+            end_seq: AtomicU64::new(end_seq),
+            records_end: AtomicU64::new(0),
+            mapping: Mutex::new(None),
+            index: RwLock::new(Some(Vec::new())),
+            sealed: Mutex::new(None),
+            quarantine: Some(reason),
+            log_name,
+        }
+    }
+
+    fn active(
+        log_name: Arc<str>,
+        id: u64,
+        base_seq: u64,
+        path: PathBuf,
+        mapping: Arc<Mapping>,
+        index: Vec<IndexEntry>,
+    ) -> Self {
+        Segment {
+            id,
+            base_seq,
+            path,
+            end_seq: AtomicU64::new(u64::MAX),
+            records_end: AtomicU64::new(0),
+            mapping: Mutex::new(Some(mapping)),
+            index: RwLock::new(Some(index)),
+            sealed: Mutex::new(None),
+            quarantine: None,
+            log_name,
+        }
+    }
+
+    /// One past the last sequence, `None` while active.
+    pub fn end_seq(&self) -> Option<u64> {
+        match self.end_seq.load(Ordering::Acquire) {
+            u64::MAX => None,
+            end => Some(end),
+        }
+    }
+
+    pub fn sealed_meta(&self) -> Option<SealedMeta> {
+        self.sealed.lock().clone()
+    }
+
+    pub fn quarantine_reason(&self) -> Option<&str> {
+        self.quarantine.as_deref()
+    }
+
+    pub fn records_end(&self) -> u64 {
+        self.records_end.load(Ordering::Acquire)
+    }
+
+    fn location(&self, offset: Option<u64>) -> String {
+        match offset {
+            Some(o) => format!(
+                "log {:?} segment {} ({}) offset {}",
+                self.log_name,
+                self.id,
+                self.path.display(),
+                o
+            ),
+            None => format!(
+                "log {:?} segment {} ({})",
+                self.log_name,
+                self.id,
+                self.path.display()
+            ),
+        }
+    }
+
+    fn corruption(&self, offset: Option<u64>, detail: impl Into<String>) -> Error {
+        Error::corruption(self.location(offset), detail)
+    }
+
+    /// The mapping, mapping a sealed file read-only on first use.
+    pub fn mapping(&self) -> Result<Arc<Mapping>> {
+        if let Some(reason) = &self.quarantine {
+            return Err(self.corruption(None, format!("segment is quarantined: {reason}")));
+        }
+        let mut slot = self.mapping.lock();
+        if let Some(m) = slot.as_ref() {
+            return Ok(m.clone());
+        }
+        let meta = self
+            .sealed
+            .lock()
+            .clone()
+            .ok_or_else(|| self.corruption(None, "segment has no mapping"))?;
+        let file = File::open(&self.path).context(|| format!("open {}", self.path.display()))?;
+        let len = file
+            .metadata()
+            .context(|| format!("stat {}", self.path.display()))?
+            .len();
+        if len != meta.file_len {
+            return Err(self.corruption(
+                None,
+                format!("file is {len} bytes, manifest says {}", meta.file_len),
+            ));
+        }
+        let m = Arc::new(
+            Mapping::map_read(&file, len).context(|| format!("mmap {}", self.path.display()))?,
+        );
+        *slot = Some(m.clone());
+        Ok(m)
+    }
+
+    fn ensure_index(&self, mapping: &Mapping) -> Result<()> {
+        if self.index.read().is_some() {
+            return Ok(());
+        }
+        let meta = self
+            .sealed
+            .lock()
+            .clone()
+            .ok_or_else(|| self.corruption(None, "no index"))?;
+        let n = meta.footer.index_entries as u64;
+        let bytes = mapping
+            .slice(
+                meta.footer.records_end,
+                n * crate::limits::INDEX_ENTRY_BYTES,
+            )
+            .ok_or_else(|| self.corruption(None, "index beyond end of file"))?;
+        if crc32c(bytes) != meta.footer.index_crc {
+            return Err(self.corruption(
+                Some(meta.footer.records_end),
+                "sparse index checksum mismatch",
+            ));
+        }
+        let entries = decode_index(bytes)
+            .map_err(|e| self.corruption(Some(meta.footer.records_end), e.to_string()))?;
+        *self.index.write() = Some(entries);
+        Ok(())
+    }
+
+    /// Offset of the indexed frame at or before `seq`.
+    fn index_floor(&self, seq: u64) -> (u64, u64) {
+        let guard = self.index.read();
+        let entries = guard.as_deref().unwrap_or(&[]);
+        let i = entries.partition_point(|e| e.seq <= seq);
+        if i == 0 {
+            (self.base_seq, SEGMENT_HEADER_BYTES)
+        } else {
+            (entries[i - 1].seq, entries[i - 1].offset)
+        }
+    }
+
+    /// Locate the frame of `seq` (which the caller knows is written and visible).
+    pub fn locate(&self, seq: u64) -> Result<(Arc<Mapping>, u64)> {
+        let mapping = self.mapping()?;
+        self.ensure_index(&mapping)?;
+        let (mut at_seq, mut offset) = self.index_floor(seq);
+        while at_seq < seq {
+            let bytes = mapping.tail(offset);
+            if bytes.len() < FRAME_HEADER_BYTES as usize {
+                return Err(self.corruption(
+                    Some(offset),
+                    format!("frame of seq {at_seq} runs past the end"),
+                ));
+            }
+            let header = peek_frame(bytes);
+            if header.seq != at_seq {
+                return Err(self.corruption(
+                    Some(offset),
+                    format!("expected seq {at_seq}, found {}", header.seq),
+                ));
+            }
+            offset += FRAME_HEADER_BYTES + header.len as u64;
+            at_seq += 1;
+        }
+        Ok((mapping, offset))
+    }
+
+    /// Decode and verify the frame at `offset`, which must hold `seq`.
+    pub fn read_at(&self, mapping: &Arc<Mapping>, offset: u64, seq: u64) -> Result<(Record, u64)> {
+        let bytes = mapping.tail(offset);
+        let header = decode_frame(bytes).map_err(|e| {
+            self.corruption(
+                Some(offset),
+                match e {
+                    FrameError::Truncated => format!("frame of seq {seq} is truncated"),
+                    FrameError::Checksum => format!("frame of seq {seq} fails its checksum"),
+                    FrameError::Flags => format!("frame of seq {seq} has unknown flags"),
+                },
+            )
+        })?;
+        if header.seq != seq {
+            return Err(self.corruption(
+                Some(offset),
+                format!("expected seq {seq}, found {}", header.seq),
+            ));
+        }
+        let record = Record {
+            seq,
+            timestamp_ms: header.timestamp_ms,
+            mapping: mapping.clone(),
+            payload_offset: offset + FRAME_HEADER_BYTES,
+            len: header.len,
+        };
+        Ok((record, offset + FRAME_HEADER_BYTES + header.len as u64))
+    }
+
+    /// Mark the segment full: no more frames will be written to it.
+    fn mark_rolled(&self, end_seq: u64, records_end: u64) {
+        self.records_end.store(records_end, Ordering::Release);
+        self.end_seq.store(end_seq, Ordering::Release);
+    }
+
+    fn set_sealed(&self, meta: SealedMeta) {
+        *self.sealed.lock() = Some(meta);
+    }
+}
+
+/// A preallocated, pre-faulted segment file whose header is still blank.
+#[derive(Debug)]
+pub struct PreparedSegment {
+    pub id: u64,
+    pub path: PathBuf,
+    pub capacity: u64,
+    file: File,
+    mapping: Arc<Mapping>,
+}
+
+fn fallocate(file: &File, len: u64) -> io::Result<()> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len)
+        .map_err(io::Error::from)
+    {
+        Ok(()) => Ok(()),
+        // Filesystems without fallocate: fall back to a sparse file.
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => file.set_len(len),
+        Err(e) => Err(e),
+    }
+}
+
+impl PreparedSegment {
+    /// Create, preallocate and pre-fault segment `id` in `dir`. With `sync_zeros`, the
+    /// preallocated range is also written back once, so later `fdatasync`s of appends need no
+    /// extent conversion (they only write data).
+    pub fn create(dir: &Path, id: u64, capacity: u64, sync_zeros: bool) -> Result<Self> {
+        let path = dir.join(segment_file_name(id));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .context(|| format!("create segment {}", path.display()))?;
+        fallocate(&file, capacity)
+            .context(|| format!("preallocate {} bytes for {}", capacity, path.display()))?;
+        let mapping = Arc::new(
+            Mapping::map_write(&file, capacity).context(|| format!("mmap {}", path.display()))?,
+        );
+        mapping.prefault_write();
+        if sync_zeros {
+            crate::sys::retry_transient(|| file.sync_data())
+                .context(|| format!("fdatasync {}", path.display()))?;
+        }
+        crate::sys::sync_dir(dir)?;
+        Ok(PreparedSegment {
+            id,
+            path,
+            capacity,
+            file,
+            mapping,
+        })
+    }
+
+    /// Write the header and turn this into the active segment starting at `base_seq`.
+    pub fn activate(
+        self,
+        log_name: Arc<str>,
+        log_id: u128,
+        base_seq: u64,
+        now_ms: u64,
+    ) -> ActiveSegment {
+        let header = SegmentHeader {
+            log_id,
+            segment_id: self.id,
+            base_seq,
+            created_ms: now_ms,
+            capacity: self.capacity,
+        };
+        let mut region = ActiveRegion::new(self.mapping.clone());
+        region
+            .region_mut(0, SEGMENT_HEADER_BYTES)
+            .copy_from_slice(&header.encode());
+        let segment = Arc::new(Segment::active(
+            log_name,
+            self.id,
+            base_seq,
+            self.path,
+            self.mapping,
+            Vec::new(),
+        ));
+        ActiveSegment {
+            segment,
+            file: Arc::new(self.file),
+            region,
+            capacity: self.capacity,
+            offset: SEGMENT_HEADER_BYTES,
+            next_seq: base_seq,
+            last_index_offset: None,
+            index_entries: 0,
+            first_timestamp_ms: 0,
+            last_timestamp_ms: 0,
+            created_ms: now_ms,
+        }
+    }
+}
+
+/// The writer's exclusive view of the active segment.
+#[derive(Debug)]
+pub struct ActiveSegment {
+    pub segment: Arc<Segment>,
+    pub file: Arc<File>,
+    region: ActiveRegion,
+    pub capacity: u64,
+    /// Next write offset (= records end so far).
+    pub offset: u64,
+    pub next_seq: u64,
+    last_index_offset: Option<u64>,
+    index_entries: u64,
+    pub first_timestamp_ms: u64,
+    pub last_timestamp_ms: u64,
+    pub created_ms: u64,
+}
+
+impl ActiveSegment {
+    /// Reopen an active segment found by recovery: `scan` describes its valid frames.
+    pub fn reopen(
+        log_name: Arc<str>,
+        path: PathBuf,
+        file: File,
+        header: &SegmentHeader,
+        scan: &ScanResult,
+    ) -> Result<Self> {
+        let mapping = Arc::new(
+            Mapping::map_write(&file, header.capacity)
+                .context(|| format!("mmap {}", path.display()))?,
+        );
+        mapping.prefault_write();
+        let segment = Arc::new(Segment::active(
+            log_name,
+            header.segment_id,
+            header.base_seq,
+            path,
+            mapping.clone(),
+            scan.index.clone(),
+        ));
+        Ok(ActiveSegment {
+            segment,
+            file: Arc::new(file),
+            region: ActiveRegion::new(mapping),
+            capacity: header.capacity,
+            offset: scan.records_end,
+            next_seq: header.base_seq + scan.record_count,
+            last_index_offset: scan.index.last().map(|e| e.offset),
+            index_entries: scan.index.len() as u64,
+            first_timestamp_ms: scan.first_timestamp_ms,
+            last_timestamp_ms: scan.last_timestamp_ms,
+            created_ms: header.created_ms,
+        })
+    }
+
+    pub fn record_count(&self) -> u64 {
+        self.next_seq - self.segment.base_seq
+    }
+
+    /// Whether frames totalling `frame_bytes` (`frames` of them) fit, keeping room for the
+    /// index and footer.
+    #[inline]
+    pub fn fits(&self, frame_bytes: u64) -> bool {
+        // Worst case every frame of the batch adds an index entry is far too pessimistic; a batch
+        // adds at most frame_bytes / INTERVAL + 1 entries.
+        let entries = self.index_entries + frame_bytes / INDEX_INTERVAL_BYTES + 1;
+        self.offset + frame_bytes + crate::limits::seal_reserve_bytes(entries) <= self.capacity
+    }
+
+    /// Append one frame. The caller checked `fits`.
+    #[inline]
+    pub fn write_frame(&mut self, payload: &[u8], timestamp_ms: u64, batch_remaining: u32) -> u64 {
+        use crate::format::segment::{FrameHeader, encode_frame};
+        let seq = self.next_seq;
+        let n = FRAME_HEADER_BYTES + payload.len() as u64;
+        let header = FrameHeader {
+            len: payload.len() as u32,
+            seq,
+            timestamp_ms,
+            batch_remaining,
+        };
+        encode_frame(self.region.region_mut(self.offset, n), &header, payload);
+        if self
+            .last_index_offset
+            .is_none_or(|last| self.offset - last >= INDEX_INTERVAL_BYTES)
+        {
+            self.segment
+                .index
+                .write()
+                .get_or_insert_with(Vec::new)
+                .push(IndexEntry {
+                    seq,
+                    offset: self.offset,
+                    timestamp_ms,
+                });
+            self.last_index_offset = Some(self.offset);
+            self.index_entries += 1;
+        }
+        if seq == self.segment.base_seq {
+            self.first_timestamp_ms = timestamp_ms;
+        }
+        self.last_timestamp_ms = timestamp_ms;
+        self.offset += n;
+        self.next_seq += 1;
+        n
+    }
+
+    /// Stop writing: readers learn the final extent. Returns what the sealer needs.
+    pub fn roll(self) -> RolledSegment {
+        self.segment.mark_rolled(self.next_seq, self.offset);
+        let record_count = self.record_count();
+        RolledSegment {
+            segment: self.segment,
+            file: self.file,
+            region: self.region,
+            records_end: self.offset,
+            record_count,
+            first_timestamp_ms: self.first_timestamp_ms,
+            last_timestamp_ms: self.last_timestamp_ms,
+        }
+    }
+}
+
+/// A full segment waiting for its footer.
+#[derive(Debug)]
+pub struct RolledSegment {
+    pub segment: Arc<Segment>,
+    pub file: Arc<File>,
+    region: ActiveRegion,
+    pub records_end: u64,
+    pub record_count: u64,
+    pub first_timestamp_ms: u64,
+    pub last_timestamp_ms: u64,
+}
+
+impl RolledSegment {
+    /// Write the sparse index and footer, sync, truncate the preallocated tail and sync again.
+    pub fn seal(mut self, now_ms: u64) -> Result<(Arc<Segment>, SealedMeta)> {
+        let seg = self.segment.clone();
+        let entries = seg.index.read().clone().unwrap_or_default();
+        let index_bytes = encode_index(&entries);
+        let footer = SegmentFooter {
+            index_entries: entries.len() as u32,
+            segment_id: seg.id,
+            base_seq: seg.base_seq,
+            record_count: self.record_count,
+            records_end: self.records_end,
+            first_timestamp_ms: self.first_timestamp_ms,
+            last_timestamp_ms: self.last_timestamp_ms,
+            sealed_ms: now_ms,
+            index_crc: crc32c(&index_bytes),
+        };
+        let encoded = footer.encode();
+        let file_len = footer.file_len();
+        if file_len > self.region.mapping().len() as u64 {
+            return Err(seg.corruption(None, "index and footer do not fit the segment (bug)"));
+        }
+        self.region
+            .region_mut(self.records_end, index_bytes.len() as u64)
+            .copy_from_slice(&index_bytes);
+        self.region
+            .region_mut(file_len - SEGMENT_FOOTER_BYTES, SEGMENT_FOOTER_BYTES)
+            .copy_from_slice(&encoded);
+        let path = seg.path.display().to_string();
+        crate::sys::retry_transient(|| self.file.sync_data())
+            .context(|| format!("fdatasync {path}"))?;
+        self.file
+            .set_len(file_len)
+            .context(|| format!("truncate {path}"))?;
+        crate::sys::retry_transient(|| self.file.sync_all()).context(|| format!("fsync {path}"))?;
+        let meta = SealedMeta {
+            footer,
+            footer_crc: SegmentFooter::stored_crc(&encoded),
+            file_len,
+        };
+        seg.set_sealed(meta.clone());
+        Ok((seg, meta))
+    }
+}
+
+/// Valid frames found by scanning a segment from its first frame.
+#[derive(Debug, Clone, Default)]
+pub struct ScanResult {
+    pub record_count: u64,
+    /// Offset just after the last frame kept.
+    pub records_end: u64,
+    pub first_timestamp_ms: u64,
+    pub last_timestamp_ms: u64,
+    pub index: Vec<IndexEntry>,
+    /// Why the scan stopped before `limit` (None: clean end: zeros or exactly at `limit`).
+    pub stop: Option<String>,
+    /// Frames that were valid but dropped because their batch was incomplete.
+    pub dropped_incomplete_batch: u64,
+}
+
+/// Scan frames from the first one, validating checksums and sequence continuity, stopping at the
+/// first invalid frame or at `limit` (the end of the records area). A trailing incomplete batch
+/// is not counted.
+pub fn scan_frames(bytes: &[u8], base_seq: u64, limit: u64) -> ScanResult {
+    let limit = limit.min(bytes.len() as u64);
+    let mut result = ScanResult {
+        records_end: SEGMENT_HEADER_BYTES,
+        ..Default::default()
+    };
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut seq = base_seq;
+    let mut last_index: Option<u64> = None;
+    // Frames of the batch in progress (not yet complete).
+    let mut pending: Vec<IndexEntry> = Vec::new();
+    let mut pending_first_ts = 0;
+    let mut pending_count = 0u64;
+    while offset < limit {
+        let frame_bytes = &bytes[offset as usize..limit as usize];
+        let header = match decode_frame(frame_bytes) {
+            Ok(h) => h,
+            Err(e) => {
+                let zeros = frame_bytes
+                    .iter()
+                    .take(FRAME_HEADER_BYTES as usize)
+                    .all(|&b| b == 0);
+                if !zeros {
+                    result.stop = Some(format!("{e:?} at offset {offset}"));
+                }
+                break;
+            }
+        };
+        if header.seq != seq {
+            result.stop = Some(format!(
+                "expected seq {seq}, found {} at offset {offset}",
+                header.seq
+            ));
+            break;
+        }
+        if pending_count == 0 {
+            pending_first_ts = header.timestamp_ms;
+        }
+        if last_index.is_none_or(|last| offset - last >= INDEX_INTERVAL_BYTES) {
+            pending.push(IndexEntry {
+                seq,
+                offset,
+                timestamp_ms: header.timestamp_ms,
+            });
+            last_index = Some(offset);
+        }
+        pending_count += 1;
+        offset += FRAME_HEADER_BYTES + header.len as u64;
+        seq += 1;
+        if header.batch_remaining == 0 {
+            if result.record_count == 0 {
+                result.first_timestamp_ms = pending_first_ts;
+            }
+            result.record_count += pending_count;
+            result.records_end = offset;
+            result.last_timestamp_ms = header.timestamp_ms;
+            result.index.append(&mut pending);
+            pending_count = 0;
+        }
+    }
+    result.dropped_incomplete_batch = pending_count;
+    if pending_count > 0 && result.stop.is_none() {
+        result.stop = Some(format!(
+            "incomplete batch of {pending_count} frames at the end"
+        ));
+    }
+    result
+}
+
+/// Read and check the header, and (if the file is sealed) the footer and index of a segment file.
+pub fn read_header(file: &File, path: &Path) -> Result<Option<SegmentHeader>> {
+    let mut buf = [0u8; SEGMENT_HEADER_BYTES as usize];
+    let n =
+        read_full_at(file, &mut buf, 0).context(|| format!("read header of {}", path.display()))?;
+    if n < buf.len() || SegmentHeader::is_blank(&buf) {
+        return Ok(None);
+    }
+    SegmentHeader::decode(&buf).map(Some).map_err(|e| match e {
+        FormatError::UnsupportedVersion(v) => Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: v,
+            supported: crate::format::FORMAT_VERSION,
+        },
+        other => Error::corruption(
+            format!("{} offset 0", path.display()),
+            format!("segment header: {other}"),
+        ),
+    })
+}
+
+/// Read the footer at the end of a file of `file_len` bytes.
+pub fn read_footer(file: &File, path: &Path, file_len: u64) -> Result<SegmentFooter> {
+    if file_len < SEGMENT_HEADER_BYTES + SEGMENT_FOOTER_BYTES {
+        return Err(Error::corruption(
+            path.display().to_string(),
+            format!("file of {file_len} bytes is too short"),
+        ));
+    }
+    let mut buf = [0u8; SEGMENT_FOOTER_BYTES as usize];
+    let at = file_len - SEGMENT_FOOTER_BYTES;
+    read_full_at(file, &mut buf, at).context(|| format!("read footer of {}", path.display()))?;
+    let footer = SegmentFooter::decode(&buf).map_err(|e| {
+        Error::corruption(
+            format!("{} offset {at}", path.display()),
+            format!("segment footer: {e}"),
+        )
+    })?;
+    if footer.file_len() != file_len {
+        return Err(Error::corruption(
+            format!("{} offset {at}", path.display()),
+            format!(
+                "footer describes a {}-byte file, file is {file_len} bytes",
+                footer.file_len()
+            ),
+        ));
+    }
+    Ok(footer)
+}
+
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Check a sealed segment file against what the manifest recorded: header, footer, and that they
+/// agree. Cheap (two small reads), so open time does not grow with the data in the segment.
+pub fn check_sealed(
+    path: &Path,
+    expected_footer_crc: u32,
+    expected_len: u64,
+) -> Result<SealedMeta> {
+    let file = File::open(path).context(|| format!("open {}", path.display()))?;
+    let len = file
+        .metadata()
+        .context(|| format!("stat {}", path.display()))?
+        .len();
+    if len != expected_len {
+        return Err(Error::corruption(
+            path.display().to_string(),
+            format!("file is {len} bytes, manifest says {expected_len}"),
+        ));
+    }
+    let header = read_header(&file, path)?.ok_or_else(|| {
+        Error::corruption(
+            format!("{} offset 0", path.display()),
+            "segment header is blank",
+        )
+    })?;
+    let footer = read_footer(&file, path, len)?;
+    let mut raw = [0u8; SEGMENT_FOOTER_BYTES as usize];
+    read_full_at(&file, &mut raw, len - SEGMENT_FOOTER_BYTES)
+        .context(|| format!("read {}", path.display()))?;
+    let crc = SegmentFooter::stored_crc(&raw);
+    if crc != expected_footer_crc
+        || header.segment_id != footer.segment_id
+        || header.base_seq != footer.base_seq
+    {
+        return Err(Error::corruption(
+            path.display().to_string(),
+            "header, footer and manifest disagree",
+        ));
+    }
+    Ok(SealedMeta {
+        footer,
+        footer_crc: crc,
+        file_len: len,
+    })
+}
+
+/// Deep check of a sealed segment: every frame's checksum and sequence, and the index.
+pub fn verify_sealed(path: &Path, meta: &SealedMeta) -> Result<u64> {
+    let file = File::open(path).context(|| format!("open {}", path.display()))?;
+    let mapping =
+        Mapping::map_read(&file, meta.file_len).context(|| format!("mmap {}", path.display()))?;
+    let bytes = mapping.tail(0);
+    let scan = scan_frames(bytes, meta.footer.base_seq, meta.footer.records_end);
+    let location = |offset: u64| format!("{} offset {offset}", path.display());
+    if scan.record_count != meta.footer.record_count || scan.records_end != meta.footer.records_end
+    {
+        return Err(Error::corruption(
+            location(scan.records_end),
+            format!(
+                "{} of {} records verify: {}",
+                scan.record_count,
+                meta.footer.record_count,
+                scan.stop.unwrap_or_else(|| "frames end early".into())
+            ),
+        ));
+    }
+    let index = bytes
+        .get(meta.footer.records_end as usize..(meta.file_len - SEGMENT_FOOTER_BYTES) as usize)
+        .unwrap_or(&[]);
+    if crc32c(index) != meta.footer.index_crc {
+        return Err(Error::corruption(
+            location(meta.footer.records_end),
+            "sparse index checksum mismatch",
+        ));
+    }
+    Ok(scan.record_count)
+}
+
+/// Zero `[from, to)` of a file and sync it (used to cut a torn tail so stale frames can never be
+/// mistaken for new ones).
+pub fn zero_range(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
+    if to > from {
+        crate::sys::zero_range(file, from, to - from)
+            .context(|| format!("zero {}..{} of {}", from, to, path.display()))?;
+    }
+    crate::sys::retry_transient(|| file.sync_data())
+        .context(|| format!("fdatasync {}", path.display()))
+}

@@ -1,0 +1,174 @@
+//! Black-box tests of the library API: append, read, batches, durability modes, reopen.
+
+use std::time::Duration;
+
+use aof2::{AofManager, Durability, ErrorKind, LogConfig, ManagerConfig};
+
+fn small(durability: Durability) -> LogConfig {
+    LogConfig {
+        durability,
+        ..LogConfig::default().with_segment_bytes(256 * 1024)
+    }
+}
+
+#[test]
+fn append_read_reopen_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload = |i: u64| {
+        format!("record-{i}-")
+            .repeat((i % 37) as usize)
+            .into_bytes()
+    };
+    {
+        let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+        let log = m.open_log("events", small(Durability::Always)).unwrap();
+        for i in 0..3000u64 {
+            assert_eq!(log.append(&payload(i)).unwrap(), i);
+        }
+        assert_eq!(log.durable_watermark(), 3000);
+        assert!(log.stats().segments_rolled >= 2, "{:?}", log.stats());
+        for (i, r) in log.reader(0).enumerate() {
+            let r = r.unwrap();
+            assert_eq!(r.seq(), i as u64);
+            assert_eq!(r.payload(), payload(i as u64));
+        }
+        assert_eq!(log.read(1234).unwrap().payload(), payload(1234));
+        m.close().unwrap();
+    }
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let log = m.open_log("events", small(Durability::Always)).unwrap();
+    assert_eq!(log.next_seq(), 3000);
+    let all: Vec<_> = log.reader(0).map(|r| r.unwrap()).collect();
+    assert_eq!(all.len(), 3000);
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.payload(), payload(i as u64));
+    }
+    assert_eq!(log.append(b"after").unwrap(), 3000);
+    let info = m.log_info(&log);
+    assert!(
+        info.segments
+            .iter()
+            .filter(|s| s.state == aof2::SegmentState::Sealed)
+            .count()
+            >= 2,
+        "{info:?}"
+    );
+    let report = m.verify_log(&log);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.records, 3001);
+}
+
+#[test]
+fn batches_zero_length_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let log = m.open_log("b", small(Durability::Always)).unwrap();
+    assert_eq!(log.append(b"").unwrap(), 0);
+    let first = log.append_batch(&[b"a".as_slice(), b"", b"ccc"]).unwrap();
+    assert_eq!(first, 1);
+    assert_eq!(log.read(2).unwrap().len(), 0);
+    assert_eq!(log.read(3).unwrap().payload(), b"ccc");
+    let too_big = vec![0u8; 256 * 1024];
+    let err = log.append(&too_big).unwrap_err();
+    assert!(matches!(err, aof2::Error::RecordTooLarge { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(log.next_seq(), 4, "nothing written by a rejected append");
+    assert!(matches!(
+        m.open_log("../evil", LogConfig::default()),
+        Err(aof2::Error::InvalidName { .. })
+    ));
+    assert_eq!(log.read(99).unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn second_manager_on_same_root_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let err = AofManager::open(ManagerConfig::new(dir.path())).unwrap_err();
+    assert!(matches!(err, aof2::Error::Locked { .. }), "{err}");
+}
+
+#[test]
+fn interval_and_none_modes_and_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let log = m
+        .open_log("i", small(Durability::Interval(Duration::from_millis(2))))
+        .unwrap();
+    let seq = log.append(b"x").unwrap();
+    log.wait_durable(seq).unwrap();
+    assert!(log.durable_watermark() > seq);
+    let mut reader = log.reader(1);
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            log.append(b"later").unwrap()
+        })
+    };
+    let r = reader
+        .next_timeout(Duration::from_secs(5))
+        .unwrap()
+        .expect("follower sees the record");
+    assert_eq!(r.payload(), b"later");
+    writer.join().unwrap();
+    assert!(
+        reader
+            .next_timeout(Duration::from_millis(10))
+            .unwrap()
+            .is_none()
+    );
+
+    let none = m.open_log("n", small(Durability::None)).unwrap();
+    for i in 0..100u32 {
+        none.append(&i.to_le_bytes()).unwrap();
+    }
+    assert_eq!(
+        none.reader(0).count(),
+        100,
+        "None mode: written records are visible"
+    );
+    none.flush().unwrap();
+    assert_eq!(none.durable_watermark(), 100);
+}
+
+#[test]
+fn async_wait_durable_and_pipelining() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let log = m.open_log("p", small(Durability::Always)).unwrap();
+    let seqs: Vec<u64> = (0..500u32)
+        .map(|i| log.append_nowait(&i.to_le_bytes()).unwrap())
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        log.wait_durable_async(*seqs.last().unwrap()).await.unwrap();
+    });
+    assert_eq!(log.durable_watermark(), 500);
+}
+
+#[test]
+fn failed_sync_is_sticky() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    m.set_sync_fault(Some(std::sync::Arc::new(|| {
+        Err(std::io::Error::from_raw_os_error(libc_eio()))
+    })));
+    let log = m.open_log("f", small(Durability::Always)).unwrap();
+    let err = log.append(b"x").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    let err = log.append(b"y").unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Closed,
+        "appends refused after a failed sync: {err}"
+    );
+    assert_eq!(log.next_seq(), 1, "the second append wrote nothing");
+}
+
+fn libc_eio() -> i32 {
+    5
+}
