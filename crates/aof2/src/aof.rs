@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -42,16 +42,13 @@ pub(crate) struct WriteState {
     last_timestamp_ms: u64,
 }
 
-struct DurState {
-    syncing: bool,
-    /// Records covered by the most recent sync (group size hint for the next leader).
-    last_group: u64,
-}
-
 #[derive(Default)]
 struct PrepareSlot {
-    ready: Option<PreparedSegment>,
-    in_progress: bool,
+    ready: std::collections::BTreeMap<u64, PreparedSegment>,
+    /// Jobs queued or running.
+    in_progress: usize,
+    /// Ids allocated by running jobs.
+    in_progress_ids: std::collections::BTreeSet<u64>,
     error: Option<Error>,
 }
 
@@ -64,8 +61,9 @@ pub(crate) struct LogShared {
     write: Mutex<WriteState>,
     written: AtomicU64,
     durable: AtomicU64,
-    dur: Mutex<DurState>,
-    dur_changed: Condvar,
+    syncing: AtomicBool,
+    sync_epoch: AtomicU32,
+    last_group: AtomicU64,
     durable_watch: watch::Sender<(u64, bool)>,
     failed: AtomicBool,
     failure: Mutex<Option<Error>>,
@@ -129,11 +127,9 @@ impl LogShared {
             }),
             written: AtomicU64::new(next),
             durable: AtomicU64::new(next),
-            dur: Mutex::new(DurState {
-                syncing: false,
-                last_group: 1,
-            }),
-            dur_changed: Condvar::new(),
+            syncing: AtomicBool::new(false),
+            sync_epoch: AtomicU32::new(0),
+            last_group: AtomicU64::new(1),
             durable_watch: watch::Sender::new((next, false)),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -192,9 +188,8 @@ impl LogShared {
             }
         }
         self.failed.store(true, Ordering::Release);
-        let _dur = self.dur.lock();
-        self.dur_changed.notify_all();
-        drop(_dur);
+        self.sync_epoch.fetch_add(1, Ordering::AcqRel);
+        atomic_wait::wake_all(&self.sync_epoch);
         self.durable_watch.send_modify(|v| v.1 = true);
         self.notify_visible();
     }
@@ -303,18 +298,26 @@ impl LogShared {
         self.me.upgrade().expect("log alive")
     }
 
+    /// The next prepared segment, in id order (segments must be activated in the order of their
+    /// ids, because recovery walks them that way).
     fn take_prepared(&self) -> Result<PreparedSegment> {
         let mut slot = self.prepare.lock();
         let mut waited = false;
         loop {
-            if let Some(p) = slot.ready.take() {
-                return Ok(p);
+            let oldest_busy = slot.in_progress_ids.iter().next().copied();
+            if let Some(entry) = slot.ready.first_entry()
+                && oldest_busy.is_none_or(|busy| *entry.key() < busy)
+            {
+                let prepared = entry.remove();
+                drop(slot);
+                self.request_prepare();
+                return Ok(prepared);
             }
             if let Some(e) = slot.error.take() {
                 return Err(e);
             }
-            if !slot.in_progress {
-                slot.in_progress = true;
+            if slot.ready.is_empty() && slot.in_progress == 0 {
+                slot.in_progress += 1;
                 self.workers.submit(Job::Prepare(self.self_arc()));
             }
             if !waited {
@@ -325,41 +328,58 @@ impl LogShared {
         }
     }
 
+    /// Keep `PREPARED_SEGMENTS_AHEAD` segments prepared or in preparation.
     fn request_prepare(&self) {
         let mut slot = self.prepare.lock();
-        if slot.ready.is_none() && !slot.in_progress {
-            slot.in_progress = true;
-            drop(slot);
+        while slot.ready.len() + slot.in_progress < limits::PREPARED_SEGMENTS_AHEAD {
+            slot.in_progress += 1;
             self.workers.submit(Job::Prepare(self.self_arc()));
         }
     }
 
     /// Background: create the next segment.
     pub(crate) fn prepare_next_segment(&self) {
-        let result = (|| {
-            let capacity = self.config.segment_bytes;
-            let id = {
-                let mut m = self.manifest.lock();
-                let id = m.state().next_segment_id;
-                m.append(Edit::SegmentPrepared {
-                    segment_id: id,
-                    capacity,
-                })?;
-                id
-            };
+        if self.closed.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire) {
+            self.prepare.lock().in_progress -= 1;
+            self.prepared.notify_all();
+            return;
+        }
+        let capacity = self.config.segment_bytes;
+        let id = {
+            let mut m = self.manifest.lock();
+            let id = m.state().next_segment_id;
+            let result = m.append(Edit::SegmentPrepared {
+                segment_id: id,
+                capacity,
+            });
+            match result {
+                Ok(()) => {
+                    self.prepare.lock().in_progress_ids.insert(id);
+                    Ok(id)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let result = id.clone().and_then(|id| {
             PreparedSegment::create(
                 &self.segment_dir,
                 id,
                 capacity,
                 self.config.durability != Durability::None,
             )
-        })();
+        });
         let mut slot = self.prepare.lock();
-        slot.in_progress = false;
+        slot.in_progress -= 1;
         match result {
-            Ok(p) => slot.ready = Some(p),
+            Ok(p) => {
+                slot.in_progress_ids.remove(&p.id);
+                slot.ready.insert(p.id, p);
+            }
             Err(e) => {
                 tracing::warn!(log = %self.name, error = %e, "preparing the next segment failed");
+                if let Ok(id) = id {
+                    slot.in_progress_ids.remove(&id);
+                }
                 slot.error = Some(e);
             }
         }
@@ -416,41 +436,44 @@ impl LogShared {
 
     /// Block until every record below `target` is durable, running the group commit if no other
     /// thread is.
+    ///
+    /// Waiters sleep on a futex over `sync_epoch`, which the syncer bumps after every round, so a
+    /// finished sync wakes every waiter at once (no lock handoff chain) and a wake-up can never be
+    /// lost: the epoch is read before the state it guards is checked.
     pub(crate) fn sync_to(&self, target: u64) -> Result<()> {
-        let mut st = self.dur.lock();
         loop {
+            let epoch = self.sync_epoch.load(Ordering::Acquire);
             if self.durable.load(Ordering::Acquire) >= target {
                 return Ok(());
             }
             if self.failed.load(Ordering::Acquire) {
                 return Err(self.failure_error());
             }
-            if st.syncing {
-                self.dur_changed.wait(&mut st);
+            if self
+                .syncing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                atomic_wait::wait(&self.sync_epoch, epoch);
                 continue;
             }
-            st.syncing = true;
-            let expected_group = st.last_group;
-            drop(st);
-            self.gather(expected_group);
-            let result = self.sync_round();
-            st = self.dur.lock();
-            st.syncing = false;
-            match result {
-                Ok((covered, group)) => {
-                    st.last_group = group.max(1);
-                    self.durable.store(covered, Ordering::Release);
-                    self.dur_changed.notify_all();
-                    self.durable_watch.send_modify(|v| v.0 = covered);
-                    if self.config.durability != Durability::None {
-                        self.notify_visible();
+            if self.durable.load(Ordering::Acquire) < target {
+                self.gather(self.last_group.load(Ordering::Relaxed));
+                match self.sync_round() {
+                    Ok((covered, group)) => {
+                        self.last_group.store(group.max(1), Ordering::Relaxed);
+                        self.durable.store(covered, Ordering::Release);
                     }
+                    Err(e) => self.fail(e),
                 }
-                Err(e) => {
-                    drop(st);
-                    self.fail(e);
-                    return Err(self.failure_error());
-                }
+            }
+            self.syncing.store(false, Ordering::Release);
+            self.sync_epoch.fetch_add(1, Ordering::AcqRel);
+            atomic_wait::wake_all(&self.sync_epoch);
+            self.durable_watch
+                .send_modify(|v| v.0 = self.durable.load(Ordering::Acquire));
+            if self.config.durability != Durability::None {
+                self.notify_visible();
             }
         }
     }
@@ -530,7 +553,7 @@ impl LogShared {
             self.request_flush();
         }
         if let Some(age) = self.config.segment_max_age {
-            let ready = self.prepare.lock().ready.is_some();
+            let ready = !self.prepare.lock().ready.is_empty();
             let mut w = self.write.lock();
             let active = w.active.as_ref().expect("active segment");
             let old = sys::now_ms().saturating_sub(active.created_ms) >= age.as_millis() as u64;

@@ -116,12 +116,14 @@ impl FlushManager {
                 }
             }));
         }
-        let q = fm.prepare.clone();
-        threads.push(spawn("aof2-prepare".into(), move || {
-            while let Some(j) = q.pop() {
-                run(j)
-            }
-        }));
+        for i in 0..crate::limits::PREPARE_THREADS {
+            let q = fm.prepare.clone();
+            threads.push(spawn(format!("aof2-prepare-{i}"), move || {
+                while let Some(j) = q.pop() {
+                    run(j)
+                }
+            }));
+        }
         let q = fm.seal.clone();
         threads.push(spawn("aof2-seal".into(), move || {
             while let Some(j) = q.pop() {

@@ -255,7 +255,12 @@ pub(crate) fn recover_log(
                 segment_id: id,
                 capacity: config.segment_bytes,
             })?;
-            let prepared = PreparedSegment::create(&segment_dir, id, config.segment_bytes, false)?;
+            let prepared = PreparedSegment::create(
+                &segment_dir,
+                id,
+                config.segment_bytes,
+                config.durability != crate::config::Durability::None,
+            )?;
             let active = prepared.activate(
                 log_name.clone(),
                 log_id,
