@@ -1,0 +1,109 @@
+//! `aof2 append`: stdin lines become records.
+//!
+//! Contract: each line of stdin (bytes up to, not including, `\n`; a final line without `\n`
+//! counts; nothing else is stripped, so an empty line is a zero-length record) is appended in
+//! order. A record's sequence number is printed on its own line only once the record is
+//! acknowledged under the log's durability: with `always`, only after an fdatasync covers it.
+//! With `always` the appends are pipelined: up to [`BATCH`] lines are appended without waiting,
+//! then one wait for durability covers them all. A batch also ends whenever stdin has no more
+//! buffered input, so interactive input is acknowledged line by line. If appending fails, the
+//! records appended before the failure are still acknowledged and printed, then the error is
+//! reported. Unlike `cat`, a closed stdout is an error (exit 4): the caller did not learn every
+//! sequence number.
+
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+
+use aof2::{Aof, Durability};
+
+use crate::args::AppendArgs;
+use crate::failure::Failure;
+use crate::open::{check_options, log_config, open_root};
+
+/// Most lines appended before waiting for durability (`always` mode).
+pub const BATCH: usize = 1024;
+
+/// Run `aof2 append`.
+pub fn run(args: &AppendArgs) -> Result<(), Failure> {
+    aof2::validate_log_name(&args.log)?;
+    check_options(&args.options)?;
+    let manager = open_root(&args.root.root)?;
+    let result = manager
+        .open_log(&args.log, log_config(&args.options))
+        .map_err(Failure::from)
+        .and_then(|log| {
+            let stdin = io::stdin();
+            let stdout = io::stdout();
+            pump(
+                &log,
+                BufReader::with_capacity(64 * 1024, stdin.lock()),
+                &mut BufWriter::with_capacity(64 * 1024, stdout.lock()),
+            )
+        });
+    let closed = manager.close();
+    result?;
+    Ok(closed?)
+}
+
+/// Append every line of `input` to `log`, writing acknowledged sequence numbers to `out`.
+fn pump<R: io::Read, W: Write>(
+    log: &Aof,
+    mut input: BufReader<R>,
+    out: &mut W,
+) -> Result<(), Failure> {
+    let pipelined = log.durability() == Durability::Always;
+    let mut line = Vec::with_capacity(4096);
+    let mut pending: Vec<u64> = Vec::with_capacity(BATCH);
+    let mut line_number: u64 = 0;
+    loop {
+        line.clear();
+        line_number += 1;
+        let step = match input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                if pipelined {
+                    log.append_nowait(&line)
+                } else {
+                    log.append(&line)
+                }
+                .map_err(Failure::from)
+            }
+            Err(e) => Err(Failure::environment(format!("read stdin: {e}"))),
+        };
+        match step {
+            Ok(seq) => pending.push(seq),
+            Err(failure) => {
+                // Acknowledge what did get appended, then report the failure.
+                acknowledge(log, &mut pending, out, pipelined)?;
+                return Err(failure.context(format!("stdin line {line_number}")));
+            }
+        }
+        if pending.len() >= BATCH || input.buffer().is_empty() {
+            acknowledge(log, &mut pending, out, pipelined)?;
+        }
+    }
+    acknowledge(log, &mut pending, out, pipelined)
+}
+
+/// Wait until `pending` is durable (when `pipelined`), print it and flush.
+fn acknowledge<W: Write>(
+    log: &Aof,
+    pending: &mut Vec<u64>,
+    out: &mut W,
+    pipelined: bool,
+) -> Result<(), Failure> {
+    let Some(&last) = pending.last() else {
+        return Ok(());
+    };
+    if pipelined {
+        log.wait_durable(last)?;
+    }
+    let written: io::Result<()> = pending
+        .iter()
+        .try_for_each(|seq| writeln!(out, "{seq}"))
+        .and_then(|()| out.flush());
+    pending.clear();
+    written.map_err(|e| Failure::environment(format!("write sequence numbers to stdout: {e}")))
+}

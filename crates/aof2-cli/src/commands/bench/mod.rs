@@ -1,0 +1,321 @@
+//! `aof2 bench`: append throughput and latency, read-back speed, reopen time.
+//!
+//! Contract: works in `--root` (the logs `warmup` and `bench` in it are appended to) or in a
+//! temporary directory that is removed afterwards. Phases, in order:
+//! 1. warm-up (untimed): `min(N/10, 10000)` records into the log `warmup`, same writers;
+//! 2. timed appends: `N` records of `B` bytes into `bench`, split evenly over `W` threads, each
+//!    calling `Aof::append` (which in `always` mode returns only once durable); each append is
+//!    timed on its own and the payload is built before the clock starts, into a reused buffer,
+//!    so the loop allocates nothing per record;
+//! 3. an explicit `flush` (reported separately) so every mode has everything durable;
+//! 4. read back and verify every record from where this run started (each payload carries its
+//!    id, see [`payload`]); a mismatch is corruption (exit 3);
+//! 5. close the manager, then time `AofManager::open` + `open_log` and check the record count.
+//!
+//! The report goes to stdout (one JSON object with `--json`); the progress bar goes to stderr and
+//! is hidden when stderr is not a terminal.
+
+mod latency;
+mod payload;
+mod report;
+
+use std::path::Path;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use aof2::{Aof, AofManager, LogConfig, ManagerConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::args::BenchArgs;
+use crate::failure::{Failure, stdout_error};
+use latency::Summary;
+use payload::{IdSet, PayloadBuilder};
+use report::Report;
+
+/// Name of the timed log.
+pub const BENCH_LOG: &str = "bench";
+/// Name of the warm-up log.
+pub const WARMUP_LOG: &str = "warmup";
+/// Records between progress-bar updates (per writer).
+const PROGRESS_STEP: u64 = 65_536;
+
+/// Run `aof2 bench`.
+pub fn run(args: &BenchArgs) -> Result<(), Failure> {
+    let config = LogConfig {
+        durability: args.durability,
+        ..LogConfig::default().with_segment_bytes(args.segment_bytes)
+    };
+    config.validate()?;
+    if args.record_size > config.max_record_bytes {
+        return Err(Failure::usage(format!(
+            "--record-size {} exceeds the largest record of this configuration ({} bytes)",
+            args.record_size, config.max_record_bytes
+        )));
+    }
+    let (root, temporary) = match &args.root {
+        Some(root) => (root.clone(), None),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("aof2-bench-")
+                .tempdir()
+                .map_err(|e| Failure::environment(format!("create a temporary root: {e}")))?;
+            (dir.path().to_path_buf(), Some(dir))
+        }
+    };
+    let report = measure(&root, args, &config)?;
+    let report = Report {
+        root: temporary.is_none().then(|| root.display().to_string()),
+        ..report
+    };
+    drop(temporary);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))
+            .map_err(stdout_error)
+    } else {
+        report.write_human(&mut out).map_err(stdout_error)
+    }
+}
+
+/// How the records are split over the writers.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    records: u64,
+    size: usize,
+    writers: u32,
+}
+
+impl Plan {
+    /// Ids `start..end` written by writer `w`.
+    fn share(&self, w: u32) -> std::ops::Range<u64> {
+        let writers = u64::from(self.writers);
+        let (base, extra) = (self.records / writers, self.records % writers);
+        let w = u64::from(w);
+        let start = w * base + w.min(extra);
+        start..start + base + u64::from(w < extra)
+    }
+}
+
+fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, Failure> {
+    let size = usize::try_from(args.record_size)
+        .map_err(|_| Failure::usage("--record-size does not fit in memory"))?;
+    let plan = Plan {
+        records: args.records,
+        size,
+        writers: args.writers,
+    };
+    let warmup = Plan {
+        records: (args.records / 10).min(10_000),
+        ..plan
+    };
+    let manager = AofManager::open(ManagerConfig::new(root))?;
+
+    // 1. Warm-up.
+    let warm_log = manager.open_log(WARMUP_LOG, config.clone())?;
+    append_phase(&warm_log, warmup, &ProgressBar::hidden())?;
+    warm_log.close()?;
+    drop(warm_log);
+
+    // 2. Timed appends.
+    let log = manager.open_log(BENCH_LOG, config.clone())?;
+    let start_seq = log.next_seq();
+    let progress = progress_bar(plan.records, "append");
+    let (append_time, mut latencies) = append_phase(&log, plan, &progress)?;
+    progress.finish_and_clear();
+    let stats = log.stats();
+
+    // 3. Make everything durable.
+    let flush_started = Instant::now();
+    log.flush()?;
+    let final_flush = flush_started.elapsed();
+
+    // 4. Read back and verify.
+    let progress = progress_bar(plan.records, "read");
+    let read_time = read_phase(&log, start_seq, plan, &progress)?;
+    progress.finish_and_clear();
+
+    // 5. Reopen.
+    let end_seq = log.next_seq();
+    drop(log);
+    manager.close()?;
+    drop(manager);
+    let reopen_started = Instant::now();
+    let manager = AofManager::open(ManagerConfig::new(root))?;
+    let log = manager.open_log(BENCH_LOG, config.clone())?;
+    let reopen = reopen_started.elapsed();
+    if log.next_seq() != end_seq {
+        return Err(Failure::corruption(format!(
+            "after reopening, log {BENCH_LOG:?} has {} records, expected {end_seq}",
+            log.next_seq()
+        )));
+    }
+    drop(log);
+    manager.close()?;
+
+    let payload_mb = (plan.records as f64) * (plan.size as f64) / 1e6;
+    Ok(Report {
+        records: plan.records,
+        record_size: args.record_size,
+        writers: plan.writers,
+        durability: config.durability.name(),
+        segment_bytes: config.segment_bytes,
+        root: None,
+        warmup_records: warmup.records,
+        append_secs: append_time.as_secs_f64(),
+        append_records_per_sec: per_sec(plan.records as f64, append_time),
+        append_mb_per_sec: per_sec(payload_mb, append_time),
+        append_latency_us: Summary::from_nanos(&mut latencies),
+        fsyncs: stats.flushes,
+        fsync_mean_us: stats.fsync_mean_us,
+        fsync_max_us: stats.fsync_max_us,
+        segments_rolled: stats.segments_rolled,
+        rollover_waits: stats.rollover_waits,
+        backpressure_waits: stats.backpressure_waits,
+        final_flush_ms: ms(final_flush),
+        read_secs: read_time.as_secs_f64(),
+        read_records_per_sec: per_sec(plan.records as f64, read_time),
+        read_mb_per_sec: per_sec(payload_mb, read_time),
+        reopen_ms: ms(reopen),
+    })
+}
+
+fn per_sec(amount: f64, time: Duration) -> f64 {
+    let secs = time.as_secs_f64();
+    if secs > 0.0 { amount / secs } else { 0.0 }
+}
+
+fn ms(time: Duration) -> f64 {
+    time.as_secs_f64() * 1000.0
+}
+
+fn progress_bar(len: u64, what: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(len).with_message(what);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>6} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Append `plan.records` records with `plan.writers` threads. Returns the wall time from the
+/// moment every writer is ready until the last append returned, and every append's latency (ns).
+fn append_phase(
+    log: &Aof,
+    plan: Plan,
+    progress: &ProgressBar,
+) -> Result<(Duration, Vec<u64>), Failure> {
+    let ready = Barrier::new(plan.writers as usize + 1);
+    let (elapsed, results) = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..plan.writers)
+            .map(|w| {
+                let ready = &ready;
+                s.spawn(move || writer(log, plan.share(w), plan.size, ready, progress))
+            })
+            .collect();
+        ready.wait();
+        let started = Instant::now();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        (started.elapsed(), results)
+    });
+    let mut latencies = Vec::with_capacity(plan.records as usize);
+    for result in results {
+        let mut mine = result.map_err(|_| Failure::environment("a writer thread panicked"))??;
+        latencies.append(&mut mine);
+    }
+    Ok((elapsed, latencies))
+}
+
+/// One writer: append the records with ids in `ids`, timing each append.
+fn writer(
+    log: &Aof,
+    ids: std::ops::Range<u64>,
+    size: usize,
+    ready: &Barrier,
+    progress: &ProgressBar,
+) -> Result<Vec<u64>, aof2::Error> {
+    let mut builder = PayloadBuilder::new(size);
+    let mut latencies = Vec::with_capacity((ids.end - ids.start) as usize);
+    ready.wait();
+    let mut unreported = 0;
+    for id in ids {
+        let payload = builder.build(id);
+        let started = Instant::now();
+        log.append(payload)?;
+        latencies.push(started.elapsed().as_nanos() as u64);
+        unreported += 1;
+        if unreported == PROGRESS_STEP {
+            progress.inc(unreported);
+            unreported = 0;
+        }
+    }
+    progress.inc(unreported);
+    Ok(latencies)
+}
+
+/// Read every record from `start_seq` and check it; returns the time taken.
+fn read_phase(
+    log: &Aof,
+    start_seq: u64,
+    plan: Plan,
+    progress: &ProgressBar,
+) -> Result<Duration, Failure> {
+    let mut builder = PayloadBuilder::new(plan.size);
+    let mut seen = IdSet::new(plan.records);
+    let mut count = 0u64;
+    let started = Instant::now();
+    for record in log.reader(start_seq) {
+        let record = record?;
+        let bad = |detail: String| {
+            Failure::corruption(format!(
+                "log {BENCH_LOG:?} record {}: {detail}",
+                record.seq()
+            ))
+        };
+        match builder.check(record.payload()).map_err(bad)? {
+            Some(id) if !seen.insert(id) => {
+                return Err(bad(format!("record id {id} is duplicate or out of range")));
+            }
+            _ => {}
+        }
+        count += 1;
+        if count.is_multiple_of(PROGRESS_STEP) {
+            progress.inc(PROGRESS_STEP);
+        }
+    }
+    let elapsed = started.elapsed();
+    if count != plan.records {
+        return Err(Failure::corruption(format!(
+            "read back {count} records from log {BENCH_LOG:?}, expected {}",
+            plan.records
+        )));
+    }
+    Ok(elapsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_cover_every_id_once() {
+        for (records, writers) in [(10, 3), (2, 4), (0, 1), (1_000_000, 7)] {
+            let plan = Plan {
+                records,
+                size: 8,
+                writers,
+            };
+            let mut next = 0;
+            for w in 0..writers {
+                let r = plan.share(w);
+                assert_eq!(r.start, next);
+                assert!(r.end - r.start <= records / u64::from(writers) + 1);
+                next = r.end;
+            }
+            assert_eq!(next, records);
+        }
+    }
+}

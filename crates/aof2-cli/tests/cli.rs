@@ -1,0 +1,725 @@
+//! Black-box tests of the `aof2` binary: each test runs the built executable with its own
+//! temporary root and checks stdout, stderr and the exit status (0 ok, 2 usage, 3 corruption,
+//! 4 environment).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use base64::Engine;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_aof2");
+
+/// Run `aof2 args...` with `stdin` as its input.
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn aof2");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let output = child.wait_with_output().expect("wait for aof2");
+    feeder.join().expect("stdin feeder");
+    output
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Assert the exit status, showing the output when it differs.
+#[track_caller]
+fn expect_status(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+fn root_arg(dir: &Path) -> String {
+    dir.join("root").display().to_string()
+}
+
+/// Append `input` to `log` and check the printed sequence numbers are `first..`.
+#[track_caller]
+fn append(root: &str, log: &str, input: &[u8], extra: &[&str]) -> Vec<u64> {
+    let mut args = vec!["append", "--root", root, "--log", log];
+    args.extend_from_slice(extra);
+    let out = run(&args, input);
+    expect_status(&out, 0);
+    text(&out.stdout)
+        .lines()
+        .map(|l| l.parse().expect("sequence number"))
+        .collect()
+}
+
+fn lines_input(count: usize, width: usize) -> Vec<u8> {
+    let mut input = Vec::new();
+    for i in 0..count {
+        let line = format!("line {i:06} ");
+        input.extend(line.bytes().cycle().take(width));
+        input.push(b'\n');
+    }
+    input
+}
+
+fn segment_files(root: &str, log: &str) -> Vec<PathBuf> {
+    let dir = Path::new(root).join("logs").join(log).join("segments");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("segments dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The first sealed segment: sealed files are truncated to their content, so shorter than the
+/// configured segment size, and never the last file.
+fn first_sealed_segment(root: &str, log: &str, segment_bytes: u64) -> PathBuf {
+    let files = segment_files(root, log);
+    let last = files.len() - 1;
+    files
+        .into_iter()
+        .take(last)
+        .find(|p| std::fs::metadata(p).expect("stat").len() < segment_bytes)
+        .expect("a sealed segment")
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let mut bytes = std::fs::read(path).expect("read segment");
+    bytes[offset as usize] ^= 0x5a;
+    std::fs::write(path, bytes).expect("write segment");
+}
+
+#[test]
+fn append_then_cat_raw_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let input = b"alpha\n\nbeta gamma\n\xff\x00binary\r\n";
+    assert_eq!(append(&root, "orders", input, &[]), vec![0, 1, 2, 3]);
+    // A final line without a newline is a record too; numbering continues.
+    assert_eq!(append(&root, "orders", b"tail", &[]), vec![4]);
+    let out = run(&["cat", "--root", &root, "--log", "orders"], b"");
+    expect_status(&out, 0);
+    assert_eq!(out.stdout, b"alpha\n\nbeta gamma\n\xff\x00binary\r\ntail\n");
+}
+
+#[test]
+fn append_acknowledges_each_line_before_end_of_input() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let mut child = Command::new(BIN)
+        .args(["append", "--root", &root, "--log", "live"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut acks = std::io::BufReader::new(child.stdout.take().unwrap());
+    for expected in 0..3 {
+        input
+            .write_all(format!("line {expected}\n").as_bytes())
+            .unwrap();
+        input.flush().unwrap();
+        // The sequence number arrives while stdin is still open.
+        let mut ack = String::new();
+        acks.read_line(&mut ack).unwrap();
+        assert_eq!(ack, format!("{expected}\n"));
+    }
+    drop(input);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn append_stops_at_an_oversized_line_after_acknowledging_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let mut input = b"first\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 70_000));
+    input.extend_from_slice(b"\nnever\n");
+    let out = run(
+        &[
+            "append",
+            "--root",
+            &root,
+            "--log",
+            "big",
+            "--segment-bytes",
+            "64KiB",
+        ],
+        &input,
+    );
+    expect_status(&out, 2);
+    assert_eq!(text(&out.stdout), "0\n");
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("aof2: error: stdin line 2: record of 70000 bytes"),
+        "{err}"
+    );
+    let out = run(&["cat", "--root", &root, "--log", "big"], b"");
+    expect_status(&out, 0);
+    assert_eq!(out.stdout, b"first\n");
+}
+
+#[test]
+fn append_empty_input_prints_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    assert!(append(&root, "empty", b"", &[]).is_empty());
+    let out = run(&["cat", "--root", &root, "--log", "empty"], b"");
+    expect_status(&out, 0);
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn append_every_durability_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let input = lines_input(3000, 40);
+    for (i, mode) in ["always", "interval", "interval:3", "none"]
+        .iter()
+        .enumerate()
+    {
+        let seqs = append(
+            &root,
+            "modes",
+            &input,
+            &["--durability", mode, "--segment-bytes", "64KiB"],
+        );
+        let first = i as u64 * 3000;
+        assert_eq!(seqs, (first..first + 3000).collect::<Vec<_>>(), "{mode}");
+    }
+    let out = run(&["cat", "--root", &root, "--log", "modes"], b"");
+    expect_status(&out, 0);
+    assert_eq!(out.stdout, input.repeat(4));
+}
+
+#[test]
+fn cat_json_has_fields_and_base64_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    append(&root, "j", b"hello\n\n\xfe\xff\"q\"\n", &[]);
+    let out = run(
+        &["cat", "--root", &root, "--log", "j", "--format", "json"],
+        b"",
+    );
+    expect_status(&out, 0);
+    let objects: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let expected: [&[u8]; 3] = [b"hello", b"", b"\xfe\xff\"q\""];
+    assert_eq!(objects.len(), expected.len());
+    for (i, (object, payload)) in objects.iter().zip(expected).enumerate() {
+        assert_eq!(object["seq"], i as u64);
+        assert_eq!(object["len"], payload.len() as u64);
+        assert!(object["timestamp_ms"].as_u64().unwrap() > 1_600_000_000_000);
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(object["payload_base64"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(decoded, payload);
+    }
+}
+
+#[test]
+fn cat_from_and_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let input: String = (0..10).map(|i| format!("r{i}\n")).collect();
+    append(&root, "l", input.as_bytes(), &[]);
+    let cat = |extra: &[&str]| {
+        let mut args = vec!["cat", "--root", &root, "--log", "l"];
+        args.extend_from_slice(extra);
+        let out = run(&args, b"");
+        expect_status(&out, 0);
+        text(&out.stdout)
+    };
+    assert_eq!(cat(&["--from", "7"]), "r7\nr8\nr9\n");
+    assert_eq!(cat(&["--limit", "2"]), "r0\nr1\n");
+    assert_eq!(cat(&["--from", "3", "--limit", "2"]), "r3\nr4\n");
+    assert_eq!(cat(&["--from", "10"]), "");
+    assert_eq!(cat(&["--from", "99"]), "");
+    assert_eq!(cat(&["--limit", "0"]), "");
+}
+
+#[test]
+fn cat_missing_log_or_root_is_invalid_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    append(&root, "exists", b"x\n", &[]);
+    let out = run(&["cat", "--root", &root, "--log", "missing"], b"");
+    expect_status(&out, 2);
+    let err = text(&out.stderr);
+    assert!(err.starts_with("aof2: error: "), "{err}");
+    assert!(err.contains("\"missing\" does not exist"), "{err}");
+    assert!(
+        !Path::new(&root).join("logs").join("missing").exists(),
+        "cat must not create a log"
+    );
+    let nowhere = dir.path().join("nowhere").display().to_string();
+    let out = run(&["cat", "--root", &nowhere, "--log", "exists"], b"");
+    expect_status(&out, 2);
+    assert!(!Path::new(&nowhere).exists(), "cat must not create a root");
+}
+
+#[test]
+fn cat_into_closed_pipe_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    append(
+        &root,
+        "big",
+        &lines_input(20_000, 200),
+        &["--durability", "none"],
+    );
+    let mut child = Command::new(BIN)
+        .args(["cat", "--root", &root, "--log", "big"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 100];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout); // like `| head -c 100`
+    let output = child.wait_with_output().unwrap();
+    expect_status(&output, 0);
+    assert!(output.stderr.is_empty(), "{}", text(&output.stderr));
+}
+
+#[test]
+fn inspect_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    append(
+        &root,
+        "alpha",
+        &lines_input(3000, 100),
+        &["--segment-bytes", "65536"],
+    );
+    append(&root, "beta", b"one\ntwo\n", &[]);
+
+    let out = run(&["inspect", "--root", &root], b"");
+    expect_status(&out, 0);
+    let table = text(&out.stdout);
+    assert!(table.contains("log alpha"), "{table}");
+    assert!(table.contains("log beta"), "{table}");
+    assert!(table.contains("sealed"), "{table}");
+    assert!(table.contains("active"), "{table}");
+
+    let out = run(&["inspect", "--root", &root, "--json"], b"");
+    expect_status(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let logs = doc["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 2);
+    let alpha = &logs[0];
+    assert_eq!(alpha["name"], "alpha");
+    assert_eq!(alpha["next_seq"], 3000);
+    assert_eq!(alpha["durable_seq"], 3000);
+    let log_id = alpha["log_id"].as_str().unwrap();
+    assert_eq!(log_id.len(), 32);
+    assert!(log_id.chars().all(|c| c.is_ascii_hexdigit()));
+    let segments = alpha["segments"].as_array().unwrap();
+    assert!(segments.len() >= 3, "{segments:?}");
+    let mut expected_base = 0;
+    for s in segments {
+        assert_eq!(s["base_seq"], expected_base, "{s}");
+        expected_base = s["end_seq"].as_u64().unwrap();
+        for field in ["id", "file_bytes", "record_bytes"] {
+            assert!(s[field].is_u64(), "{field} in {s}");
+        }
+        assert!(s["path"].as_str().unwrap().ends_with(".seg"), "{s}");
+    }
+    assert_eq!(expected_base, 3000);
+    assert!(segments.iter().any(|s| s["state"] == "sealed"));
+    assert_eq!(segments.last().unwrap()["state"], "active");
+    assert_eq!(alpha["recovery"]["quarantined"], Value::Array(vec![]));
+
+    let out = run(
+        &["inspect", "--root", &root, "--log", "beta", "--json"],
+        b"",
+    );
+    expect_status(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["logs"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["logs"][0]["next_seq"], 2);
+
+    let out = run(&["inspect", "--root", &root, "--log", "gamma"], b"");
+    expect_status(&out, 2);
+}
+
+#[test]
+fn verify_clean_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    append(
+        &root,
+        "clean",
+        &lines_input(3000, 100),
+        &["--segment-bytes", "65536"],
+    );
+    let out = run(&["verify", "--root", &root], b"");
+    expect_status(&out, 0);
+    let report = text(&out.stdout);
+    assert!(report.contains("log clean: ok"), "{report}");
+    assert!(report.contains("3000 records verified"), "{report}");
+    let out = run(&["verify", "--root", &root, "--log", "clean"], b"");
+    expect_status(&out, 0);
+}
+
+#[test]
+fn verify_finds_flipped_byte_in_sealed_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let input = lines_input(3000, 100);
+    append(&root, "bad", &input, &["--segment-bytes", "65536"]);
+    append(&root, "good", b"fine\n", &[]);
+    let segment = first_sealed_segment(&root, "bad", 65536);
+    let len = std::fs::metadata(&segment).unwrap().len();
+    assert!(len > 128 + 96 + 1000);
+    flip_byte(&segment, len / 2);
+
+    let out = run(&["verify", "--root", &root], b"");
+    expect_status(&out, 3);
+    let report = text(&out.stdout);
+    let file_name = segment.file_name().unwrap().to_str().unwrap();
+    let segment_id = file_name.trim_end_matches(".seg");
+    assert!(
+        report.contains(&format!("segment {segment_id}")),
+        "{report}"
+    );
+    assert!(report.contains(file_name), "{report}");
+    assert!(report.contains("offset"), "{report}");
+    assert!(report.contains("log bad: CORRUPT"), "{report}");
+    assert!(report.contains("log good: ok"), "{report}");
+    assert!(text(&out.stderr).starts_with("aof2: error: corruption"));
+
+    // Reading across the damaged record reports corruption too.
+    let out = run(&["cat", "--root", &root, "--log", "bad"], b"");
+    expect_status(&out, 3);
+    assert!(out.stdout.len() < input.len());
+}
+
+#[test]
+fn verify_reports_quarantined_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    append(
+        &root,
+        "q",
+        &lines_input(3000, 100),
+        &["--segment-bytes", "65536"],
+    );
+    let segment = first_sealed_segment(&root, "q", 65536);
+    let len = std::fs::metadata(&segment).unwrap().len();
+    flip_byte(&segment, len - 40); // inside the footer: recovery quarantines the segment
+    let id = segment.file_stem().unwrap().to_str().unwrap().to_string();
+
+    for _ in 0..2 {
+        // The first run quarantines; the second finds it in the manifest.
+        let out = run(&["verify", "--root", &root, "--log", "q"], b"");
+        expect_status(&out, 3);
+        let report = text(&out.stdout);
+        assert!(report.contains(&format!("segment {id}")), "{report}");
+        assert!(report.contains("quarantined"), "{report}");
+    }
+    let out = run(&["inspect", "--root", &root, "--log", "q", "--json"], b"");
+    expect_status(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<&str> = doc["logs"][0]["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert!(states.contains(&"quarantined"), "{states:?}");
+}
+
+#[test]
+fn corruption_found_while_opening_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    append(&root, "broken", b"one\ntwo\n", &[]);
+    append(&root, "intact", b"three\n", &[]);
+    // Damage the header of the active segment (the first file): opening the log fails.
+    let active = segment_files(&root, "broken").remove(0);
+    flip_byte(&active, 20);
+    let active_name = active.file_name().unwrap().to_str().unwrap().to_string();
+
+    let out = run(&["verify", "--root", &root], b"");
+    expect_status(&out, 3);
+    let report = text(&out.stdout);
+    assert!(report.contains("log broken: CORRUPT"), "{report}");
+    assert!(report.contains(&active_name), "{report}");
+    assert!(report.contains("log intact: ok"), "{report}");
+    let err = text(&out.stderr);
+    assert!(err.starts_with("aof2: error: corruption"), "{err}");
+    assert!(err.contains(&active_name), "{err}");
+
+    for args in [
+        vec!["cat", "--root", &root, "--log", "broken"],
+        vec!["inspect", "--root", &root],
+        vec!["append", "--root", &root, "--log", "broken"],
+    ] {
+        let out = run(&args, b"more\n");
+        expect_status(&out, 3);
+        assert!(
+            text(&out.stderr).contains(&active_name),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn bad_log_names_are_invalid_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    for name in ["../escape", "-dash", "a/b", "", "é"] {
+        // `--log=NAME` so that clap takes "-dash" as a value, not a flag.
+        let log = format!("--log={name}");
+        let out = run(&["append", "--root", &root, &log], b"x\n");
+        expect_status(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            err.starts_with("aof2: error: invalid log name"),
+            "{name}: {err}"
+        );
+        for command in ["cat", "inspect", "verify"] {
+            let out = run(&[command, "--root", &root, &log], b"");
+            expect_status(&out, 2);
+        }
+    }
+    // Nothing was created for them.
+    assert!(!Path::new(&root).join("logs").join("a").exists());
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    for args in [
+        vec!["append", "--root", &root, "--log", "x", "--bogus"],
+        vec!["append", "--log", "x"],
+        vec![
+            "append",
+            "--root",
+            &root,
+            "--log",
+            "x",
+            "--durability",
+            "later",
+        ],
+        vec![
+            "append",
+            "--root",
+            &root,
+            "--log",
+            "x",
+            "--durability",
+            "interval:0",
+        ],
+        vec![
+            "append",
+            "--root",
+            &root,
+            "--log",
+            "x",
+            "--segment-bytes",
+            "12q",
+        ],
+        vec!["cat", "--root", &root, "--log", "x", "--format", "xml"],
+        vec!["frobnicate"],
+        vec![],
+    ] {
+        let out = run(&args, b"");
+        expect_status(&out, 2);
+    }
+    // Out of the library's range: invalid input, and nothing is created.
+    let out = run(
+        &[
+            "append",
+            "--root",
+            &root,
+            "--log",
+            "x",
+            "--segment-bytes",
+            "1000",
+        ],
+        b"a\n",
+    );
+    expect_status(&out, 2);
+    assert!(!Path::new(&root).exists());
+
+    for args in [
+        vec!["--help"],
+        vec!["append", "--help"],
+        vec!["cat", "--help"],
+        vec!["inspect", "--help"],
+        vec!["verify", "--help"],
+        vec!["bench", "--help"],
+    ] {
+        let out = run(&args, b"");
+        expect_status(&out, 0);
+        assert!(text(&out.stdout).contains("Usage"));
+    }
+}
+
+#[test]
+fn locked_root_is_an_environment_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    append(&root, "x", b"before\n", &[]);
+    let holder = aof2::AofManager::open(aof2::ManagerConfig::new(&root)).unwrap();
+    for args in [
+        vec!["append", "--root", &root, "--log", "x"],
+        vec!["cat", "--root", &root, "--log", "x"],
+        vec!["inspect", "--root", &root],
+        vec!["verify", "--root", &root],
+    ] {
+        let out = run(&args, b"more\n");
+        expect_status(&out, 4);
+        assert!(
+            text(&out.stderr).contains("locked"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    holder.close().unwrap();
+    drop(holder);
+    assert_eq!(append(&root, "x", b"after\n", &[]), vec![1]);
+}
+
+fn bench_json(durability: &str, writers: &str) -> Value {
+    let out = run(
+        &[
+            "bench",
+            "--records",
+            "2000",
+            "--record-size",
+            "100",
+            "--writers",
+            writers,
+            "--durability",
+            durability,
+            "--segment-bytes",
+            "256KiB",
+            "--json",
+        ],
+        b"",
+    );
+    expect_status(&out, 0);
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+fn check_bench(report: &Value, durability: &str, writers: u64) {
+    assert_eq!(report["records"], 2000);
+    assert_eq!(report["record_size"], 100);
+    assert_eq!(report["writers"], writers);
+    assert_eq!(report["durability"], durability);
+    for field in [
+        "append_records_per_sec",
+        "append_mb_per_sec",
+        "read_records_per_sec",
+        "reopen_ms",
+        "fsync_mean_us",
+    ] {
+        assert!(
+            report[field].as_f64().is_some_and(|v| v >= 0.0),
+            "{field}: {report}"
+        );
+    }
+    assert!(report["append_records_per_sec"].as_f64().unwrap() > 0.0);
+    let latency = &report["append_latency_us"];
+    let (p50, p99, p999) = (
+        latency["p50"].as_f64().unwrap(),
+        latency["p99"].as_f64().unwrap(),
+        latency["p999"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{latency}");
+    assert!(report["fsyncs"].is_u64(), "{report}");
+}
+
+#[test]
+fn bench_json_durability_none() {
+    let report = bench_json("none", "1");
+    check_bench(&report, "none", 1);
+    assert!(report["segments_rolled"].as_u64().unwrap() >= 1, "{report}");
+}
+
+#[test]
+fn bench_json_durability_always() {
+    let report = bench_json("always", "3");
+    check_bench(&report, "always", 3);
+    assert!(report["fsyncs"].as_u64().unwrap() > 0, "{report}");
+}
+
+#[test]
+fn bench_in_given_root_keeps_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    for _ in 0..2 {
+        let out = run(
+            &[
+                "bench",
+                "--root",
+                &root,
+                "--records",
+                "500",
+                "--record-size",
+                "5",
+                "--segment-bytes",
+                "64KiB",
+            ],
+            b"",
+        );
+        expect_status(&out, 0);
+        assert!(
+            text(&out.stdout).contains("reopen"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    let out = run(
+        &["inspect", "--root", &root, "--log", "bench", "--json"],
+        b"",
+    );
+    expect_status(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["logs"][0]["next_seq"], 1000);
+    let out = run(&["verify", "--root", &root], b"");
+    expect_status(&out, 0);
+}
+
+#[test]
+fn bench_rejects_bad_options() {
+    let out = run(&["bench", "--records", "10", "--writers", "0"], b"");
+    expect_status(&out, 2);
+    let out = run(
+        &[
+            "bench",
+            "--records",
+            "10",
+            "--record-size",
+            "1MiB",
+            "--segment-bytes",
+            "64KiB",
+        ],
+        b"",
+    );
+    expect_status(&out, 2);
+}
