@@ -49,6 +49,8 @@ struct PrepareSlot {
     in_progress: usize,
     /// Ids allocated by running jobs.
     in_progress_ids: std::collections::BTreeSet<u64>,
+    /// Blank segments left by an earlier run, reused before new ones are created.
+    reuse: std::collections::VecDeque<(u64, u64)>,
     error: Option<Error>,
 }
 
@@ -84,6 +86,8 @@ pub(crate) struct LogShared {
     workers: Arc<FlushManager>,
     sync_fault: Option<SyncFault>,
     me: std::sync::Weak<LogShared>,
+    /// Open epoch written into every frame.
+    epoch: u32,
 }
 
 impl std::fmt::Debug for LogShared {
@@ -102,6 +106,8 @@ pub(crate) struct Recovered {
     pub manifest: ManifestLog,
     pub index: SegmentIndex,
     pub active: ActiveSegment,
+    /// Segments prepared by an earlier run and never activated: (id, capacity), oldest first.
+    pub blank_segments: Vec<(u64, u64)>,
 }
 
 impl LogShared {
@@ -112,6 +118,8 @@ impl LogShared {
         sync_fault: Option<SyncFault>,
     ) -> Arc<Self> {
         let next = rec.active.next_seq;
+        let epoch = rec.active.epoch();
+        let reuse = rec.blank_segments.into_iter().collect();
         let last_ts = rec.active.last_timestamp_ms;
         let log = Arc::new_cyclic(|me| LogShared {
             me: me.clone(),
@@ -136,7 +144,11 @@ impl LogShared {
             closed: AtomicBool::new(false),
             segments: RwLock::new(rec.index),
             manifest: Mutex::new(rec.manifest),
-            prepare: Mutex::new(PrepareSlot::default()),
+            prepare: Mutex::new(PrepareSlot {
+                reuse,
+                ..PrepareSlot::default()
+            }),
+            epoch,
             prepared: Condvar::new(),
             pending_seals: Mutex::new(0),
             seals_done: Condvar::new(),
@@ -280,7 +292,13 @@ impl LogShared {
         let prepared = self.take_prepared()?;
         let old = w.active.take().expect("active segment");
         let base = old.next_seq;
-        let new = prepared.activate(self.name.clone(), self.log_id, base, sys::now_ms());
+        let new = prepared.activate(
+            self.name.clone(),
+            self.log_id,
+            base,
+            sys::now_ms(),
+            self.epoch,
+        );
         self.segments.write().insert(new.segment.clone());
         let rolled = old.roll();
         w.unsynced.push(rolled.file.clone());
@@ -344,30 +362,40 @@ impl LogShared {
             self.prepared.notify_all();
             return;
         }
-        let capacity = self.config.segment_bytes;
-        let id = {
-            let mut m = self.manifest.lock();
-            let id = m.state().next_segment_id;
-            let result = m.append(Edit::SegmentPrepared {
-                segment_id: id,
-                capacity,
-            });
-            match result {
-                Ok(()) => {
-                    self.prepare.lock().in_progress_ids.insert(id);
-                    Ok(id)
-                }
-                Err(e) => Err(e),
+        let sync_zeros = self.config.durability != Durability::None;
+        let reused = {
+            let mut slot = self.prepare.lock();
+            let next = slot.reuse.pop_front();
+            if let Some((id, _)) = next {
+                slot.in_progress_ids.insert(id);
+            }
+            next
+        };
+        let (id, result) = match reused {
+            Some((id, capacity)) => (
+                Ok(id),
+                PreparedSegment::reopen_blank(&self.segment_dir, id, capacity, sync_zeros),
+            ),
+            None => {
+                let capacity = self.config.segment_bytes;
+                let id = {
+                    let mut m = self.manifest.lock();
+                    let id = m.state().next_segment_id;
+                    m.append(Edit::SegmentPrepared {
+                        segment_id: id,
+                        capacity,
+                    })
+                    .map(|()| {
+                        self.prepare.lock().in_progress_ids.insert(id);
+                        id
+                    })
+                };
+                let result = id.clone().and_then(|id| {
+                    PreparedSegment::create(&self.segment_dir, id, capacity, sync_zeros)
+                });
+                (id, result)
             }
         };
-        let result = id.clone().and_then(|id| {
-            PreparedSegment::create(
-                &self.segment_dir,
-                id,
-                capacity,
-                self.config.durability != Durability::None,
-            )
-        });
         let mut slot = self.prepare.lock();
         slot.in_progress -= 1;
         match result {

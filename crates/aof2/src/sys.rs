@@ -5,8 +5,6 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustix::fs::FallocateFlags;
-
 use crate::error::{IoContext, Result};
 use crate::limits::TRANSIENT_IO_RETRIES;
 
@@ -37,30 +35,6 @@ pub fn random_u128() -> u128 {
         }
     }
     u128::from_le_bytes(buf)
-}
-
-/// Make `[offset, offset + len)` read as zeros, cheaply where the filesystem can.
-pub fn zero_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    match rustix::fs::fallocate(
-        file,
-        FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
-        offset,
-        len,
-    ) {
-        Ok(()) => Ok(()),
-        Err(_) => {
-            use std::os::unix::fs::FileExt;
-            let zeros = vec![0u8; 1 << 20];
-            let mut at = offset;
-            let end = offset + len;
-            while at < end {
-                let n = (end - at).min(zeros.len() as u64) as usize;
-                file.write_all_at(&zeros[..n], at)?;
-                at += n as u64;
-            }
-            Ok(())
-        }
-    }
 }
 
 /// fsync a directory so creates, renames and unlinks in it are durable.

@@ -53,6 +53,7 @@ fn golden_encodings() {
             seq: 1000,
             timestamp_ms: 1_700_000_000_002,
             batch_remaining: 1,
+            epoch: 2,
         },
         payload,
     );
@@ -65,6 +66,7 @@ fn golden_encodings() {
             seq: 1001,
             timestamp_ms: 1_700_000_000_002,
             batch_remaining: 0,
+            epoch: 2,
         },
         b"",
     );
@@ -93,6 +95,7 @@ fn golden_encodings() {
             created_ms: 1_700_000_000_000,
             name: "orders".into(),
         },
+        Edit::LogOpened { epoch: 2 },
         Edit::SegmentPrepared {
             segment_id: 3,
             capacity: 1 << 20,

@@ -6,7 +6,7 @@
 //! Default output is a human table; `--json` prints exactly one JSON document:
 //! `{"root": "...", "logs": [{"name", "log_id" (32 hex digits), "next_seq", "durable_seq",
 //! "segments": [{"id", "state", "base_seq", "end_seq", "file_bytes", "record_bytes", "path"}],
-//! "recovery": {"sealed_segments", "scanned_segments", "truncated_bytes",
+//! "recovery": {"sealed_segments", "scanned_segments", "cut_tails",
 //! "dropped_incomplete_frames", "dropped_segments", "quarantined": [{"segment_id", "reason"}]}}]}`.
 
 use std::io::{self, Write};
@@ -50,7 +50,7 @@ struct SegmentDoc {
 struct RecoveryDoc {
     sealed_segments: usize,
     scanned_segments: usize,
-    truncated_bytes: u64,
+    cut_tails: usize,
     dropped_incomplete_frames: u64,
     dropped_segments: usize,
     quarantined: Vec<QuarantineDoc>,
@@ -131,7 +131,7 @@ fn log_doc(info: LogInfo, report: RecoveryReport) -> LogDoc {
         recovery: RecoveryDoc {
             sealed_segments: report.sealed_segments,
             scanned_segments: report.scanned_segments,
-            truncated_bytes: report.truncated_bytes,
+            cut_tails: report.cut_tails.len(),
             dropped_incomplete_frames: report.dropped_incomplete_frames,
             dropped_segments: report.dropped_segments,
             quarantined: report
@@ -175,11 +175,11 @@ fn write_table<W: Write>(out: &mut W, doc: &Document) -> io::Result<()> {
         let r = &log.recovery;
         writeln!(
             out,
-            "  recovery: {} sealed trusted, {} scanned, {} truncated bytes, {} incomplete frames \
+            "  recovery: {} sealed trusted, {} scanned, {} torn tails cut, {} incomplete frames \
              dropped, {} segments dropped, {} quarantined",
             r.sealed_segments,
             r.scanned_segments,
-            r.truncated_bytes,
+            r.cut_tails,
             r.dropped_incomplete_frames,
             r.dropped_segments,
             r.quarantined.len()

@@ -26,6 +26,10 @@ pub enum Edit {
         capacity: u64,
     },
     SegmentSealed(SealedInfo),
+    /// The log was opened for writing in a new epoch (see the frame `epoch` field).
+    LogOpened {
+        epoch: u32,
+    },
     SegmentDropped {
         segment_id: u64,
     },
@@ -104,6 +108,10 @@ impl Edit {
                 out.extend_from_slice(&segment_id.to_le_bytes());
                 put_str(&mut out, reason);
             }
+            Edit::LogOpened { epoch } => {
+                out.push(6);
+                out.extend_from_slice(&epoch.to_le_bytes());
+            }
         }
         out
     }
@@ -136,6 +144,7 @@ impl Edit {
                 segment_id: c.u64()?,
                 reason: get_str(&mut c)?,
             },
+            6 => Edit::LogOpened { epoch: c.u32()? },
             tag => return Err(FormatError::Invalid(format!("unknown edit tag {tag}"))),
         };
         if c.remaining() != 0 {
@@ -310,6 +319,7 @@ mod tests {
                 segment_id: 0,
                 reason: "footer checksum".into(),
             },
+            Edit::LogOpened { epoch: 9 },
         ]
     }
 

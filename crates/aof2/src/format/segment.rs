@@ -69,6 +69,8 @@ pub struct FrameHeader {
     pub seq: u64,
     pub timestamp_ms: u64,
     pub batch_remaining: u32,
+    /// Open epoch of the writer (see `docs/format.md`): never decreases within a segment.
+    pub epoch: u32,
 }
 
 /// Write a frame (header + payload) into `out`, which must be exactly `32 + payload.len()` bytes.
@@ -80,7 +82,7 @@ pub fn encode_frame(out: &mut [u8], header: &FrameHeader, payload: &[u8]) {
     out[8..16].copy_from_slice(&header.seq.to_le_bytes());
     out[16..24].copy_from_slice(&header.timestamp_ms.to_le_bytes());
     out[24..28].copy_from_slice(&header.batch_remaining.to_le_bytes());
-    out[28..32].copy_from_slice(&0u32.to_le_bytes());
+    out[28..32].copy_from_slice(&header.epoch.to_le_bytes());
     out[FRAME..].copy_from_slice(payload);
     let crc = crc32c(&out[4..]);
     out[..4].copy_from_slice(&crc.to_le_bytes());
@@ -93,8 +95,6 @@ pub enum FrameError {
     Truncated,
     /// Header and payload do not match the stored CRC.
     Checksum,
-    /// Reserved flags are set.
-    Flags,
 }
 
 /// Decode the frame starting at `bytes[0]`; `bytes` ends at the end of the records area.
@@ -113,14 +113,12 @@ pub fn decode_frame(bytes: &[u8]) -> Result<FrameHeader, FrameError> {
     if crc32c(&bytes[4..end as usize]) != stored {
         return Err(FrameError::Checksum);
     }
-    if le_u32(bytes, 28) != 0 {
-        return Err(FrameError::Flags);
-    }
     Ok(FrameHeader {
         len,
         seq: le_u64(bytes, 8),
         timestamp_ms: le_u64(bytes, 16),
         batch_remaining: le_u32(bytes, 24),
+        epoch: le_u32(bytes, 28),
     })
 }
 
@@ -132,6 +130,7 @@ pub fn peek_frame(bytes: &[u8]) -> FrameHeader {
         seq: le_u64(bytes, 8),
         timestamp_ms: le_u64(bytes, 16),
         batch_remaining: le_u32(bytes, 24),
+        epoch: le_u32(bytes, 28),
     }
 }
 
@@ -250,6 +249,7 @@ mod tests {
             seq: 7,
             timestamp_ms: 99,
             batch_remaining: 2,
+            epoch: 3,
         };
         let mut buf = vec![0u8; FRAME + payload.len()];
         encode_frame(&mut buf, &h, payload);

@@ -39,6 +39,8 @@ pub struct ManifestState {
     pub segments: BTreeMap<u64, SegmentEntry>,
     /// Smallest segment id never used.
     pub next_segment_id: u64,
+    /// Epoch of the latest writable open.
+    pub epoch: u32,
     created: bool,
 }
 
@@ -89,6 +91,10 @@ impl ManifestState {
                 }
                 Some(_) => Ok(()),
             },
+            Edit::LogOpened { epoch } if *epoch <= self.epoch => {
+                Err(format!("epoch {epoch} does not follow {}", self.epoch))
+            }
+            Edit::LogOpened { .. } => Ok(()),
             Edit::SegmentQuarantined { segment_id, .. } => match self.segments.get(segment_id) {
                 Some(SegmentEntry {
                     sealed: Some(_), ..
@@ -140,6 +146,7 @@ impl ManifestState {
                     e.quarantined = Some(reason.clone());
                 }
             }
+            Edit::LogOpened { epoch } => self.epoch = *epoch,
         }
     }
 
@@ -150,6 +157,9 @@ impl ManifestState {
             created_ms: self.created_ms,
             name: self.name.clone(),
         }];
+        if self.epoch > 0 {
+            edits.push(Edit::LogOpened { epoch: self.epoch });
+        }
         // Keep the id counter even if the newest segments were dropped.
         let mut last_prepared = None;
         for (&segment_id, entry) in &self.segments {

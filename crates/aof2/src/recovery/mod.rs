@@ -39,8 +39,8 @@ pub struct RecoveryReport {
     pub quarantined: Vec<(u64, String)>,
     /// Unsealed segments scanned frame by frame.
     pub scanned_segments: usize,
-    /// Bytes cut from torn tails.
-    pub truncated_bytes: u64,
+    /// Torn or garbage tails cut: (segment id, offset where its valid frames end, why).
+    pub cut_tails: Vec<(u64, u64, String)>,
     /// Frames dropped because their batch was incomplete.
     pub dropped_incomplete_frames: u64,
     /// Segments dropped (never activated, or after a gap).
@@ -86,6 +86,12 @@ pub(crate) fn recover_log(
     std::fs::create_dir_all(&segment_dir)
         .context(|| format!("create {}", segment_dir.display()))?;
     let log_id = manifest.state().log_id;
+    // A new epoch for every writable open: frames of older epochs found after frames of this one
+    // are stale leftovers, so a torn tail never has to be zeroed.
+    let epoch = manifest.state().epoch.checked_add(1).ok_or_else(|| {
+        Error::corruption(manifest_dir.display().to_string(), "open epoch exhausted")
+    })?;
+    manifest.append(Edit::LogOpened { epoch })?;
     if manifest.state().name != name {
         return Err(Error::corruption(
             manifest_dir.display().to_string(),
@@ -104,6 +110,7 @@ pub(crate) fn recover_log(
     let mut next_seq: Option<u64> = None;
     let mut unsealed: Vec<Unsealed> = Vec::new();
     let mut gap = false;
+    let mut blank: Vec<(u64, u64)> = Vec::new();
     for (id, entry) in entries {
         let path = segment_dir.join(segment_file_name(id));
         if let Some(info) = entry.sealed {
@@ -176,6 +183,14 @@ pub(crate) fn recover_log(
         };
         let header = match read_header(&file, &path)? {
             Some(h) if !gap => h,
+            None if !gap
+                && file.metadata().is_ok_and(|m| m.len() == entry.capacity)
+                && entry.capacity >= crate::limits::MIN_SEGMENT_BYTES =>
+            {
+                // Prepared but never activated: reuse it instead of preparing another.
+                blank.push((id, entry.capacity));
+                continue;
+            }
             _ => {
                 drop(file);
                 drop_segment(&mut manifest, &path, id, &mut report)?;
@@ -221,7 +236,6 @@ pub(crate) fn recover_log(
         let scan = scan_frames(mapping.tail(0), header.base_seq, len);
         drop(mapping);
         report.scanned_segments += 1;
-        report.dropped_incomplete_frames += scan.dropped_incomplete_batch;
         if let Some(stop) = &scan.stop {
             tracing::warn!(log = name, segment = id, offset = scan.records_end, %stop, "cutting torn tail");
         }
@@ -237,35 +251,57 @@ pub(crate) fn recover_log(
     // Every unsealed segment but the last was interrupted while sealing: seal it now.
     let tail = unsealed.pop();
     for u in unsealed {
-        cut_tail(&u, &mut report)?;
-        let active =
-            ActiveSegment::reopen(log_name.clone(), u.path.clone(), u.file, &u.header, &u.scan)?;
+        note_tail(&u, &mut report);
+        let active = ActiveSegment::reopen(
+            log_name.clone(),
+            u.path.clone(),
+            u.file,
+            &u.header,
+            &u.scan,
+            epoch,
+        )?;
         let (segment, meta) = active.roll().seal(sys::now_ms())?;
         manifest.append(Edit::SegmentSealed(sealed_info(u.id, &meta)))?;
         index.insert(segment);
     }
     let active = match tail {
         Some(u) => {
-            cut_tail(&u, &mut report)?;
-            ActiveSegment::reopen(log_name.clone(), u.path.clone(), u.file, &u.header, &u.scan)?
+            note_tail(&u, &mut report);
+            reset_tail_length(&u)?;
+            let active = ActiveSegment::reopen(
+                log_name.clone(),
+                u.path.clone(),
+                u.file,
+                &u.header,
+                &u.scan,
+                epoch,
+            )?;
+            // Recovered frames may only be in the page cache (the writer was killed): make them
+            // durable before anyone is told they are.
+            sys::retry_transient(|| active.file.sync_data())
+                .context(|| format!("fdatasync {}", u.path.display()))?;
+            active
         }
         None => {
-            let id = manifest.state().next_segment_id;
-            manifest.append(Edit::SegmentPrepared {
-                segment_id: id,
-                capacity: config.segment_bytes,
-            })?;
-            let prepared = PreparedSegment::create(
-                &segment_dir,
-                id,
-                config.segment_bytes,
-                config.durability != crate::config::Durability::None,
-            )?;
+            let sync_zeros = config.durability != crate::config::Durability::None;
+            let prepared = if blank.is_empty() {
+                let id = manifest.state().next_segment_id;
+                manifest.append(Edit::SegmentPrepared {
+                    segment_id: id,
+                    capacity: config.segment_bytes,
+                })?;
+                PreparedSegment::create(&segment_dir, id, config.segment_bytes, sync_zeros)?
+            } else {
+                let (id, capacity) = blank.remove(0);
+                PreparedSegment::reopen_blank(&segment_dir, id, capacity, sync_zeros)?
+            };
+            let id = prepared.id;
             let active = prepared.activate(
                 log_name.clone(),
                 log_id,
                 next_seq.unwrap_or(0),
                 sys::now_ms(),
+                epoch,
             );
             // Make the header durable so the next open finds the segment active.
             sys::retry_transient(|| active.file.sync_data())
@@ -282,6 +318,7 @@ pub(crate) fn recover_log(
             manifest,
             index,
             active,
+            blank_segments: blank,
         },
         report,
     ))
@@ -316,23 +353,31 @@ fn check_sealed_meta(path: &Path, len: u64) -> Result<segment::SealedMeta> {
     Ok(meta)
 }
 
-/// Zero everything after the last valid frame and sync, so the torn tail is gone for good.
-fn cut_tail(u: &Unsealed, report: &mut RecoveryReport) -> Result<()> {
+/// Record where (and why) a segment's valid frames end. Nothing is zeroed: frames written from
+/// now on carry a newer epoch, so the stale bytes beyond them can never pass as records.
+fn note_tail(u: &Unsealed, report: &mut RecoveryReport) {
+    report.dropped_incomplete_frames += u.scan.dropped_incomplete_batch;
+    if let Some(reason) = &u.scan.stop {
+        report
+            .cut_tails
+            .push((u.id, u.scan.records_end, reason.clone()));
+    }
+}
+
+/// A tail segment shortened by damage gets its preallocated length back (the new bytes read as
+/// zeros), so appends can continue into it.
+fn reset_tail_length(u: &Unsealed) -> Result<()> {
     let len = u
         .file
         .metadata()
         .context(|| format!("stat {}", u.path.display()))?
         .len();
-    let end = u.header.capacity.max(len);
-    if u.scan.stop.is_some() {
-        report.truncated_bytes += end - u.scan.records_end;
-    }
     if len < u.header.capacity {
         u.file
             .set_len(u.header.capacity)
             .context(|| format!("extend {}", u.path.display()))?;
     }
-    segment::zero_range(&u.file, &u.path, u.scan.records_end, end)
+    Ok(())
 }
 
 fn drop_segment(

@@ -321,7 +321,6 @@ impl Segment {
                 match e {
                     FrameError::Truncated => format!("frame of seq {seq} is truncated"),
                     FrameError::Checksum => format!("frame of seq {seq} fails its checksum"),
-                    FrameError::Flags => format!("frame of seq {seq} has unknown flags"),
                 },
             )
         })?;
@@ -406,6 +405,40 @@ impl PreparedSegment {
         })
     }
 
+    /// Map and pre-fault a segment file that was prepared by an earlier run but never activated.
+    pub fn reopen_blank(dir: &Path, id: u64, capacity: u64, sync_zeros: bool) -> Result<Self> {
+        let path = dir.join(segment_file_name(id));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .context(|| format!("open segment {}", path.display()))?;
+        if file
+            .metadata()
+            .context(|| format!("stat {}", path.display()))?
+            .len()
+            != capacity
+        {
+            fallocate(&file, capacity)
+                .context(|| format!("preallocate {} bytes for {}", capacity, path.display()))?;
+        }
+        let mapping = Arc::new(
+            Mapping::map_write(&file, capacity).context(|| format!("mmap {}", path.display()))?,
+        );
+        mapping.prefault_write();
+        if sync_zeros {
+            crate::sys::retry_transient(|| file.sync_data())
+                .context(|| format!("fdatasync {}", path.display()))?;
+        }
+        Ok(PreparedSegment {
+            id,
+            path,
+            capacity,
+            file,
+            mapping,
+        })
+    }
+
     /// Write the header and turn this into the active segment starting at `base_seq`.
     pub fn activate(
         self,
@@ -413,6 +446,7 @@ impl PreparedSegment {
         log_id: u128,
         base_seq: u64,
         now_ms: u64,
+        epoch: u32,
     ) -> ActiveSegment {
         let header = SegmentHeader {
             log_id,
@@ -445,6 +479,7 @@ impl PreparedSegment {
             first_timestamp_ms: 0,
             last_timestamp_ms: 0,
             created_ms: now_ms,
+            epoch,
         }
     }
 }
@@ -464,6 +499,8 @@ pub struct ActiveSegment {
     pub first_timestamp_ms: u64,
     pub last_timestamp_ms: u64,
     pub created_ms: u64,
+    /// Epoch written into every frame (the log's current open epoch).
+    epoch: u32,
 }
 
 impl ActiveSegment {
@@ -474,6 +511,7 @@ impl ActiveSegment {
         file: File,
         header: &SegmentHeader,
         scan: &ScanResult,
+        epoch: u32,
     ) -> Result<Self> {
         let mapping = Arc::new(
             Mapping::map_write(&file, header.capacity)
@@ -500,11 +538,16 @@ impl ActiveSegment {
             first_timestamp_ms: scan.first_timestamp_ms,
             last_timestamp_ms: scan.last_timestamp_ms,
             created_ms: header.created_ms,
+            epoch,
         })
     }
 
     pub fn record_count(&self) -> u64 {
         self.next_seq - self.segment.base_seq
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.epoch
     }
 
     /// Whether frames totalling `frame_bytes` (`frames` of them) fit, keeping room for the
@@ -528,6 +571,7 @@ impl ActiveSegment {
             seq,
             timestamp_ms,
             batch_remaining,
+            epoch: self.epoch,
         };
         encode_frame(self.region.region_mut(self.offset, n), &header, payload);
         if self
@@ -659,6 +703,7 @@ pub fn scan_frames(bytes: &[u8], base_seq: u64, limit: u64) -> ScanResult {
     let mut pending: Vec<IndexEntry> = Vec::new();
     let mut pending_first_ts = 0;
     let mut pending_count = 0u64;
+    let mut epoch = 0u32;
     while offset < limit {
         let frame_bytes = &bytes[offset as usize..limit as usize];
         let header = match decode_frame(frame_bytes) {
@@ -681,6 +726,15 @@ pub fn scan_frames(bytes: &[u8], base_seq: u64, limit: u64) -> ScanResult {
             ));
             break;
         }
+        if header.epoch < epoch {
+            // Left over from before a crash: a later open wrote over the frames before it.
+            result.stop = Some(format!(
+                "stale frame of epoch {} after epoch {epoch} at offset {offset}",
+                header.epoch
+            ));
+            break;
+        }
+        epoch = header.epoch;
         if pending_count == 0 {
             pending_first_ts = header.timestamp_ms;
         }
@@ -853,15 +907,4 @@ pub fn verify_sealed(path: &Path, meta: &SealedMeta) -> Result<u64> {
         ));
     }
     Ok(scan.record_count)
-}
-
-/// Zero `[from, to)` of a file and sync it (used to cut a torn tail so stale frames can never be
-/// mistaken for new ones).
-pub fn zero_range(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
-    if to > from {
-        crate::sys::zero_range(file, from, to - from)
-            .context(|| format!("zero {}..{} of {}", from, to, path.display()))?;
-    }
-    crate::sys::retry_transient(|| file.sync_data())
-        .context(|| format!("fdatasync {}", path.display()))
 }
