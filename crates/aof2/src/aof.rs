@@ -63,7 +63,9 @@ pub(crate) struct LogShared {
     write: Mutex<WriteState>,
     written: AtomicU64,
     durable: AtomicU64,
-    syncing: AtomicBool,
+    syncs_in_flight: AtomicU32,
+    /// Highest written watermark a started sync covers.
+    sync_started_target: AtomicU64,
     sync_epoch: AtomicU32,
     last_group: AtomicU64,
     durable_watch: watch::Sender<(u64, bool)>,
@@ -135,7 +137,8 @@ impl LogShared {
             }),
             written: AtomicU64::new(next),
             durable: AtomicU64::new(next),
-            syncing: AtomicBool::new(false),
+            syncs_in_flight: AtomicU32::new(0),
+            sync_started_target: AtomicU64::new(next),
             sync_epoch: AtomicU32::new(0),
             last_group: AtomicU64::new(1),
             durable_watch: watch::Sender::new((next, false)),
@@ -242,6 +245,13 @@ impl LogShared {
         self.check_open()?;
         if !w.active.as_ref().expect("active segment").fits(frame_bytes) {
             self.roll(&mut w)?;
+            if !w.active.as_ref().expect("active segment").fits(frame_bytes) {
+                // Only possible with a segment prepared under a smaller configuration.
+                return Err(Error::RecordTooLarge {
+                    len: frame_bytes,
+                    max: batch_limit,
+                });
+            }
         }
         let now = sys::now_ms().max(w.last_timestamp_ms);
         w.last_timestamp_ms = now;
@@ -462,12 +472,16 @@ impl LogShared {
         }
     }
 
-    /// Block until every record below `target` is durable, running the group commit if no other
-    /// thread is.
+    /// Block until every record below `target` is durable, starting a group commit if no sync
+    /// in flight will cover it.
     ///
-    /// Waiters sleep on a futex over `sync_epoch`, which the syncer bumps after every round, so a
-    /// finished sync wakes every waiter at once (no lock handoff chain) and a wake-up can never be
-    /// lost: the epoch is read before the state it guards is checked.
+    /// Up to `MAX_SYNCS_IN_FLIGHT` group commits may overlap: the device serves concurrent
+    /// flushes in parallel, and a completed `fdatasync` makes durable everything written before it
+    /// was called, so the durable watermark is the maximum target of the completed syncs.
+    ///
+    /// Waiters sleep on a futex over `sync_epoch`, which every finishing syncer bumps, so all of
+    /// them wake at once (no lock hand-off chain), and a wake-up is never lost: the epoch is read
+    /// before the state it guards.
     pub(crate) fn sync_to(&self, target: u64) -> Result<()> {
         loop {
             let epoch = self.sync_epoch.load(Ordering::Acquire);
@@ -477,25 +491,34 @@ impl LogShared {
             if self.failed.load(Ordering::Acquire) {
                 return Err(self.failure_error());
             }
-            if self
-                .syncing
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
+            let covered_by_started = self.sync_started_target.load(Ordering::Acquire) >= target;
+            let in_flight = self.syncs_in_flight.load(Ordering::Acquire);
+            if covered_by_started
+                || in_flight >= limits::MAX_SYNCS_IN_FLIGHT
+                || self
+                    .syncs_in_flight
+                    .compare_exchange(
+                        in_flight,
+                        in_flight + 1,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_err()
             {
                 atomic_wait::wait(&self.sync_epoch, epoch);
                 continue;
             }
-            if self.durable.load(Ordering::Acquire) < target {
-                self.gather(self.last_group.load(Ordering::Relaxed));
-                match self.sync_round() {
-                    Ok((covered, group)) => {
-                        self.last_group.store(group.max(1), Ordering::Relaxed);
-                        self.durable.store(covered, Ordering::Release);
+            self.gather(self.last_group.load(Ordering::Relaxed));
+            match self.sync_round() {
+                Ok((covered, group)) => {
+                    self.last_group.store(group.max(1), Ordering::Relaxed);
+                    if !self.failed.load(Ordering::Acquire) {
+                        self.durable.fetch_max(covered, Ordering::AcqRel);
                     }
-                    Err(e) => self.fail(e),
                 }
+                Err(e) => self.fail(e),
             }
-            self.syncing.store(false, Ordering::Release);
+            self.syncs_in_flight.fetch_sub(1, Ordering::AcqRel);
             self.sync_epoch.fetch_add(1, Ordering::AcqRel);
             atomic_wait::wake_all(&self.sync_epoch);
             self.durable_watch
@@ -527,12 +550,16 @@ impl LogShared {
     fn sync_round(&self) -> Result<(u64, u64)> {
         let (target, files) = {
             let mut w = self.write.lock();
-            let mut files = std::mem::take(&mut w.unsynced);
+            // Rolled files stay listed until a sync of them succeeds, so an overlapping syncer
+            // that publishes a later target has synced them too.
+            let mut files: Vec<Arc<std::fs::File>> = w.unsynced.clone();
             if let Some(a) = &w.active {
                 files.push(a.file.clone());
             }
             w.dirty_bytes = 0;
-            (self.written(), files)
+            let target = self.written();
+            self.sync_started_target.fetch_max(target, Ordering::AcqRel);
+            (target, files)
         };
         let before = self.durable();
         let start = Instant::now();
@@ -551,6 +578,12 @@ impl LogShared {
         self.avg_sync_ns
             .store((avg * 7 + ns) / 8, Ordering::Relaxed);
         *self.last_sync.lock() = Instant::now();
+        let rolled = files.len() - 1;
+        if rolled > 0 {
+            let mut w = self.write.lock();
+            w.unsynced
+                .retain(|f| !files[..rolled].iter().any(|s| Arc::ptr_eq(f, s)));
+        }
         Ok((target, target.saturating_sub(before)))
     }
 

@@ -75,3 +75,9 @@ const _: () = assert!(MAX_LOG_NAME_BYTES <= u16::MAX as usize);
 pub const PREPARED_SEGMENTS_AHEAD: usize = 2;
 /// Threads that prepare segments, per manager.
 pub const PREPARE_THREADS: usize = 2;
+
+/// Group commits of one log that may be in flight at once. The device serves concurrent flushes
+/// in parallel (measured here with raw files: 1 syncer 9.2k fdatasync/s, 2 syncers 14.3k/s), but
+/// with two overlapping groups each group gets smaller and the engine measured slower (16 writers:
+/// 37k/s with 2, 44k/s with 1), so one group at a time is the default.
+pub const MAX_SYNCS_IN_FLIGHT: u32 = 1;

@@ -296,6 +296,8 @@ impl AofManager {
             }
         }
         self.inner.workers.shutdown();
+        // Release the root for the next manager even while clones of this one are alive.
+        let _ = self.inner._lock.unlock();
         first_error.map_or(Ok(()), Err)
     }
 }

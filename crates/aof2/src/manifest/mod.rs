@@ -232,15 +232,28 @@ impl ManifestLog {
     /// Create the manifest of a new log.
     pub fn create(dir: &Path, created: Edit) -> Result<Self> {
         std::fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
-        let mut manifest = ManifestLog {
+        let mut state = ManifestState::default();
+        state
+            .check(&created)
+            .map_err(|why| Error::corruption(dir.display().to_string(), why))?;
+        // Header and LogCreated appear together (temp file + rename): a crash can never leave a
+        // manifest without its LogCreated edit.
+        let mut bytes = encode_wal_header(0).to_vec();
+        bytes.extend_from_slice(&encode_wal_record(&created));
+        let path = wal_path(dir, 0);
+        sys::write_atomic(&path, &bytes)?;
+        state.apply(&created);
+        let wal = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .context(|| format!("open {}", path.display()))?;
+        Ok(ManifestLog {
             dir: dir.to_path_buf(),
-            wal: new_wal(dir, 0)?,
+            wal,
             generation: 0,
-            wal_len: WAL_HEADER_BYTES as u64,
-            state: ManifestState::default(),
-        };
-        manifest.append(created)?;
-        Ok(manifest)
+            wal_len: bytes.len() as u64,
+            state,
+        })
     }
 
     /// Whether `dir` holds a manifest.
@@ -309,7 +322,13 @@ impl ManifestLog {
                     }
                     WalRead::End => break,
                     WalRead::Torn => {
-                        if i + 1 != wals.len() {
+                        // A later generation holding no records yet is what an open that was
+                        // interrupted while moving past this torn tail leaves behind.
+                        let later_empty = wals[i + 1..].iter().all(|&later| {
+                            std::fs::metadata(wal_path(dir, later))
+                                .is_ok_and(|m| m.len() <= WAL_HEADER_BYTES as u64)
+                        });
+                        if !later_empty {
                             return Err(Error::corruption(
                                 format!("{} offset {pos}", path.display()),
                                 "torn record before the last WAL generation",
@@ -324,6 +343,13 @@ impl ManifestLog {
             wal_len = pos as u64;
         }
         if !state.created {
+            if state == ManifestState::default() && wal_len == WAL_HEADER_BYTES as u64 {
+                // Only a WAL header: the log's creation was interrupted before LogCreated.
+                return Err(Error::NotFound(format!(
+                    "manifest in {} was never completed",
+                    dir.display()
+                )));
+            }
             return Err(Error::corruption(
                 dir.display().to_string(),
                 "manifest has no LogCreated edit",

@@ -68,9 +68,27 @@ pub(crate) fn recover_log(
 ) -> Result<(Recovered, RecoveryReport)> {
     let (manifest_dir, segment_dir) = log_dirs(root, name);
     let mut report = RecoveryReport::default();
-    let mut manifest = if ManifestLog::exists(&manifest_dir) {
-        ManifestLog::open(&manifest_dir)?
+    let existing = if ManifestLog::exists(&manifest_dir) {
+        match ManifestLog::open(&manifest_dir) {
+            Ok(m) => Some(m),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        }
     } else {
+        None
+    };
+    let mut manifest = if let Some(m) = existing {
+        m
+    } else {
+        let has_segments = std::fs::read_dir(&segment_dir).is_ok_and(|mut entries| {
+            entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg")))
+        });
+        if has_segments {
+            return Err(Error::corruption(
+                manifest_dir.display().to_string(),
+                "log has segment files but no manifest",
+            ));
+        }
         std::fs::create_dir_all(&segment_dir)
             .context(|| format!("create {}", segment_dir.display()))?;
         sys::sync_dir(&root.join("logs"))?;
@@ -183,9 +201,15 @@ pub(crate) fn recover_log(
         };
         let header = match read_header(&file, &path)? {
             Some(h) if !gap => h,
+            None if !gap && first_frame_written(&file) => {
+                return Err(Error::corruption(
+                    format!("{} offset 0", path.display()),
+                    "segment header is blank but frames follow it",
+                ));
+            }
             None if !gap
                 && file.metadata().is_ok_and(|m| m.len() == entry.capacity)
-                && entry.capacity >= crate::limits::MIN_SEGMENT_BYTES =>
+                && entry.capacity == config.segment_bytes =>
             {
                 // Prepared but never activated: reuse it instead of preparing another.
                 blank.push((id, entry.capacity));
@@ -413,4 +437,12 @@ fn quarantine_file(root: &Path, name: &str, path: &Path) -> Result<()> {
         sys::sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Whether bytes follow the (blank) header where the first frame would be. A prepared segment
+/// that was never activated is all zeros; a zeroed header in front of frames is damage.
+fn first_frame_written(file: &File) -> bool {
+    let mut buf = [0u8; crate::limits::FRAME_HEADER_BYTES as usize];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, crate::limits::SEGMENT_HEADER_BYTES)
+        .is_ok_and(|()| buf.iter().any(|&b| b != 0))
 }
