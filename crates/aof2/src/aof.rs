@@ -699,6 +699,7 @@ impl LogShared {
         s.next_seq = self.written();
         s.durable_seq = self.durable();
         s.segments = self.segments.read().len() as u64;
+        s.prepared_ready = self.prepare.lock().ready.len() as u64;
         s
     }
 

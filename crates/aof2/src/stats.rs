@@ -78,4 +78,6 @@ pub struct LogStats {
     pub durable_seq: u64,
     /// Segments in the log.
     pub segments: u64,
+    /// Segments prepared ahead and ready for rollover.
+    pub prepared_ready: u64,
 }
