@@ -38,7 +38,8 @@ pub(crate) struct WriteState {
     pub(crate) active: Option<ActiveSegment>,
     /// Files of rolled segments whose frames are not yet covered by a sync.
     unsynced: Vec<Arc<std::fs::File>>,
-    dirty_bytes: u64,
+    /// Frame bytes written since open (compared with `durable_bytes` for backpressure).
+    written_bytes: u64,
     last_timestamp_ms: u64,
 }
 
@@ -63,6 +64,8 @@ pub(crate) struct LogShared {
     write: Mutex<WriteState>,
     written: AtomicU64,
     durable: AtomicU64,
+    /// `WriteState::written_bytes` covered by the latest successful sync.
+    durable_bytes: AtomicU64,
     syncs_in_flight: AtomicU32,
     /// Highest written watermark a started sync covers.
     sync_started_target: AtomicU64,
@@ -132,11 +135,12 @@ impl LogShared {
             write: Mutex::new(WriteState {
                 active: Some(rec.active),
                 unsynced: Vec::new(),
-                dirty_bytes: 0,
+                written_bytes: 0,
                 last_timestamp_ms: last_ts,
             }),
             written: AtomicU64::new(next),
             durable: AtomicU64::new(next),
+            durable_bytes: AtomicU64::new(0),
             syncs_in_flight: AtomicU32::new(0),
             sync_started_target: AtomicU64::new(next),
             sync_epoch: AtomicU32::new(0),
@@ -262,8 +266,8 @@ impl LogShared {
             active.write_frame(p.as_ref(), now, (n - 1 - i) as u32);
         }
         let next = active.next_seq;
-        w.dirty_bytes += frame_bytes;
-        let dirty = w.dirty_bytes;
+        w.written_bytes += frame_bytes;
+        let dirty = w.written_bytes - self.durable_bytes.load(Ordering::Acquire);
         self.written.store(next, Ordering::Release);
         drop(w);
 
@@ -286,8 +290,8 @@ impl LogShared {
     }
 
     fn apply_backpressure(&self) -> Result<()> {
-        let dirty = self.write.lock().dirty_bytes;
-        if dirty >= self.config.dirty_limit_bytes {
+        let unsynced = self.write.lock().written_bytes - self.durable_bytes.load(Ordering::Acquire);
+        if unsynced >= self.config.dirty_limit_bytes {
             self.counters
                 .backpressure_waits
                 .fetch_add(1, Ordering::Relaxed);
@@ -548,18 +552,17 @@ impl LogShared {
     /// One group commit: sync every file holding unsynced frames. Returns the new durable
     /// watermark and how many records it newly covers.
     fn sync_round(&self) -> Result<(u64, u64)> {
-        let (target, files) = {
-            let mut w = self.write.lock();
+        let (target, target_bytes, files) = {
+            let w = self.write.lock();
             // Rolled files stay listed until a sync of them succeeds, so an overlapping syncer
             // that publishes a later target has synced them too.
             let mut files: Vec<Arc<std::fs::File>> = w.unsynced.clone();
             if let Some(a) = &w.active {
                 files.push(a.file.clone());
             }
-            w.dirty_bytes = 0;
             let target = self.written();
             self.sync_started_target.fetch_max(target, Ordering::AcqRel);
-            (target, files)
+            (target, w.written_bytes, files)
         };
         let before = self.durable();
         let start = Instant::now();
@@ -584,6 +587,7 @@ impl LogShared {
             w.unsynced
                 .retain(|f| !files[..rolled].iter().any(|s| Arc::ptr_eq(f, s)));
         }
+        self.durable_bytes.fetch_max(target_bytes, Ordering::AcqRel);
         Ok((target, target.saturating_sub(before)))
     }
 

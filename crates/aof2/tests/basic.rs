@@ -172,3 +172,84 @@ fn failed_sync_is_sticky() {
 fn libc_eio() -> i32 {
     5
 }
+
+#[test]
+fn segments_roll_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let config = LogConfig {
+        segment_max_age: Some(Duration::from_millis(20)),
+        ..small(Durability::Always)
+    };
+    let log = m.open_log("aged", config).unwrap();
+    log.append(b"first").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.stats().segments_rolled == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        log.stats().segments_rolled >= 1,
+        "an old segment with records is rolled: {:?}",
+        log.stats()
+    );
+    log.append(b"second").unwrap();
+    assert_eq!(log.read(0).unwrap().payload(), b"first");
+    assert_eq!(log.read(1).unwrap().payload(), b"second");
+    let rolled = log.stats().segments_rolled;
+    std::thread::sleep(Duration::from_millis(80));
+    assert!(
+        log.stats().segments_rolled <= rolled + 1,
+        "an empty active segment is not rolled again and again"
+    );
+}
+
+#[test]
+fn interval_backpressure_flushes_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let config = LogConfig {
+        flush_watermark_bytes: 64 * 1024,
+        dirty_limit_bytes: 128 * 1024,
+        ..small(Durability::Interval(Duration::from_secs(3600)))
+    };
+    let log = m.open_log("bp", config).unwrap();
+    let payload = vec![3u8; 4096];
+    for _ in 0..200 {
+        log.append(&payload).unwrap();
+        let unsynced = (log.next_seq() - log.durable_watermark()) * (4096 + 32);
+        assert!(
+            unsynced <= 128 * 1024 + 2 * (4096 + 32),
+            "dirty bytes stay near the limit: {unsynced}"
+        );
+    }
+    assert!(
+        log.stats().flushes > 0,
+        "the watermark or the limit triggered flushes"
+    );
+}
+
+#[test]
+fn many_logs_flush_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let logs: Vec<_> = (0..8)
+        .map(|i| {
+            m.open_log(&format!("log-{i}"), small(Durability::Always))
+                .unwrap()
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for log in &logs {
+            s.spawn(move || {
+                for i in 0..200u32 {
+                    assert_eq!(log.append(&i.to_le_bytes()).unwrap(), u64::from(i));
+                }
+            });
+        }
+    });
+    for log in &logs {
+        assert_eq!(log.durable_watermark(), 200);
+        assert_eq!(log.reader(0).count(), 200);
+    }
+    assert_eq!(m.list_logs().unwrap().len(), 8);
+}
