@@ -82,6 +82,7 @@ pub(crate) struct LogShared {
     pending_seals: Mutex<usize>,
     seals_done: Condvar,
     flush_scheduled: AtomicBool,
+    prepare_started: AtomicBool,
     followers: AtomicUsize,
     visible: Mutex<()>,
     visible_changed: Condvar,
@@ -126,7 +127,7 @@ impl LogShared {
         let epoch = rec.active.epoch();
         let reuse = rec.blank_segments.into_iter().collect();
         let last_ts = rec.active.last_timestamp_ms;
-        let log = Arc::new_cyclic(|me| LogShared {
+        Arc::new_cyclic(|me| LogShared {
             me: me.clone(),
             name: rec.name,
             log_id: rec.log_id,
@@ -160,6 +161,7 @@ impl LogShared {
             pending_seals: Mutex::new(0),
             seals_done: Condvar::new(),
             flush_scheduled: AtomicBool::new(false),
+            prepare_started: AtomicBool::new(false),
             followers: AtomicUsize::new(0),
             visible: Mutex::new(()),
             visible_changed: Condvar::new(),
@@ -168,9 +170,7 @@ impl LogShared {
             counters: LogCounters::default(),
             workers,
             sync_fault,
-        });
-        log.request_prepare();
-        log
+        })
     }
 
     // ---------------------------------------------------------------- append
@@ -245,6 +245,11 @@ impl LogShared {
             self.apply_backpressure()?;
         }
 
+        if !self.prepare_started.load(Ordering::Relaxed) {
+            // Prepare ahead only once the log is written to: readers never pay for it.
+            self.prepare_started.store(true, Ordering::Relaxed);
+            self.request_prepare();
+        }
         let mut w = self.write.lock();
         self.check_open()?;
         if !w.active.as_ref().expect("active segment").fits(frame_bytes) {

@@ -7,7 +7,7 @@
 //! `{"root": "...", "logs": [{"name", "log_id" (32 hex digits), "next_seq", "durable_seq",
 //! "segments": [{"id", "state", "base_seq", "end_seq", "file_bytes", "record_bytes", "path"}],
 //! "recovery": {"sealed_segments", "scanned_segments", "cut_tails",
-//! "dropped_incomplete_frames", "dropped_segments", "quarantined": [{"segment_id", "reason"}]}}]}`.
+//! "dropped_incomplete_frames", "dropped_segments", "recovery_ms", "quarantined": [{"segment_id", "reason"}]}}]}`.
 
 use std::io::{self, Write};
 
@@ -53,6 +53,7 @@ struct RecoveryDoc {
     cut_tails: usize,
     dropped_incomplete_frames: u64,
     dropped_segments: usize,
+    recovery_ms: f64,
     quarantined: Vec<QuarantineDoc>,
 }
 
@@ -134,6 +135,7 @@ fn log_doc(info: LogInfo, report: RecoveryReport) -> LogDoc {
             cut_tails: report.cut_tails.len(),
             dropped_incomplete_frames: report.dropped_incomplete_frames,
             dropped_segments: report.dropped_segments,
+            recovery_ms: report.elapsed.as_secs_f64() * 1000.0,
             quarantined: report
                 .quarantined
                 .into_iter()
@@ -176,13 +178,14 @@ fn write_table<W: Write>(out: &mut W, doc: &Document) -> io::Result<()> {
         writeln!(
             out,
             "  recovery: {} sealed trusted, {} scanned, {} torn tails cut, {} incomplete frames \
-             dropped, {} segments dropped, {} quarantined",
+             dropped, {} segments dropped, {} quarantined, {:.1} ms",
             r.sealed_segments,
             r.scanned_segments,
             r.cut_tails,
             r.dropped_incomplete_frames,
             r.dropped_segments,
-            r.quarantined.len()
+            r.quarantined.len(),
+            r.recovery_ms
         )?;
         for q in &r.quarantined {
             writeln!(

@@ -45,6 +45,8 @@ pub struct RecoveryReport {
     pub dropped_incomplete_frames: u64,
     /// Segments dropped (never activated, or after a gap).
     pub dropped_segments: usize,
+    /// How long recovery took.
+    pub elapsed: std::time::Duration,
 }
 
 pub(crate) fn log_dirs(root: &Path, name: &str) -> (PathBuf, PathBuf) {
@@ -67,6 +69,7 @@ pub(crate) fn recover_log(
     config: &LogConfig,
 ) -> Result<(Recovered, RecoveryReport)> {
     let (manifest_dir, segment_dir) = log_dirs(root, name);
+    let started = std::time::Instant::now();
     let mut report = RecoveryReport::default();
     let existing = if ManifestLog::exists(&manifest_dir) {
         match ManifestLog::open(&manifest_dir) {
@@ -344,7 +347,10 @@ pub(crate) fn recover_log(
             active,
             blank_segments: blank,
         },
-        report,
+        RecoveryReport {
+            elapsed: started.elapsed(),
+            ..report
+        },
     ))
 }
 
