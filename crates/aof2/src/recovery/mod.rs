@@ -279,34 +279,22 @@ pub(crate) fn recover_log(
     let tail = unsealed.pop();
     for u in unsealed {
         note_tail(&u, &mut report);
-        let active = ActiveSegment::reopen(
-            log_name.clone(),
-            u.path.clone(),
-            u.file,
-            &u.header,
-            &u.scan,
-            epoch,
-        )?;
+        let active = u.into_active(&log_name, epoch)?;
         let (segment, meta) = active.roll().seal(sys::now_ms())?;
-        manifest.append(Edit::SegmentSealed(sealed_info(u.id, &meta)))?;
+        manifest.append(Edit::SegmentSealed(sealed_info(segment.id, &meta)))?;
         index.insert(segment);
     }
     let active = match tail {
         Some(u) => {
             note_tail(&u, &mut report);
             reset_tail_length(&u)?;
-            let active = ActiveSegment::reopen(
-                log_name.clone(),
-                u.path.clone(),
-                u.file,
-                &u.header,
-                &u.scan,
-                epoch,
-            )?;
+            let path = u.path.clone();
+            let active = u.into_active(&log_name, epoch)?;
+            active.prefault();
             // Recovered frames may only be in the page cache (the writer was killed): make them
             // durable before anyone is told they are.
             sys::retry_transient(|| active.file.sync_data())
-                .context(|| format!("fdatasync {}", u.path.display()))?;
+                .context(|| format!("fdatasync {}", path.display()))?;
             active
         }
         None => {
@@ -352,6 +340,19 @@ pub(crate) fn recover_log(
             ..report
         },
     ))
+}
+
+impl Unsealed {
+    fn into_active(self, log_name: &Arc<str>, epoch: u32) -> Result<ActiveSegment> {
+        ActiveSegment::reopen(
+            log_name.clone(),
+            self.path,
+            self.file,
+            &self.header,
+            &self.scan,
+            epoch,
+        )
+    }
 }
 
 fn sealed_info(id: u64, meta: &segment::SealedMeta) -> SealedInfo {

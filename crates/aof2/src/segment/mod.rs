@@ -387,6 +387,20 @@ impl PreparedSegment {
             .context(|| format!("create segment {}", path.display()))?;
         fallocate(&file, capacity)
             .context(|| format!("preallocate {} bytes for {}", capacity, path.display()))?;
+        let prepared = Self::map_and_prefault(id, path, capacity, file, sync_zeros)?;
+        crate::sys::sync_dir(dir)?;
+        Ok(prepared)
+    }
+
+    /// Map a preallocated file read-write and fault every page in; with `sync_zeros`, write the
+    /// preallocated range back once.
+    fn map_and_prefault(
+        id: u64,
+        path: PathBuf,
+        capacity: u64,
+        file: File,
+        sync_zeros: bool,
+    ) -> Result<Self> {
         let mapping = Arc::new(
             Mapping::map_write(&file, capacity).context(|| format!("mmap {}", path.display()))?,
         );
@@ -395,7 +409,6 @@ impl PreparedSegment {
             crate::sys::retry_transient(|| file.sync_data())
                 .context(|| format!("fdatasync {}", path.display()))?;
         }
-        crate::sys::sync_dir(dir)?;
         Ok(PreparedSegment {
             id,
             path,
@@ -422,21 +435,7 @@ impl PreparedSegment {
             fallocate(&file, capacity)
                 .context(|| format!("preallocate {} bytes for {}", capacity, path.display()))?;
         }
-        let mapping = Arc::new(
-            Mapping::map_write(&file, capacity).context(|| format!("mmap {}", path.display()))?,
-        );
-        mapping.prefault_write();
-        if sync_zeros {
-            crate::sys::retry_transient(|| file.sync_data())
-                .context(|| format!("fdatasync {}", path.display()))?;
-        }
-        Ok(PreparedSegment {
-            id,
-            path,
-            capacity,
-            file,
-            mapping,
-        })
+        Self::map_and_prefault(id, path, capacity, file, sync_zeros)
     }
 
     /// Write the header and turn this into the active segment starting at `base_seq`.
@@ -517,7 +516,7 @@ impl ActiveSegment {
             Mapping::map_write(&file, header.capacity)
                 .context(|| format!("mmap {}", path.display()))?,
         );
-        mapping.prefault_write();
+
         let segment = Arc::new(Segment::active(
             log_name,
             header.segment_id,
@@ -548,6 +547,11 @@ impl ActiveSegment {
 
     pub fn epoch(&self) -> u32 {
         self.epoch
+    }
+
+    /// Fault the whole mapping in (recovered tail segments, so appends do not fault).
+    pub fn prefault(&self) {
+        self.region.mapping().prefault_write();
     }
 
     /// Whether frames totalling `frame_bytes` (`frames` of them) fit, keeping room for the
