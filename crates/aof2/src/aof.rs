@@ -27,7 +27,7 @@ use crate::limits::{self, FRAME_HEADER_BYTES};
 use crate::manifest::ManifestLog;
 use crate::manifest::index::SegmentIndex;
 use crate::read::Reader;
-use crate::segment::{ActiveSegment, PreparedSegment, Record, RolledSegment};
+use crate::segment::{ActiveSegment, PreparedSegment, Record, RolledSegment, WriteMode};
 use crate::stats::{LogCounters, LogStats};
 use crate::sys;
 
@@ -267,8 +267,13 @@ impl LogShared {
         let active = w.active.as_mut().expect("active segment");
         let first = active.next_seq;
         let n = payloads.len();
-        for (i, p) in payloads.iter().enumerate() {
-            active.write_frame(p.as_ref(), now, (n - 1 - i) as u32);
+        if let Err(e) = active.append_batch(payloads, now) {
+            // Nothing of the batch is acknowledged, but the page cache may hold part of it:
+            // only recovery can say what is on disk.
+            let error = Error::io(format!("write to log {:?}", self.name), e);
+            drop(w);
+            self.fail(error);
+            return Err(self.failure_error());
         }
         let next = active.next_seq;
         w.written_bytes += frame_bytes;
@@ -381,7 +386,7 @@ impl LogShared {
             self.prepared.notify_all();
             return;
         }
-        let sync_zeros = self.config.durability != Durability::None;
+        let mode = WriteMode::for_durability(self.config.durability);
         let reused = {
             let mut slot = self.prepare.lock();
             let next = slot.reuse.pop_front();
@@ -393,7 +398,7 @@ impl LogShared {
         let (id, result) = match reused {
             Some((id, capacity)) => (
                 Ok(id),
-                PreparedSegment::reopen_blank(&self.segment_dir, id, capacity, sync_zeros),
+                PreparedSegment::reopen_blank(&self.segment_dir, id, capacity, mode),
             ),
             None => {
                 let capacity = self.config.segment_bytes;
@@ -409,9 +414,9 @@ impl LogShared {
                         id
                     })
                 };
-                let result = id.clone().and_then(|id| {
-                    PreparedSegment::create(&self.segment_dir, id, capacity, sync_zeros)
-                });
+                let result = id
+                    .clone()
+                    .and_then(|id| PreparedSegment::create(&self.segment_dir, id, capacity, mode));
                 (id, result)
             }
         };

@@ -25,8 +25,8 @@ use crate::manifest::index::SegmentIndex;
 use crate::manifest::{ManifestLog, SegmentEntry};
 use crate::segment::mmap::Mapping;
 use crate::segment::{
-    self, ActiveSegment, PreparedSegment, Segment, check_sealed, read_footer, read_header,
-    scan_frames, segment_file_name,
+    self, ActiveSegment, PreparedSegment, Segment, WriteMode, check_sealed, read_footer,
+    read_header, scan_frames, segment_file_name,
 };
 use crate::sys;
 
@@ -279,7 +279,11 @@ pub(crate) fn recover_log(
     let tail = unsealed.pop();
     for u in unsealed {
         note_tail(&u, &mut report);
-        let active = u.into_active(&log_name, epoch)?;
+        let active = u.into_active(
+            &log_name,
+            epoch,
+            WriteMode::for_durability(config.durability),
+        )?;
         let (segment, meta) = active.roll().seal(sys::now_ms())?;
         manifest.append(Edit::SegmentSealed(sealed_info(segment.id, &meta)))?;
         index.insert(segment);
@@ -289,7 +293,11 @@ pub(crate) fn recover_log(
             note_tail(&u, &mut report);
             reset_tail_length(&u)?;
             let path = u.path.clone();
-            let active = u.into_active(&log_name, epoch)?;
+            let active = u.into_active(
+                &log_name,
+                epoch,
+                WriteMode::for_durability(config.durability),
+            )?;
             active.prefault();
             // Recovered frames may only be in the page cache (the writer was killed): make them
             // durable before anyone is told they are.
@@ -298,17 +306,17 @@ pub(crate) fn recover_log(
             active
         }
         None => {
-            let sync_zeros = config.durability != crate::config::Durability::None;
+            let mode = WriteMode::for_durability(config.durability);
             let prepared = if blank.is_empty() {
                 let id = manifest.state().next_segment_id;
                 manifest.append(Edit::SegmentPrepared {
                     segment_id: id,
                     capacity: config.segment_bytes,
                 })?;
-                PreparedSegment::create(&segment_dir, id, config.segment_bytes, sync_zeros)?
+                PreparedSegment::create(&segment_dir, id, config.segment_bytes, mode)?
             } else {
                 let (id, capacity) = blank.remove(0);
-                PreparedSegment::reopen_blank(&segment_dir, id, capacity, sync_zeros)?
+                PreparedSegment::reopen_blank(&segment_dir, id, capacity, mode)?
             };
             let id = prepared.id;
             let active = prepared.activate(
@@ -343,7 +351,12 @@ pub(crate) fn recover_log(
 }
 
 impl Unsealed {
-    fn into_active(self, log_name: &Arc<str>, epoch: u32) -> Result<ActiveSegment> {
+    fn into_active(
+        self,
+        log_name: &Arc<str>,
+        epoch: u32,
+        mode: WriteMode,
+    ) -> Result<ActiveSegment> {
         ActiveSegment::reopen(
             log_name.clone(),
             self.path,
@@ -351,6 +364,7 @@ impl Unsealed {
             &self.header,
             &self.scan,
             epoch,
+            mode,
         )
     }
 }

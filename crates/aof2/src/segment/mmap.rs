@@ -39,10 +39,6 @@ impl Mapping {
         Ok(Mapping { raw, len })
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     /// Fault every page in ahead of use (off the append path), so appends do not pay for first
     /// touch. Uses `MADV_POPULATE_WRITE` (Linux 5.14+) and falls back to reading every page.
     pub fn prefault_write(&self) {
