@@ -1,7 +1,8 @@
 //! Aof: one log's façade (append, read, reader, flush, close) and the shared state behind it.
 //!
-//! Write path: an append takes the log's write lock, encodes its frames straight into the mapped
-//! active segment, publishes the new written watermark and releases the lock. Durability is a
+//! Write path: an append takes the log's write lock, writes its frames into the page cache of the
+//! active segment (memcpy into the mapping, or one `pwrite` per batch for durable logs; see
+//! `segment::WriteMode`), publishes the new written watermark and releases the lock. Durability is a
 //! separate step ([`LogShared::sync_to`]): group commit with one fdatasync per group. Rollover
 //! swaps in a segment prepared in the background and hands the full one to the sealer.
 //!
@@ -441,6 +442,7 @@ impl LogShared {
 
     /// Background: seal a rolled segment and record it in the manifest.
     pub(crate) fn seal_segment(&self, rolled: RolledSegment) {
+        let file = rolled.file.clone();
         let result = (|| {
             let (segment, meta) = rolled.seal(sys::now_ms())?;
             self.manifest.lock().append(Edit::SegmentSealed(SealedInfo {
@@ -455,12 +457,19 @@ impl LogShared {
         })();
         match result {
             Ok(()) => {
+                // Sealing synced the file: group commits need not sync it again (and the list
+                // must not keep the file open for logs that never sync).
+                self.write
+                    .lock()
+                    .unsynced
+                    .retain(|f| !Arc::ptr_eq(f, &file));
                 self.counters
                     .segments_sealed
                     .fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => self.fail(e),
         }
+        drop(file);
         let mut pending = self.pending_seals.lock();
         *pending -= 1;
         self.seals_done.notify_all();
