@@ -385,6 +385,25 @@ pub struct PreparedSegment {
     mode: WriteMode,
 }
 
+/// Write `len` zero bytes from offset 0 and make them durable, one small chunk at a time so the
+/// device queue stays shallow and group commits of active logs are not stuck behind 64 MiB of
+/// zeros.
+fn write_zeros(file: &File, len: u64) -> io::Result<()> {
+    const CHUNK: usize = 1 << 20;
+    const SYNC_EVERY: u64 = 16 << 20;
+    let zeros = vec![0u8; CHUNK];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(CHUNK as u64) as usize;
+        crate::sys::retry_transient(|| file.write_all_at(&zeros[..n], at))?;
+        at += n as u64;
+        if at.is_multiple_of(SYNC_EVERY) || at == len {
+            crate::sys::retry_transient(|| file.sync_data())?;
+        }
+    }
+    Ok(())
+}
+
 fn fallocate(file: &File, len: u64) -> io::Result<()> {
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len)
         .map_err(io::Error::from)
@@ -423,6 +442,13 @@ impl PreparedSegment {
         file: File,
         mode: WriteMode,
     ) -> Result<Self> {
+        if mode == WriteMode::Syscall {
+            // Write the zeros once, here, and sync them: the extents become "written", so a group
+            // commit later syncs only its data. Otherwise every fdatasync also converts the range
+            // it covers from unwritten to written and writes the inode (measured: 3.4 device
+            // writes per group commit instead of 2, at ~40 us each). It also fills the page cache.
+            write_zeros(&file, capacity).context(|| format!("zero-fill {}", path.display()))?;
+        }
         let mapping = match mode {
             WriteMode::Mapped => Mapping::map_write(&file, capacity),
             WriteMode::Syscall => Mapping::map_read(&file, capacity),
