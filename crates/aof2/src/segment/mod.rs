@@ -385,9 +385,8 @@ pub struct PreparedSegment {
     mode: WriteMode,
 }
 
-/// Write `len` zero bytes from offset 0 and make them durable, one small chunk at a time so the
-/// device queue stays shallow and group commits of active logs are not stuck behind 64 MiB of
-/// zeros.
+/// Write `len` zero bytes from offset 0 and make them durable, syncing every 16 MiB so group
+/// commits of active logs queue behind at most that much, not a whole segment of zeros.
 fn write_zeros(file: &File, len: u64) -> io::Result<()> {
     const CHUNK: usize = 1 << 20;
     const SYNC_EVERY: u64 = 16 << 20;
