@@ -558,8 +558,13 @@ impl LogShared {
         if expected_group <= 1 || self.config.durability != Durability::Always {
             return;
         }
-        let window =
-            Duration::from_nanos((self.avg_sync_ns.load(Ordering::Relaxed) / 3).min(100_000));
+        // Waiting up to one average sync for the group to re-form measured best (16 writers:
+        // 64k/s vs 57k/s with a third of a sync, 55k/s with a sixth).
+        let window = Duration::from_nanos(
+            self.avg_sync_ns
+                .load(Ordering::Relaxed)
+                .min(limits::MAX_GATHER_WINDOW_NS),
+        );
         let start = Instant::now();
         while self.written().saturating_sub(self.durable()) < expected_group
             && start.elapsed() < window

@@ -385,18 +385,17 @@ pub struct PreparedSegment {
     mode: WriteMode,
 }
 
-/// Write `len` zero bytes from offset 0 and make them durable, syncing every 16 MiB so group
-/// commits of active logs queue behind at most that much, not a whole segment of zeros.
+/// Write `len` zero bytes from offset 0 and make them durable, syncing every
+/// `ZERO_FILL_SYNC_BYTES` so group commits of active logs queue behind at most that much.
 fn write_zeros(file: &File, len: u64) -> io::Result<()> {
     const CHUNK: usize = 1 << 20;
-    const SYNC_EVERY: u64 = 16 << 20;
     let zeros = vec![0u8; CHUNK];
     let mut at = 0u64;
     while at < len {
         let n = (len - at).min(CHUNK as u64) as usize;
         crate::sys::retry_transient(|| file.write_all_at(&zeros[..n], at))?;
         at += n as u64;
-        if at.is_multiple_of(SYNC_EVERY) || at == len {
+        if at.is_multiple_of(crate::limits::ZERO_FILL_SYNC_BYTES) || at == len {
             crate::sys::retry_transient(|| file.sync_data())?;
         }
     }
