@@ -399,7 +399,7 @@ impl LogShared {
         let (id, result) = match reused {
             Some((id, capacity)) => (
                 Ok(id),
-                PreparedSegment::reopen_blank(&self.segment_dir, id, capacity, mode),
+                PreparedSegment::reopen_blank(&self.segment_dir, id, capacity, mode, true),
             ),
             None => {
                 let capacity = self.config.segment_bytes;
@@ -415,9 +415,9 @@ impl LogShared {
                         id
                     })
                 };
-                let result = id
-                    .clone()
-                    .and_then(|id| PreparedSegment::create(&self.segment_dir, id, capacity, mode));
+                let result = id.clone().and_then(|id| {
+                    PreparedSegment::create(&self.segment_dir, id, capacity, mode, true)
+                });
                 (id, result)
             }
         };

@@ -313,10 +313,11 @@ pub(crate) fn recover_log(
                     segment_id: id,
                     capacity: config.segment_bytes,
                 })?;
-                PreparedSegment::create(&segment_dir, id, config.segment_bytes, mode)?
+                // Not zero-filled: opening a new log must be quick; later segments are.
+                PreparedSegment::create(&segment_dir, id, config.segment_bytes, mode, false)?
             } else {
                 let (id, capacity) = blank.remove(0);
-                PreparedSegment::reopen_blank(&segment_dir, id, capacity, mode)?
+                PreparedSegment::reopen_blank(&segment_dir, id, capacity, mode, false)?
             };
             let id = prepared.id;
             let active = prepared.activate(

@@ -416,7 +416,13 @@ fn fallocate(file: &File, len: u64) -> io::Result<()> {
 impl PreparedSegment {
     /// Create, preallocate and pre-fault segment `id` in `dir` (page cache pages allocated off
     /// the append path; see [`WriteMode`] for how they are mapped).
-    pub fn create(dir: &Path, id: u64, capacity: u64, mode: WriteMode) -> Result<Self> {
+    pub fn create(
+        dir: &Path,
+        id: u64,
+        capacity: u64,
+        mode: WriteMode,
+        zero_fill: bool,
+    ) -> Result<Self> {
         let path = dir.join(segment_file_name(id));
         let file = OpenOptions::new()
             .read(true)
@@ -427,7 +433,7 @@ impl PreparedSegment {
             .context(|| format!("create segment {}", path.display()))?;
         fallocate(&file, capacity)
             .context(|| format!("preallocate {} bytes for {}", capacity, path.display()))?;
-        let prepared = Self::map_and_prefault(id, path, capacity, file, mode)?;
+        let prepared = Self::map_and_prefault(id, path, capacity, file, mode, zero_fill)?;
         crate::sys::sync_dir(dir)?;
         Ok(prepared)
     }
@@ -439,8 +445,9 @@ impl PreparedSegment {
         capacity: u64,
         file: File,
         mode: WriteMode,
+        zero_fill: bool,
     ) -> Result<Self> {
-        if mode == WriteMode::Syscall {
+        if mode == WriteMode::Syscall && zero_fill {
             // Write the zeros once, here, and sync them: the extents become "written", so a group
             // commit later syncs only its data. Otherwise every fdatasync also converts the range
             // it covers from unwritten to written and writes the inode (measured: 3.4 device
@@ -467,7 +474,13 @@ impl PreparedSegment {
     }
 
     /// Map and pre-fault a segment file that was prepared by an earlier run but never activated.
-    pub fn reopen_blank(dir: &Path, id: u64, capacity: u64, mode: WriteMode) -> Result<Self> {
+    pub fn reopen_blank(
+        dir: &Path,
+        id: u64,
+        capacity: u64,
+        mode: WriteMode,
+        zero_fill: bool,
+    ) -> Result<Self> {
         let path = dir.join(segment_file_name(id));
         let file = OpenOptions::new()
             .read(true)
@@ -483,7 +496,7 @@ impl PreparedSegment {
             fallocate(&file, capacity)
                 .context(|| format!("preallocate {} bytes for {}", capacity, path.display()))?;
         }
-        Self::map_and_prefault(id, path, capacity, file, mode)
+        Self::map_and_prefault(id, path, capacity, file, mode, zero_fill)
     }
 
     /// Write the header and turn this into the active segment starting at `base_seq`.
