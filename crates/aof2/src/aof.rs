@@ -95,6 +95,8 @@ pub(crate) struct LogShared {
     me: std::sync::Weak<LogShared>,
     /// Open epoch written into every frame.
     epoch: u32,
+    /// Opened read-only: appends are refused and nothing on disk changes.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for LogShared {
@@ -112,7 +114,12 @@ pub(crate) struct Recovered {
     pub segment_dir: PathBuf,
     pub manifest: ManifestLog,
     pub index: SegmentIndex,
-    pub active: ActiveSegment,
+    /// The segment appends continue in; `None` only for a read-only handle of a log without one.
+    pub active: Option<ActiveSegment>,
+    /// Records in the log.
+    pub next_seq: u64,
+    /// Whether the handle refuses appends (nothing on disk may change).
+    pub read_only: bool,
     /// Segments prepared by an earlier run and never activated: (id, capacity), oldest first.
     pub blank_segments: Vec<(u64, u64)>,
 }
@@ -124,18 +131,20 @@ impl LogShared {
         workers: Arc<FlushManager>,
         sync_fault: Option<SyncFault>,
     ) -> Arc<Self> {
-        let next = rec.active.next_seq;
-        let epoch = rec.active.epoch();
+        let next = rec.next_seq;
+        let epoch = rec.active.as_ref().map_or(0, ActiveSegment::epoch);
         let reuse = rec.blank_segments.into_iter().collect();
-        let last_ts = rec.active.last_timestamp_ms;
+        let last_ts = rec.active.as_ref().map_or(0, |a| a.last_timestamp_ms);
+        let read_only = rec.read_only;
         Arc::new_cyclic(|me| LogShared {
             me: me.clone(),
             name: rec.name,
             log_id: rec.log_id,
             segment_dir: rec.segment_dir,
             config,
+            read_only,
             write: Mutex::new(WriteState {
-                active: Some(rec.active),
+                active: rec.active,
                 unsynced: Vec::new(),
                 written_bytes: 0,
                 last_timestamp_ms: last_ts,
@@ -224,6 +233,11 @@ impl LogShared {
                 return Err(Error::RecordTooLarge { len, max });
             }
             frame_bytes += FRAME_HEADER_BYTES + len;
+        }
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                log: self.name.to_string(),
+            });
         }
         if payloads.is_empty() {
             return Err(Error::InvalidConfig("empty batch".into()));
@@ -632,7 +646,10 @@ impl LogShared {
 
     /// Timer tick: interval flushes and age-based rollover.
     pub(crate) fn on_tick(&self) {
-        if self.closed.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire) {
+        if self.read_only
+            || self.closed.load(Ordering::Acquire)
+            || self.failed.load(Ordering::Acquire)
+        {
             return;
         }
         if let Durability::Interval(every) = self.config.durability
@@ -644,7 +661,9 @@ impl LogShared {
         if let Some(age) = self.config.segment_max_age {
             let ready = !self.prepare.lock().ready.is_empty();
             let mut w = self.write.lock();
-            let active = w.active.as_ref().expect("active segment");
+            let Some(active) = w.active.as_ref() else {
+                return;
+            };
             let old = sys::now_ms().saturating_sub(active.created_ms) >= age.as_millis() as u64;
             if old
                 && active.record_count() > 0
@@ -700,7 +719,7 @@ impl LogShared {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let result = if self.failed.load(Ordering::Acquire) {
+        let result = if self.read_only || self.failed.load(Ordering::Acquire) {
             Ok(())
         } else {
             self.sync_to(self.written())
@@ -712,6 +731,10 @@ impl LogShared {
         drop(pending);
         self.notify_visible();
         result
+    }
+
+    pub(crate) fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     pub(crate) fn is_closed(&self) -> bool {

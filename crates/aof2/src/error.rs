@@ -92,6 +92,10 @@ pub enum Error {
     #[error("log {log:?} failed and must be reopened: {cause}")]
     LogFailed { log: String, cause: Arc<Error> },
 
+    /// The log handle was opened read-only.
+    #[error("log {log:?} is open read-only")]
+    ReadOnly { log: String },
+
     /// The log or manager was closed.
     #[error("{0} is closed")]
     Closed(String),
@@ -108,9 +112,10 @@ impl Error {
     /// What the caller should do about this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidName { .. } | Error::RecordTooLarge { .. } | Error::InvalidConfig(_) => {
-                ErrorKind::InvalidInput
-            }
+            Error::InvalidName { .. }
+            | Error::RecordTooLarge { .. }
+            | Error::InvalidConfig(_)
+            | Error::ReadOnly { .. } => ErrorKind::InvalidInput,
             Error::Locked { .. } => ErrorKind::Unavailable,
             Error::UnsupportedVersion { .. } => ErrorKind::InvalidInput,
             Error::NotAof2File { .. } | Error::Corruption { .. } => ErrorKind::Corruption,

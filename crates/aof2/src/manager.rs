@@ -156,6 +156,18 @@ impl AofManager {
     /// Open (creating if needed) a log. Opening a log that is already open returns another handle
     /// to it (the first configuration stays in force).
     pub fn open_log(&self, name: &str, config: LogConfig) -> Result<Aof> {
+        self.open_log_mode(name, config, false)
+    }
+
+    /// Open an existing log for reading only: nothing on disk changes (no new epoch, no sealing
+    /// of interrupted segments, no quarantine moves; what recovery would do is only reported),
+    /// and appends fail with [`Error::ReadOnly`]. If the log is already open for writing in this
+    /// manager, that handle is returned.
+    pub fn open_log_read_only(&self, name: &str) -> Result<Aof> {
+        self.open_log_mode(name, LogConfig::default(), true)
+    }
+
+    fn open_log_mode(&self, name: &str, config: LogConfig, read_only: bool) -> Result<Aof> {
         validate_log_name(name)?;
         config.validate()?;
         if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
@@ -165,11 +177,15 @@ impl AofManager {
         if let Some(shared) = logs.get(name)
             && !shared.is_closed()
         {
-            return Ok(Aof {
-                shared: shared.clone(),
-            });
+            if read_only || !shared.is_read_only() {
+                return Ok(Aof {
+                    shared: shared.clone(),
+                });
+            }
+            // Upgrade: a read-only handle gives way to a writable one.
+            shared.close()?;
         }
-        let (recovered, report) = recover_log(self.root(), name, &config)?;
+        let (recovered, report) = recover_log(self.root(), name, &config, read_only)?;
         let shared = LogShared::new(
             recovered,
             config,

@@ -253,3 +253,64 @@ fn many_logs_flush_in_parallel() {
     }
     assert_eq!(m.list_logs().unwrap().len(), 8);
 }
+
+#[test]
+fn read_only_handles_change_nothing_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+        let log = m.open_log("ro", small(Durability::Always)).unwrap();
+        for i in 0..2000u32 {
+            log.append(&i.to_le_bytes().repeat(20)).unwrap();
+        }
+        m.close().unwrap();
+    }
+    let listing = |root: &std::path::Path| -> Vec<(String, u64)> {
+        let mut files = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let meta = e.metadata().unwrap();
+                if meta.is_dir() {
+                    stack.push(e.path());
+                } else if e.file_name() != "LOCK" {
+                    let bytes = std::fs::read(e.path()).unwrap();
+                    let sum = bytes
+                        .iter()
+                        .fold(0u64, |h, &b| h.rotate_left(5) ^ u64::from(b));
+                    files.push((e.path().display().to_string(), sum));
+                }
+            }
+        }
+        files.sort();
+        files
+    };
+    let before = listing(dir.path());
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let log = m.open_log_read_only("ro").unwrap();
+    assert_eq!(log.next_seq(), 2000);
+    assert_eq!(log.reader(0).count(), 2000);
+    assert_eq!(
+        log.read(1999).unwrap().payload(),
+        1999u32.to_le_bytes().repeat(20)
+    );
+    assert!(m.verify_log(&log).is_clean());
+    let err = log.append(b"no").unwrap_err();
+    assert!(matches!(err, aof2::Error::ReadOnly { .. }), "{err}");
+    assert!(matches!(m.open_log_read_only("missing"), Err(e) if e.kind() == ErrorKind::NotFound));
+    m.close().unwrap();
+    drop(m);
+    assert_eq!(
+        before,
+        listing(dir.path()),
+        "a read-only open wrote nothing"
+    );
+
+    // A writable open afterwards upgrades and appends continue the sequence.
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let ro = m.open_log_read_only("ro").unwrap();
+    let rw = m.open_log("ro", small(Durability::Always)).unwrap();
+    assert_eq!(rw.append(b"more").unwrap(), 2000);
+    assert!(ro.append(b"x").is_err());
+}

@@ -1,6 +1,7 @@
 //! `aof2 cat`: print the records of an existing log.
 //!
-//! Contract: never creates a root or a log (a missing one is exit 2). Prints the visible records
+//! Contract: never creates a root or a log (a missing one is exit 2) and changes nothing on disk
+//! (the log is opened read-only). Prints the visible records
 //! from `--from`, at most `--limit` of them, in sequence order. `raw`: each payload's bytes
 //! exactly, then `\n`. `json`: one object per line,
 //! `{"seq":S,"timestamp_ms":T,"len":L,"payload_base64":"..."}` (standard alphabet, padded).
@@ -14,14 +15,14 @@ use base64::Engine;
 
 use crate::args::{CatArgs, CatFormat};
 use crate::failure::{Failure, stdout_error};
-use crate::open::{log_config, open_existing_root, require_log};
+use crate::open::{open_existing_root, require_log};
 
 /// Run `aof2 cat`.
 pub fn run(args: &CatArgs) -> Result<(), Failure> {
     aof2::validate_log_name(&args.log)?;
     let manager = open_existing_root(&args.root.root)?;
     let result = require_log(&manager, &args.log).and_then(|()| {
-        let log = manager.open_log(&args.log, log_config(&args.options))?;
+        let log = manager.open_log_read_only(&args.log)?;
         let stdout = io::stdout();
         let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
         let limit = args

@@ -1,8 +1,9 @@
 //! `aof2 inspect`: logs, their segments, states, sizes and sequence ranges, and what recovery did
 //! when this command opened them.
 //!
-//! Contract: never creates a root or a log (a missing one is exit 2). Opening a log runs the
-//! library's recovery (which may quarantine a corrupt sealed segment); the report shows it.
+//! Contract: never creates a root or a log (a missing one is exit 2) and changes nothing on disk:
+//! logs are opened read-only, so what recovery would do (cut a torn tail, quarantine a corrupt
+//! sealed segment) is reported, not done.
 //! Default output is a human table; `--json` prints exactly one JSON document:
 //! `{"root": "...", "logs": [{"name", "log_id" (32 hex digits), "next_seq", "durable_seq",
 //! "segments": [{"id", "state", "base_seq", "end_seq", "file_bytes", "record_bytes", "path"}],
@@ -16,7 +17,7 @@ use serde::Serialize;
 
 use crate::args::InspectArgs;
 use crate::failure::{Failure, stdout_error};
-use crate::open::{log_config, open_existing_root, require_log};
+use crate::open::{open_existing_root, require_log};
 
 /// The JSON document.
 #[derive(Debug, Serialize)]
@@ -98,7 +99,7 @@ fn collect(manager: &AofManager, args: &InspectArgs) -> Result<Document, Failure
     let mut logs = Vec::with_capacity(names.len());
     for name in names {
         let log = manager
-            .open_log(&name, log_config(&args.options))
+            .open_log_read_only(&name)
             .map_err(|e| Failure::from(e).context(format!("open log {name:?}")))?;
         let info = manager.log_info(&log);
         let report = manager.recovery_report(&name).unwrap_or_default();

@@ -1,6 +1,7 @@
 //! `aof2 verify`: check every record checksum of every log (or one).
 //!
-//! Contract: never creates a root or a log (a missing one is exit 2). For each log, one line per
+//! Contract: never creates a root or a log (a missing one is exit 2) and changes nothing on disk
+//! (logs are opened read-only: a corrupt sealed segment is reported, not moved). For each log, one line per
 //! problem on stdout — `log NAME: segment ID (16 hex digits): LOCATION: DETAIL`, where the
 //! library's location names the file and byte offset when known — then a summary line
 //! `log NAME: ok|CORRUPT, S segments, R records verified, P problems`. A problem is a failed
@@ -15,7 +16,7 @@ use aof2::{AofManager, ErrorKind};
 
 use crate::args::VerifyArgs;
 use crate::failure::{Failure, stdout_error};
-use crate::open::{log_config, open_existing_root, require_log};
+use crate::open::{open_existing_root, require_log};
 
 /// What verification found in one log.
 #[derive(Debug, Default)]
@@ -79,7 +80,7 @@ fn verify_all(manager: &AofManager, args: &VerifyArgs) -> Result<Tally, Failure>
     }
     let mut tally = Tally::default();
     for name in names {
-        let outcome = verify_one(manager, &name, args)?;
+        let outcome = verify_one(manager, &name)?;
         if let Some(first) = outcome.problems.first() {
             tally.corrupt_logs += 1;
             tally
@@ -93,8 +94,8 @@ fn verify_all(manager: &AofManager, args: &VerifyArgs) -> Result<Tally, Failure>
 }
 
 /// Open and verify one log. A corruption error while opening becomes the log's problem.
-fn verify_one(manager: &AofManager, name: &str, args: &VerifyArgs) -> Result<Outcome, Failure> {
-    let log = match manager.open_log(name, log_config(&args.options)) {
+fn verify_one(manager: &AofManager, name: &str) -> Result<Outcome, Failure> {
+    let log = match manager.open_log_read_only(name) {
         Ok(log) => log,
         Err(e) if e.kind() == ErrorKind::Corruption => {
             return Ok(Outcome {

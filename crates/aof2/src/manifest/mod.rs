@@ -196,7 +196,9 @@ impl ManifestState {
 #[derive(Debug)]
 pub struct ManifestLog {
     dir: PathBuf,
-    wal: File,
+    /// The WAL to append to; `None` for a read-only manifest, whose edits change only the
+    /// in-memory state.
+    wal: Option<File>,
     generation: u64,
     wal_len: u64,
     state: ManifestState,
@@ -249,7 +251,7 @@ impl ManifestLog {
             .context(|| format!("open {}", path.display()))?;
         Ok(ManifestLog {
             dir: dir.to_path_buf(),
-            wal,
+            wal: Some(wal),
             generation: 0,
             wal_len: bytes.len() as u64,
             state,
@@ -265,6 +267,16 @@ impl ManifestLog {
 
     /// Open and replay an existing manifest.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_mode(dir, false)
+    }
+
+    /// Open and replay an existing manifest without writing anything: later edits change only
+    /// the in-memory state (for read-only log handles).
+    pub fn open_read_only(dir: &Path) -> Result<Self> {
+        Self::open_mode(dir, true)
+    }
+
+    fn open_mode(dir: &Path, read_only: bool) -> Result<Self> {
         let mut state = ManifestState::default();
         let mut first_generation = 0;
         let snap = snapshot_path(dir);
@@ -356,11 +368,20 @@ impl ManifestLog {
             ));
         }
         let path = wal_path(dir, generation);
+        if read_only {
+            return Ok(ManifestLog {
+                dir: dir.to_path_buf(),
+                wal: None,
+                generation,
+                wal_len,
+                state,
+            });
+        }
         let wal = if torn || wals.is_empty() {
             // Never append after torn bytes: move to a fresh generation via a compaction.
             let mut m = ManifestLog {
                 dir: dir.to_path_buf(),
-                wal: new_wal(dir, generation + 1)?,
+                wal: Some(new_wal(dir, generation + 1)?),
                 generation: generation + 1,
                 wal_len: WAL_HEADER_BYTES as u64,
                 state,
@@ -375,7 +396,7 @@ impl ManifestLog {
         };
         Ok(ManifestLog {
             dir: dir.to_path_buf(),
-            wal,
+            wal: Some(wal),
             generation,
             wal_len,
             state,
@@ -394,12 +415,15 @@ impl ManifestLog {
                 format!("refused manifest edit {edit:?}: {why}"),
             )
         })?;
+        let Some(wal) = self.wal.as_mut() else {
+            self.state.apply(&edit);
+            return Ok(());
+        };
         let record = encode_wal_record(&edit);
         let path = wal_path(&self.dir, self.generation);
-        self.wal
-            .write_all(&record)
+        wal.write_all(&record)
             .context(|| format!("append to {}", path.display()))?;
-        sys::retry_transient(|| self.wal.sync_data())
+        sys::retry_transient(|| wal.sync_data())
             .context(|| format!("fdatasync {}", path.display()))?;
         self.wal_len += record.len() as u64;
         self.state.apply(&edit);
@@ -412,7 +436,7 @@ impl ManifestLog {
     /// Write a snapshot of the state and start a new WAL generation.
     pub fn compact(&mut self) -> Result<()> {
         let next = self.generation + 1;
-        self.wal = new_wal(&self.dir, next)?;
+        self.wal = Some(new_wal(&self.dir, next)?);
         self.generation = next;
         self.wal_len = WAL_HEADER_BYTES as u64;
         self.write_snapshot()

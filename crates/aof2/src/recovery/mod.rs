@@ -63,14 +63,35 @@ struct Unsealed {
 }
 
 /// Open (or create) a log and recover it to a consistent state.
+///
+/// With `read_only`, nothing on disk changes: the log must exist, no epoch is started, torn tails
+/// and interrupted seals are only noted, a damaged sealed segment is quarantined in memory only,
+/// and the handle refuses appends.
 pub(crate) fn recover_log(
     root: &Path,
     name: &str,
     config: &LogConfig,
+    read_only: bool,
 ) -> Result<(Recovered, RecoveryReport)> {
     let (manifest_dir, segment_dir) = log_dirs(root, name);
     let started = std::time::Instant::now();
-    let mut report = RecoveryReport::default();
+    let report = RecoveryReport::default();
+    if read_only {
+        if !ManifestLog::exists(&manifest_dir) {
+            return Err(Error::NotFound(format!("log {name:?}")));
+        }
+        let manifest = ManifestLog::open_read_only(&manifest_dir)?;
+        return recover_segments(
+            root,
+            name,
+            config,
+            manifest,
+            segment_dir,
+            true,
+            started,
+            report,
+        );
+    }
     let existing = if ManifestLog::exists(&manifest_dir) {
         match ManifestLog::open(&manifest_dir) {
             Ok(m) => Some(m),
@@ -80,7 +101,7 @@ pub(crate) fn recover_log(
     } else {
         None
     };
-    let mut manifest = if let Some(m) = existing {
+    let manifest = if let Some(m) = existing {
         m
     } else {
         let has_segments = std::fs::read_dir(&segment_dir).is_ok_and(|mut entries| {
@@ -106,6 +127,30 @@ pub(crate) fn recover_log(
     };
     std::fs::create_dir_all(&segment_dir)
         .context(|| format!("create {}", segment_dir.display()))?;
+    recover_segments(
+        root,
+        name,
+        config,
+        manifest,
+        segment_dir,
+        false,
+        started,
+        report,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn recover_segments(
+    root: &Path,
+    name: &str,
+    config: &LogConfig,
+    mut manifest: ManifestLog,
+    segment_dir: PathBuf,
+    read_only: bool,
+    started: std::time::Instant,
+    mut report: RecoveryReport,
+) -> Result<(Recovered, RecoveryReport)> {
+    let manifest_dir = segment_dir.with_file_name("manifest");
     let log_id = manifest.state().log_id;
     // A new epoch for every writable open: frames of older epochs found after frames of this one
     // are stale leftovers, so a torn tail never has to be zeroed.
@@ -174,7 +219,9 @@ pub(crate) fn recover_log(
                 {
                     let reason = e.to_string();
                     tracing::error!(log = name, segment = id, %reason, "quarantining sealed segment");
-                    quarantine_file(root, name, &path)?;
+                    if !read_only {
+                        quarantine_file(root, name, &path)?;
+                    }
                     manifest.append(Edit::SegmentQuarantined {
                         segment_id: id,
                         reason: reason.clone(),
@@ -197,7 +244,7 @@ pub(crate) fn recover_log(
         let file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                drop_segment(&mut manifest, &path, id, &mut report)?;
+                drop_segment(&mut manifest, &path, id, &mut report, read_only)?;
                 continue;
             }
             Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
@@ -220,7 +267,7 @@ pub(crate) fn recover_log(
             }
             _ => {
                 drop(file);
-                drop_segment(&mut manifest, &path, id, &mut report)?;
+                drop_segment(&mut manifest, &path, id, &mut report, read_only)?;
                 continue;
             }
         };
@@ -238,7 +285,7 @@ pub(crate) fn recover_log(
             // The predecessor lost an unsynced tail: nothing from here on was acknowledged.
             gap = true;
             drop(file);
-            drop_segment(&mut manifest, &path, id, &mut report)?;
+            drop_segment(&mut manifest, &path, id, &mut report, read_only)?;
             continue;
         }
         // Interrupted after the footer was written but before the manifest edit?
@@ -284,11 +331,21 @@ pub(crate) fn recover_log(
             epoch,
             WriteMode::for_durability(config.durability),
         )?;
+        if read_only {
+            index.insert(active.roll().segment);
+            continue;
+        }
         let (segment, meta) = active.roll().seal(sys::now_ms())?;
         manifest.append(Edit::SegmentSealed(sealed_info(segment.id, &meta)))?;
         index.insert(segment);
     }
+    let mut next_seq = next_seq.unwrap_or(0);
     let active = match tail {
+        Some(u) if read_only => {
+            note_tail(&u, &mut report);
+            Some(u.into_active(&log_name, epoch, WriteMode::Syscall)?)
+        }
+        None if read_only => None,
         Some(u) => {
             note_tail(&u, &mut report);
             reset_tail_length(&u)?;
@@ -303,7 +360,7 @@ pub(crate) fn recover_log(
             // durable before anyone is told they are.
             sys::retry_transient(|| active.file.sync_data())
                 .context(|| format!("fdatasync {}", path.display()))?;
-            active
+            Some(active)
         }
         None => {
             let mode = WriteMode::for_durability(config.durability);
@@ -320,20 +377,18 @@ pub(crate) fn recover_log(
                 PreparedSegment::reopen_blank(&segment_dir, id, capacity, mode, false)?
             };
             let id = prepared.id;
-            let active = prepared.activate(
-                log_name.clone(),
-                log_id,
-                next_seq.unwrap_or(0),
-                sys::now_ms(),
-                epoch,
-            );
+            let active =
+                prepared.activate(log_name.clone(), log_id, next_seq, sys::now_ms(), epoch);
             // Make the header durable so the next open finds the segment active.
             sys::retry_transient(|| active.file.sync_data())
                 .context(|| format!("fdatasync segment {id} of {name}"))?;
-            active
+            Some(active)
         }
     };
-    index.insert(active.segment.clone());
+    if let Some(active) = &active {
+        index.insert(active.segment.clone());
+        next_seq = active.next_seq;
+    }
     Ok((
         Recovered {
             name: log_name,
@@ -342,6 +397,8 @@ pub(crate) fn recover_log(
             manifest,
             index,
             active,
+            next_seq,
+            read_only,
             blank_segments: blank,
         },
         RecoveryReport {
@@ -431,7 +488,13 @@ fn drop_segment(
     path: &Path,
     id: u64,
     report: &mut RecoveryReport,
+    read_only: bool,
 ) -> Result<()> {
+    if read_only {
+        manifest.append(Edit::SegmentDropped { segment_id: id })?;
+        report.dropped_segments += 1;
+        return Ok(());
+    }
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
