@@ -12,8 +12,9 @@ pub const SEGMENT_FOOTER_BYTES: u64 = 96;
 pub const FRAME_HEADER_BYTES: u64 = 32;
 /// Sparse index entry size.
 pub const INDEX_ENTRY_BYTES: u64 = 24;
-/// Bytes of frames between sparse index entries: a point read scans at most this much.
-pub const INDEX_INTERVAL_BYTES: u64 = 64 * 1024;
+/// Bytes of frames between sparse index entries: a point read steps over at most this much
+/// (8 KiB: ~85 frame headers of 64-byte records; the index costs 24 bytes per 8 KiB, 0.3%).
+pub const INDEX_INTERVAL_BYTES: u64 = 8 * 1024;
 
 /// Smallest segment. Below this the header, footer and index overheads dominate.
 pub const MIN_SEGMENT_BYTES: u64 = 64 * 1024;

@@ -36,10 +36,11 @@ pub fn segment_file_name(id: u64) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
     /// memcpy into a shared writable mapping: the fastest buffered path, no system call per
-    /// append. Used when appends are not synced one group at a time (`Durability::None`).
+    /// append. Used when appends are not synced one group at a time (`Durability::None` and
+    /// `Interval`, whose periodic syncs amortise the cost described below).
     Mapped,
-    /// `pwrite` into the page cache, with a read-only mapping for readers. Used for durable
-    /// logs: syncing pages that are mapped writable makes the kernel write-protect them and shoot
+    /// `pwrite` into the page cache, with a read-only mapping for readers. Used for
+    /// `Durability::Always`: syncing pages that are mapped writable makes the kernel write-protect them and shoot
     /// down TLB entries on every CPU running the process (an IPI per page in a VM), which made
     /// each group commit two to three times slower than the flush itself.
     Syscall,
@@ -49,8 +50,10 @@ impl WriteMode {
     /// The write path for a durability mode.
     pub fn for_durability(durability: crate::config::Durability) -> Self {
         match durability {
-            crate::config::Durability::None => WriteMode::Mapped,
-            _ => WriteMode::Syscall,
+            crate::config::Durability::Always => WriteMode::Syscall,
+            crate::config::Durability::None | crate::config::Durability::Interval(_) => {
+                WriteMode::Mapped
+            }
         }
     }
 }
@@ -388,7 +391,10 @@ pub struct PreparedSegment {
 /// Write `len` zero bytes from offset 0 and make them durable, syncing every
 /// `ZERO_FILL_SYNC_BYTES` so group commits of active logs queue behind at most that much.
 fn write_zeros(file: &File, len: u64) -> io::Result<()> {
-    const CHUNK: usize = 1 << 20;
+    // Page-sized writes: large writes make the page cache use large folios, and every later
+    // small `pwrite` into a large folio walks all of its block buffers (measured: 2.3 us per
+    // 64-byte append instead of 0.8 us).
+    const CHUNK: usize = 4096;
     let zeros = vec![0u8; CHUNK];
     let mut at = 0u64;
     while at < len {
