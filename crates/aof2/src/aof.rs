@@ -402,6 +402,8 @@ impl LogShared {
             return;
         }
         let mode = WriteMode::for_durability(self.config.durability);
+        // Logs that sync get segments whose preallocated bytes are already on disk.
+        let durable_mode = self.config.durability != Durability::None;
         let reused = {
             let mut slot = self.prepare.lock();
             let next = slot.reuse.pop_front();
@@ -413,7 +415,7 @@ impl LogShared {
         let (id, result) = match reused {
             Some((id, capacity)) => (
                 Ok(id),
-                PreparedSegment::reopen_blank(&self.segment_dir, id, capacity, mode, true),
+                PreparedSegment::reopen_blank(&self.segment_dir, id, capacity, mode, durable_mode),
             ),
             None => {
                 let capacity = self.config.segment_bytes;
@@ -430,7 +432,7 @@ impl LogShared {
                     })
                 };
                 let result = id.clone().and_then(|id| {
-                    PreparedSegment::create(&self.segment_dir, id, capacity, mode, true)
+                    PreparedSegment::create(&self.segment_dir, id, capacity, mode, durable_mode)
                 });
                 (id, result)
             }

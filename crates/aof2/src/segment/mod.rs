@@ -469,6 +469,13 @@ impl PreparedSegment {
             WriteMode::Mapped => mapping.prefault_write(),
             WriteMode::Syscall => mapping.prefault_read(),
         }
+        if mode == WriteMode::Mapped && zero_fill {
+            // Pre-faulting for write dirties every page: write those zeros back now, or the first
+            // sync of the active segment would (measured: ~80 ms p99 append-to-visible with
+            // `Interval(10 ms)`).
+            crate::sys::retry_transient(|| file.sync_data())
+                .context(|| format!("fdatasync {}", path.display()))?;
+        }
         Ok(PreparedSegment {
             id,
             path,
