@@ -256,16 +256,24 @@ impl LogShared {
             });
         }
         self.check_open()?;
-        if matches!(self.config.durability, Durability::Interval(_)) {
-            self.apply_backpressure()?;
-        }
-
         if !self.prepare_started.load(Ordering::Relaxed) {
             // Prepare ahead only once the log is written to: readers never pay for it.
             self.prepare_started.store(true, Ordering::Relaxed);
             self.request_prepare();
         }
         let mut w = self.write.lock();
+        if matches!(self.config.durability, Durability::Interval(_))
+            && w.written_bytes - self.durable_bytes.load(Ordering::Acquire)
+                >= self.config.dirty_limit_bytes
+        {
+            // Backpressure: too much is not yet durable; sync before writing more.
+            drop(w);
+            self.counters
+                .backpressure_waits
+                .fetch_add(1, Ordering::Relaxed);
+            self.sync_to(self.written())?;
+            w = self.write.lock();
+        }
         self.check_open()?;
         if !w.active.as_ref().expect("active segment").fits(frame_bytes) {
             self.roll(&mut w)?;
@@ -312,17 +320,6 @@ impl LogShared {
             _ => {}
         }
         Ok(first)
-    }
-
-    fn apply_backpressure(&self) -> Result<()> {
-        let unsynced = self.write.lock().written_bytes - self.durable_bytes.load(Ordering::Acquire);
-        if unsynced >= self.config.dirty_limit_bytes {
-            self.counters
-                .backpressure_waits
-                .fetch_add(1, Ordering::Relaxed);
-            self.sync_to(self.written.load(Ordering::Acquire))?;
-        }
-        Ok(())
     }
 
     /// Swap in the prepared segment and hand the full one to the sealer. Called with the write

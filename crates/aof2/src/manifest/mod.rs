@@ -260,9 +260,7 @@ impl ManifestLog {
 
     /// Whether `dir` holds a manifest.
     pub fn exists(dir: &Path) -> bool {
-        snapshot_path(dir).exists()
-            || wal_path(dir, 0).exists()
-            || list_wals(dir).is_ok_and(|w| !w.is_empty())
+        snapshot_path(dir).exists() || list_wals(dir).is_ok_and(|w| !w.is_empty())
     }
 
     /// Open and replay an existing manifest.
