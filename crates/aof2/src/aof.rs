@@ -31,6 +31,7 @@ use crate::read::Reader;
 use crate::segment::{ActiveSegment, PreparedSegment, Record, RolledSegment, WriteMode};
 use crate::stats::{LogCounters, LogStats};
 use crate::sys;
+use crate::tiering::Tiering;
 
 /// Fault injection seam for tests: called before each segment fdatasync of a group commit.
 pub type SyncFault = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
@@ -91,6 +92,7 @@ pub(crate) struct LogShared {
     last_sync: Mutex<Instant>,
     pub(crate) counters: LogCounters,
     workers: Arc<FlushManager>,
+    pub(crate) tiering: Arc<Tiering>,
     sync_fault: Option<SyncFault>,
     me: std::sync::Weak<LogShared>,
     /// Open epoch written into every frame.
@@ -129,6 +131,7 @@ impl LogShared {
         rec: Recovered,
         config: LogConfig,
         workers: Arc<FlushManager>,
+        tiering: Arc<Tiering>,
         sync_fault: Option<SyncFault>,
     ) -> Arc<Self> {
         let next = rec.next_seq;
@@ -179,6 +182,7 @@ impl LogShared {
             last_sync: Mutex::new(Instant::now()),
             counters: LogCounters::default(),
             workers,
+            tiering,
             sync_fault,
         })
     }
@@ -275,15 +279,26 @@ impl LogShared {
             w = self.write.lock();
         }
         self.check_open()?;
-        if !w.active.as_ref().expect("active segment").fits(frame_bytes) {
-            self.roll(&mut w)?;
-            if !w.active.as_ref().expect("active segment").fits(frame_bytes) {
-                // Only possible with a segment prepared under a smaller configuration.
-                return Err(Error::RecordTooLarge {
-                    len: frame_bytes,
-                    max: batch_limit,
-                });
+        let mut deadline = None;
+        while !w.active.as_ref().expect("active segment").fits(frame_bytes) {
+            if self.roll(&mut w)? {
+                if !w.active.as_ref().expect("active segment").fits(frame_bytes) {
+                    // Only possible with a segment prepared under a smaller configuration.
+                    return Err(Error::RecordTooLarge {
+                        len: frame_bytes,
+                        max: batch_limit,
+                    });
+                }
+                break;
             }
+            // No segment is ready: wait without the write lock (group commits of what is
+            // already written must not wait for Tier 0 room), then look again.
+            drop(w);
+            let until =
+                *deadline.get_or_insert_with(|| Instant::now() + self.tiering.admission_timeout);
+            self.wait_prepared(until)?;
+            w = self.write.lock();
+            self.check_open()?;
         }
         let now = sys::now_ms().max(w.last_timestamp_ms);
         w.last_timestamp_ms = now;
@@ -323,9 +338,11 @@ impl LogShared {
     }
 
     /// Swap in the prepared segment and hand the full one to the sealer. Called with the write
-    /// lock held; no frame of the batch has been written yet.
-    fn roll(&self, w: &mut WriteState) -> Result<()> {
-        let prepared = self.take_prepared()?;
+    /// lock held; no frame of the batch has been written yet. `Ok(false)`: no segment is ready.
+    fn roll(&self, w: &mut WriteState) -> Result<bool> {
+        let Some(prepared) = self.try_take_prepared()? else {
+            return Ok(false);
+        };
         let old = w.active.take().expect("active segment");
         let base = old.next_seq;
         let new = prepared.activate(
@@ -345,7 +362,7 @@ impl LogShared {
         *self.pending_seals.lock() += 1;
         self.workers.submit(Job::Seal(self.self_arc(), rolled));
         self.request_prepare();
-        Ok(())
+        Ok(true)
     }
 
     fn self_arc(&self) -> Arc<LogShared> {
@@ -353,32 +370,51 @@ impl LogShared {
     }
 
     /// The next prepared segment, in id order (segments must be activated in the order of their
-    /// ids, because recovery walks them that way).
-    fn take_prepared(&self) -> Result<PreparedSegment> {
+    /// ids, because recovery walks them that way), if one is ready.
+    fn try_take_prepared(&self) -> Result<Option<PreparedSegment>> {
         let mut slot = self.prepare.lock();
-        let mut waited = false;
+        let oldest_busy = slot.in_progress_ids.iter().next().copied();
+        if let Some(entry) = slot.ready.first_entry()
+            && oldest_busy.is_none_or(|busy| *entry.key() < busy)
+        {
+            let prepared = entry.remove();
+            drop(slot);
+            self.request_prepare();
+            return Ok(Some(prepared));
+        }
+        if let Some(e) = slot.error.take() {
+            return Err(e);
+        }
+        Ok(None)
+    }
+
+    /// Wait until a prepared segment can be taken, re-requesting preparation while none is in
+    /// progress (a preparer gives up quickly when Tier 0 has no room). Past `deadline` the append
+    /// fails with `Backpressure` naming the tier that is full; nothing has been written.
+    fn wait_prepared(&self, deadline: Instant) -> Result<()> {
+        self.counters.rollover_waits.fetch_add(1, Ordering::Relaxed);
+        let mut slot = self.prepare.lock();
         loop {
             let oldest_busy = slot.in_progress_ids.iter().next().copied();
-            if let Some(entry) = slot.ready.first_entry()
-                && oldest_busy.is_none_or(|busy| *entry.key() < busy)
+            if slot
+                .ready
+                .first_key_value()
+                .is_some_and(|(id, _)| oldest_busy.is_none_or(|busy| *id < busy))
+                || slot.error.is_some()
             {
-                let prepared = entry.remove();
-                drop(slot);
-                self.request_prepare();
-                return Ok(prepared);
+                return Ok(());
             }
-            if let Some(e) = slot.error.take() {
-                return Err(e);
-            }
-            if slot.ready.is_empty() && slot.in_progress == 0 {
+            self.check_open()?;
+            if slot.in_progress == 0 {
                 slot.in_progress += 1;
                 self.workers.submit(Job::Prepare(self.self_arc()));
             }
-            if !waited {
-                self.counters.rollover_waits.fetch_add(1, Ordering::Relaxed);
-                waited = true;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(self.tiering.admission_error(&self.name));
             }
-            self.prepared.wait(&mut slot);
+            self.prepared
+                .wait_for(&mut slot, (deadline - now).min(Duration::from_millis(5)));
         }
     }
 
@@ -401,6 +437,19 @@ impl LogShared {
         let mode = WriteMode::for_durability(self.config.durability);
         // Logs that sync get segments whose preallocated bytes are already on disk.
         let durable_mode = self.config.durability != Durability::None;
+        // Tier 0 room first: the budget counts a segment before its pages exist. Give up quickly
+        // (the appender that needs this segment asks again) so a full budget never parks a
+        // preparer that other logs need.
+        let capacity = self.config.segment_bytes;
+        let Some(lease) = self
+            .tiering
+            .acquire_tier0(capacity, limits::PREPARE_BUDGET_WAIT)
+        else {
+            self.counters.budget_waits.fetch_add(1, Ordering::Relaxed);
+            self.prepare.lock().in_progress -= 1;
+            self.prepared.notify_all();
+            return;
+        };
         let reused = {
             let mut slot = self.prepare.lock();
             let next = slot.reuse.pop_front();
@@ -415,7 +464,6 @@ impl LogShared {
                 PreparedSegment::reopen_blank(&self.segment_dir, id, capacity, mode, durable_mode),
             ),
             None => {
-                let capacity = self.config.segment_bytes;
                 let id = {
                     let mut m = self.manifest.lock();
                     let id = m.state().next_segment_id;
@@ -439,7 +487,7 @@ impl LogShared {
         match result {
             Ok(p) => {
                 slot.in_progress_ids.remove(&p.id);
-                slot.ready.insert(p.id, p);
+                slot.ready.insert(p.id, p.with_lease(lease));
             }
             Err(e) => {
                 tracing::warn!(log = %self.name, error = %e, "preparing the next segment failed");
@@ -458,18 +506,22 @@ impl LogShared {
         let file = rolled.file.clone();
         let result = (|| {
             let (segment, meta) = rolled.seal(sys::now_ms())?;
-            self.manifest.lock().append(Edit::SegmentSealed(SealedInfo {
-                segment_id: segment.id,
-                base_seq: segment.base_seq,
-                record_count: meta.footer.record_count,
-                file_len: meta.file_len,
-                first_timestamp_ms: meta.footer.first_timestamp_ms,
-                last_timestamp_ms: meta.footer.last_timestamp_ms,
-                footer_crc: meta.footer_crc,
-            }))
+            let done = segment.clone();
+            self.manifest
+                .lock()
+                .append(Edit::SegmentSealed(SealedInfo {
+                    segment_id: segment.id,
+                    base_seq: segment.base_seq,
+                    record_count: meta.footer.record_count,
+                    file_len: meta.file_len,
+                    first_timestamp_ms: meta.footer.first_timestamp_ms,
+                    last_timestamp_ms: meta.footer.last_timestamp_ms,
+                    footer_crc: meta.footer_crc,
+                }))?;
+            Ok(done)
         })();
         match result {
-            Ok(()) => {
+            Ok(segment) => {
                 // Sealing synced the file: group commits need not sync it again (and the list
                 // must not keep the file open for logs that never sync).
                 self.write
@@ -479,6 +531,7 @@ impl LogShared {
                 self.counters
                     .segments_sealed
                     .fetch_add(1, Ordering::Relaxed);
+                self.tiering.submit_compress(&self.self_arc(), segment);
             }
             Err(e) => self.fail(e),
         }
@@ -764,8 +817,16 @@ impl LogShared {
             self.segments.read().find(seq).cloned().ok_or_else(|| {
                 Error::NotFound(format!("log {:?} has no record {seq}", self.name))
             })?;
-        let (mapping, offset) = segment.locate(seq)?;
-        Ok(segment.read_at(&mapping, offset, seq)?.0)
+        let position = segment.locate(seq)?;
+        if position.limit != u64::MAX {
+            self.tiering.note_tier1_read(&self.self_arc(), &segment);
+        }
+        Ok(segment.read_at(&position.backing, position.offset, seq)?.0)
+    }
+
+    /// Directory of this log's Tier 1 files.
+    pub(crate) fn tier1_dir(&self) -> PathBuf {
+        self.segment_dir.with_file_name("tier1")
     }
 }
 

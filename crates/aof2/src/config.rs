@@ -59,6 +59,75 @@ pub enum ReadVisibility {
     Written,
 }
 
+/// How the TieredCoordinator picks the zstd level of Tier 1 files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Always this level (zstd levels: negative = fast modes, 1..=22 stronger).
+    Fixed(i32),
+    /// Follow the backlog: drop toward `min` when compression falls behind ingest (segments
+    /// queue up or Tier 0 fills), climb toward `max` while the coordinator keeps up.
+    Adaptive {
+        /// Fastest level used.
+        min: i32,
+        /// Strongest level used.
+        max: i32,
+    },
+}
+
+impl Compression {
+    /// Parse `adaptive` (default bounds), `adaptive:MIN..MAX` or a fixed level such as `3`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || {
+            Error::InvalidConfig(format!(
+                "compression {text:?}: expected a level (e.g. 3), adaptive or adaptive:MIN..MAX"
+            ))
+        };
+        let parsed = if text == "adaptive" {
+            Compression::default()
+        } else if let Some(range) = text.strip_prefix("adaptive:") {
+            let (min, max) = range.split_once("..").ok_or_else(bad)?;
+            Compression::Adaptive {
+                min: min.parse().map_err(|_| bad())?,
+                max: max.parse().map_err(|_| bad())?,
+            }
+        } else {
+            Compression::Fixed(text.parse().map_err(|_| bad())?)
+        };
+        parsed.validate()?;
+        Ok(parsed)
+    }
+
+    /// The level range this setting may use.
+    pub fn bounds(&self) -> (i32, i32) {
+        match *self {
+            Compression::Fixed(level) => (level, level),
+            Compression::Adaptive { min, max } => (min, max),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let (min, max) = self.bounds();
+        let range = limits::MIN_ZSTD_LEVEL..=limits::MAX_ZSTD_LEVEL;
+        if !range.contains(&min) || !range.contains(&max) || min > max || min == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "zstd levels {min}..={max} must be non-zero, ordered, within {}..={}",
+                limits::MIN_ZSTD_LEVEL,
+                limits::MAX_ZSTD_LEVEL
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Adaptive {
+            min: limits::DEFAULT_MIN_ZSTD_LEVEL,
+            max: limits::DEFAULT_MAX_ZSTD_LEVEL,
+        }
+    }
+}
+
 /// Configuration of an [`AofManager`](crate::AofManager).
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
@@ -68,20 +137,69 @@ pub struct ManagerConfig {
     pub flush_threads: usize,
     /// Tick of the interval/age timer. Default 1 ms.
     pub timer_tick: Duration,
+    /// Tier 0 budget, bytes: every segment file in Tier 0 (active, prepared, sealed and not yet
+    /// evicted, hydrated) counts at its full size, across all logs. Default 1 GiB.
+    pub tier0_max_bytes: u64,
+    /// Tier 1 budget, bytes of compressed files. Without Tier 2, Tier 1 is the final home of
+    /// sealed segments, so a full Tier 1 stops compression and surfaces as backpressure naming
+    /// Tier 1. Default: unlimited (`u64::MAX`).
+    pub tier1_max_bytes: u64,
+    /// How long an append waits for Tier 0 room (a new segment) before failing with
+    /// `Error::Backpressure`. Default 5 s.
+    pub admission_timeout: Duration,
+    /// zstd level policy of Tier 1 files. Default adaptive.
+    pub compression: Compression,
+    /// Target uncompressed size of one Tier 1 frame (a point read decompresses one frame).
+    /// Default 256 KiB.
+    pub tier1_frame_bytes: usize,
+    /// Compression worker threads. Default: half the CPUs (at least 1, at most 4).
+    pub compress_threads: usize,
 }
 
 impl ManagerConfig {
     /// Defaults for a root directory.
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         ManagerConfig {
             root: root.into(),
             flush_threads: 2,
             timer_tick: Duration::from_millis(1),
+            tier0_max_bytes: limits::DEFAULT_TIER0_MAX_BYTES,
+            tier1_max_bytes: u64::MAX,
+            admission_timeout: Duration::from_secs(5),
+            compression: Compression::default(),
+            tier1_frame_bytes: limits::DEFAULT_TIER1_FRAME_BYTES,
+            compress_threads: (cpus / 2).clamp(1, 4),
         }
     }
 
     /// Check ranges.
     pub fn validate(&self) -> Result<()> {
+        self.compression.validate()?;
+        if self.tier0_max_bytes < 2 * limits::MIN_SEGMENT_BYTES {
+            return Err(Error::InvalidConfig(format!(
+                "tier0_max_bytes {} must hold at least two segments of the smallest size ({} bytes)",
+                self.tier0_max_bytes,
+                2 * limits::MIN_SEGMENT_BYTES
+            )));
+        }
+        if !(limits::MIN_TIER1_FRAME_BYTES..=limits::MAX_TIER1_FRAME_BYTES)
+            .contains(&self.tier1_frame_bytes)
+        {
+            return Err(Error::InvalidConfig(format!(
+                "tier1_frame_bytes {} must be within {}..={}",
+                self.tier1_frame_bytes,
+                limits::MIN_TIER1_FRAME_BYTES,
+                limits::MAX_TIER1_FRAME_BYTES
+            )));
+        }
+        if self.compress_threads == 0 || self.compress_threads > limits::MAX_COMPRESS_THREADS {
+            return Err(Error::InvalidConfig(format!(
+                "compress_threads {} must be 1..={}",
+                self.compress_threads,
+                limits::MAX_COMPRESS_THREADS
+            )));
+        }
         if self.flush_threads == 0 || self.flush_threads > limits::MAX_FLUSH_THREADS {
             return Err(Error::InvalidConfig(format!(
                 "flush_threads {} must be 1..={}",

@@ -28,13 +28,18 @@ mod recovery;
 mod segment;
 mod stats;
 mod sys;
+mod tier1;
+mod tiering;
 
 pub use aof::{Aof, SyncFault};
-pub use config::{Durability, LogConfig, ManagerConfig, ReadVisibility, validate_log_name};
+pub use config::{
+    Compression, Durability, LogConfig, ManagerConfig, ReadVisibility, validate_log_name,
+};
 pub use error::{Error, ErrorKind, Result, Tier};
-pub use manager::{AofManager, LogInfo, SegmentInfo, SegmentState};
+pub use manager::{AofManager, LogInfo, SegmentInfo, SegmentState, TierLocation};
 pub use read::Reader;
 pub use recovery::RecoveryReport;
 pub use recovery::verify::{Problem, VerifyReport};
 pub use segment::Record;
 pub use stats::LogStats;
+pub use tiering::TierStats;

@@ -92,3 +92,61 @@ pub const MAX_GATHER_WINDOW_NS: u64 = 100_000;
 /// 4 MiB doubled the p99 (more commits delayed), 16 MiB kept it near 500 µs, one sync per 64 MiB
 /// segment was similar with longer p99.9 stalls.
 pub const ZERO_FILL_SYNC_BYTES: u64 = 16 << 20;
+
+/// Default Tier 0 budget: room for an active and two prepared 64 MiB segments of several logs
+/// plus sealed segments waiting for compression, well below the memory of a small server.
+pub const DEFAULT_TIER0_MAX_BYTES: u64 = 1 << 30;
+/// Compression worker threads per manager, at most.
+pub const MAX_COMPRESS_THREADS: usize = 16;
+/// zstd's fastest level aof2 accepts (zstd's negative "fast" levels trade ratio for speed).
+pub const MIN_ZSTD_LEVEL: i32 = -7;
+/// zstd's strongest level.
+pub const MAX_ZSTD_LEVEL: i32 = 22;
+/// Default adaptive bounds: `-3` keeps up with buffered ingest on two cores; `9` is as strong as
+/// an idle coordinator can afford before compression time dwarfs the segment's write time.
+pub const DEFAULT_MIN_ZSTD_LEVEL: i32 = -3;
+/// See [`DEFAULT_MIN_ZSTD_LEVEL`].
+pub const DEFAULT_MAX_ZSTD_LEVEL: i32 = 9;
+/// Tier 0 pressure (used / limit) above which eviction runs ahead of demand.
+pub const EVICT_AHEAD_PRESSURE: f64 = 0.9;
+/// A Tier 1 segment whose frames were decompressed this many times over (counted in whole
+/// segments' worth of frames) is read repeatedly: it is hydrated back into Tier 0 when the budget
+/// allows.
+pub const HYDRATE_AFTER_PASSES: u64 = 2;
+
+/// Tier 1 file header size: magic, version, level, identity and counts, with room to spare, so
+/// the segment header copy and the first zstd frame are at fixed offsets.
+pub const TIER1_HEADER_BYTES: u64 = 64;
+/// Tier 1 file footer size: read with one small `pread` at open, together with the segment
+/// footer copy right before it.
+pub const TIER1_FOOTER_BYTES: u64 = 64;
+/// Tier 1 frame index entry size: fixed, so `frame_for_seq` is a binary search over the
+/// decoded index and the index length is `frames x 32`.
+pub const TIER1_FRAME_ENTRY_BYTES: u64 = 32;
+/// Default uncompressed bytes per Tier 1 zstd frame. A point read decompresses one whole frame,
+/// so this bounds its cost: 0.2 ms per 256 KiB frame (decompress + CRC, measured on log-line
+/// records at level 1), while ratio and speed stay those of compressing the segment in one call
+/// (64 MiB segment: 0.226 of the input at 449 MB/s vs 0.224 at 472 MB/s in one zstd call) and
+/// the index stays small (32 bytes per 256 KiB).
+pub const DEFAULT_TIER1_FRAME_BYTES: usize = 256 << 10;
+/// Smallest Tier 1 frame target. Each frame costs a zstd frame header, a 32-byte index entry, a
+/// context reset and a `pread`, and starts without history: at 16 KiB write speed already drops
+/// 5-10% (404-414 vs 441-449 MB/s in the measurement above; the ratio held on that repetitive
+/// data, less repetitive data is expected to lose ratio in small frames too).
+pub const MIN_TIER1_FRAME_BYTES: usize = 16 << 10;
+/// Largest Tier 1 frame target: bounds the memory and latency of decompressing a frame for a
+/// point read (about 6 ms at 8 MiB, scaling the rate above); longer frames gained no ratio in
+/// the measurement above.
+pub const MAX_TIER1_FRAME_BYTES: usize = 8 << 20;
+
+const _: () = assert!(
+    MIN_TIER1_FRAME_BYTES <= DEFAULT_TIER1_FRAME_BYTES
+        && DEFAULT_TIER1_FRAME_BYTES <= MAX_TIER1_FRAME_BYTES
+);
+// Frame lengths are u32 on disk: a frame is at most the target, or one record frame alone, and
+// a record frame is smaller than the records area of the largest segment.
+const _: () = assert!((MAX_TIER1_FRAME_BYTES as u64) < u32::MAX as u64);
+const _: () = assert!(MAX_SEGMENT_BYTES - SEGMENT_HEADER_BYTES <= u32::MAX as u64);
+/// How long a preparer waits for Tier 0 room before giving up (the appender that needs the
+/// segment asks again every few milliseconds until its admission timeout).
+pub const PREPARE_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_millis(20);

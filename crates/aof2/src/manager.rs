@@ -17,6 +17,7 @@ use crate::format::root::{ROOT_FILE_BYTES, RootFile};
 use crate::recovery::verify::VerifyReport;
 use crate::recovery::{RecoveryReport, recover_log};
 use crate::sys;
+use crate::tiering::{TierStats, Tiering};
 
 const ROOT_FILE: &str = "aof2.root";
 const LOCK_FILE: &str = "LOCK";
@@ -32,6 +33,31 @@ pub enum SegmentState {
     Sealed,
     /// Failed verification at open; reads of its range return `Corruption`.
     Quarantined,
+}
+
+/// Where a segment's bytes live, for `inspect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierLocation {
+    /// Only the segment file (Tier 0).
+    Tier0,
+    /// The segment file and its compressed copy.
+    Tier0And1,
+    /// Only the compressed copy (Tier 1).
+    Tier1,
+    /// Neither (a quarantined segment).
+    None,
+}
+
+impl TierLocation {
+    /// Short name: `0`, `0+1`, `1`, `-`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TierLocation::Tier0 => "0",
+            TierLocation::Tier0And1 => "0+1",
+            TierLocation::Tier1 => "1",
+            TierLocation::None => "-",
+        }
+    }
 }
 
 impl SegmentState {
@@ -63,6 +89,19 @@ pub struct SegmentInfo {
     pub record_bytes: u64,
     /// File path.
     pub path: PathBuf,
+    /// Which tiers hold it.
+    pub tier: TierLocation,
+    /// Size of the Tier 1 file, bytes (0 without one).
+    pub tier1_bytes: u64,
+    /// zstd level of the Tier 1 file.
+    pub tier1_level: Option<i32>,
+}
+
+impl SegmentInfo {
+    /// Uncompressed frame bytes ÷ Tier 1 file bytes (`None` without a Tier 1 copy).
+    pub fn compression_ratio(&self) -> Option<f64> {
+        (self.tier1_bytes > 0).then(|| self.record_bytes as f64 / self.tier1_bytes as f64)
+    }
 }
 
 /// One log, for `inspect`.
@@ -85,6 +124,7 @@ struct ManagerInner {
     root_id: u128,
     _lock: File,
     workers: Arc<FlushManager>,
+    tiering: Arc<Tiering>,
     logs: Mutex<HashMap<String, Arc<LogShared>>>,
     reports: Mutex<HashMap<String, RecoveryReport>>,
     sync_fault: Mutex<Option<SyncFault>>,
@@ -129,12 +169,14 @@ impl AofManager {
         let logs_dir = root.join("logs");
         std::fs::create_dir_all(&logs_dir).context(|| format!("create {}", logs_dir.display()))?;
         let workers = FlushManager::start(config.flush_threads, config.timer_tick);
+        let tiering = Tiering::start(&config);
         Ok(AofManager {
             inner: Arc::new(ManagerInner {
                 config,
                 root_id,
                 _lock: lock,
                 workers,
+                tiering,
                 logs: Mutex::new(HashMap::new()),
                 reports: Mutex::new(HashMap::new()),
                 sync_fault: Mutex::new(None),
@@ -170,6 +212,13 @@ impl AofManager {
     fn open_log_mode(&self, name: &str, config: LogConfig, read_only: bool) -> Result<Aof> {
         validate_log_name(name)?;
         config.validate()?;
+        if config.segment_bytes.saturating_mul(2) > self.inner.config.tier0_max_bytes {
+            return Err(Error::InvalidConfig(format!(
+                "segment_bytes {} does not fit the Tier 0 budget of {} bytes twice (an active \
+                 segment and the next one)",
+                config.segment_bytes, self.inner.config.tier0_max_bytes
+            )));
+        }
         if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::Closed("manager".into()));
         }
@@ -185,14 +234,22 @@ impl AofManager {
             // Upgrade: a read-only handle gives way to a writable one.
             shared.close()?;
         }
-        let (recovered, report) = recover_log(self.root(), name, &config, read_only)?;
+        let (recovered, report) = recover_log(
+            self.root(),
+            name,
+            &config,
+            read_only,
+            &self.inner.tiering.budget,
+        )?;
         let shared = LogShared::new(
             recovered,
             config,
             self.inner.workers.clone(),
+            self.inner.tiering.clone(),
             self.inner.sync_fault.lock().clone(),
         );
         self.inner.workers.register(&shared);
+        self.inner.tiering.register(&shared);
         logs.insert(name.to_string(), shared.clone());
         self.inner.reports.lock().insert(name.to_string(), report);
         Ok(Aof { shared })
@@ -264,6 +321,14 @@ impl AofManager {
                         .saturating_sub(crate::limits::SEGMENT_HEADER_BYTES);
                     (SegmentState::Active, written, bytes)
                 };
+                let tier1 = s.tier1();
+                let tier = match (s.in_tier0(), &tier1) {
+                    _ if state == SegmentState::Quarantined => TierLocation::None,
+                    (true, None) => TierLocation::Tier0,
+                    (true, Some(_)) => TierLocation::Tier0And1,
+                    (false, Some(_)) => TierLocation::Tier1,
+                    (false, None) => TierLocation::None,
+                };
                 SegmentInfo {
                     id: s.id,
                     state,
@@ -272,6 +337,9 @@ impl AofManager {
                     file_bytes,
                     record_bytes,
                     path: s.path.clone(),
+                    tier,
+                    tier1_bytes: tier1.as_ref().map_or(0, |t| t.info().file_len),
+                    tier1_level: tier1.as_ref().map(|t| t.info().level),
                 }
             })
             .collect();
@@ -287,6 +355,11 @@ impl AofManager {
     /// Check every record checksum of an open log (sealed segments in parallel).
     pub fn verify_log(&self, log: &Aof) -> VerifyReport {
         crate::recovery::verify::verify(&log.shared)
+    }
+
+    /// Tier 0 budget use, Tier 1 use, compression and eviction statistics of this manager.
+    pub fn tier_stats(&self) -> TierStats {
+        self.inner.tiering.stats()
     }
 
     /// Test seam: fail group-commit syncs of logs opened after this call.
@@ -312,6 +385,7 @@ impl AofManager {
             }
         }
         self.inner.workers.shutdown();
+        self.inner.tiering.shutdown();
         // Release the root for the next manager even while clones of this one are alive.
         let _ = self.inner._lock.unlock();
         first_error.map_or(Ok(()), Err)
@@ -325,6 +399,7 @@ impl Drop for ManagerInner {
                 let _ = log.close();
             }
             self.workers.shutdown();
+            self.tiering.shutdown();
         }
     }
 }

@@ -16,6 +16,7 @@ pub(crate) struct LogCounters {
     pub segments_sealed: AtomicU64,
     pub rollover_waits: AtomicU64,
     pub backpressure_waits: AtomicU64,
+    pub budget_waits: AtomicU64,
 }
 
 impl LogCounters {
@@ -44,6 +45,7 @@ impl LogCounters {
             segments_sealed: self.segments_sealed.load(Relaxed),
             rollover_waits: self.rollover_waits.load(Relaxed),
             backpressure_waits: self.backpressure_waits.load(Relaxed),
+            budget_waits: self.budget_waits.load(Relaxed),
             ..Default::default()
         }
     }
@@ -72,6 +74,8 @@ pub struct LogStats {
     pub rollover_waits: u64,
     /// Appends that waited because too many bytes were unsynced.
     pub backpressure_waits: u64,
+    /// Segment preparations that found no Tier 0 room (and were retried).
+    pub budget_waits: u64,
     /// Records written (next sequence number).
     pub next_seq: u64,
     /// Records durable (all sequences below this are synced).

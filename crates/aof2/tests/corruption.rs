@@ -119,6 +119,9 @@ fn build() -> Fixture {
     m.close().unwrap();
     drop(log);
     drop(m);
+    // These tests damage Tier 0 copies: take away the Tier 1 copies the coordinator may have
+    // made, so recovery has nothing to fall back on (tests/tiering.rs covers the fallback).
+    let _ = fs::remove_dir_all(root.join("logs").join(NAME).join("tier1"));
     let segments = info
         .segments
         .iter()

@@ -37,6 +37,43 @@ pub enum Edit {
         segment_id: u64,
         reason: String,
     },
+    /// The TieredCoordinator starts compressing a sealed segment into Tier 1 (recorded before
+    /// the Tier 1 file is created, so a crash leaves no unknown file).
+    CompressStarted {
+        segment_id: u64,
+        level: i32,
+    },
+    /// The Tier 1 file is complete and durable.
+    CompressDone(Tier1Info),
+    /// Compression failed; the segment stays in Tier 0 only.
+    CompressFailed {
+        segment_id: u64,
+        reason: String,
+    },
+    /// The Tier 0 copy was released (unmapped and deleted); Tier 1 holds the segment.
+    Tier0Evicted {
+        segment_id: u64,
+    },
+    /// The segment was rebuilt into Tier 0 from Tier 1.
+    Hydrated {
+        segment_id: u64,
+    },
+    /// The Tier 1 copy was given up (found damaged or missing while Tier 0 still holds the
+    /// segment); a new compression may follow.
+    Tier1Dropped {
+        segment_id: u64,
+    },
+}
+
+/// What the manifest knows about a segment's Tier 1 file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tier1Info {
+    pub segment_id: u64,
+    pub file_len: u64,
+    pub footer_crc: u32,
+    pub frames: u32,
+    pub uncompressed_bytes: u64,
+    pub level: i32,
 }
 
 /// What the manifest knows about a sealed segment.
@@ -112,6 +149,37 @@ impl Edit {
                 out.push(6);
                 out.extend_from_slice(&epoch.to_le_bytes());
             }
+            Edit::CompressStarted { segment_id, level } => {
+                out.push(7);
+                out.extend_from_slice(&segment_id.to_le_bytes());
+                out.extend_from_slice(&level.to_le_bytes());
+            }
+            Edit::CompressDone(t) => {
+                out.push(8);
+                out.extend_from_slice(&t.segment_id.to_le_bytes());
+                out.extend_from_slice(&t.file_len.to_le_bytes());
+                out.extend_from_slice(&t.footer_crc.to_le_bytes());
+                out.extend_from_slice(&t.frames.to_le_bytes());
+                out.extend_from_slice(&t.uncompressed_bytes.to_le_bytes());
+                out.extend_from_slice(&t.level.to_le_bytes());
+            }
+            Edit::CompressFailed { segment_id, reason } => {
+                out.push(9);
+                out.extend_from_slice(&segment_id.to_le_bytes());
+                put_str(&mut out, reason);
+            }
+            Edit::Tier0Evicted { segment_id } => {
+                out.push(10);
+                out.extend_from_slice(&segment_id.to_le_bytes());
+            }
+            Edit::Hydrated { segment_id } => {
+                out.push(11);
+                out.extend_from_slice(&segment_id.to_le_bytes());
+            }
+            Edit::Tier1Dropped { segment_id } => {
+                out.push(12);
+                out.extend_from_slice(&segment_id.to_le_bytes());
+            }
         }
         out
     }
@@ -145,6 +213,31 @@ impl Edit {
                 reason: get_str(&mut c)?,
             },
             6 => Edit::LogOpened { epoch: c.u32()? },
+            7 => Edit::CompressStarted {
+                segment_id: c.u64()?,
+                level: c.u32()? as i32,
+            },
+            8 => Edit::CompressDone(Tier1Info {
+                segment_id: c.u64()?,
+                file_len: c.u64()?,
+                footer_crc: c.u32()?,
+                frames: c.u32()?,
+                uncompressed_bytes: c.u64()?,
+                level: c.u32()? as i32,
+            }),
+            9 => Edit::CompressFailed {
+                segment_id: c.u64()?,
+                reason: get_str(&mut c)?,
+            },
+            10 => Edit::Tier0Evicted {
+                segment_id: c.u64()?,
+            },
+            11 => Edit::Hydrated {
+                segment_id: c.u64()?,
+            },
+            12 => Edit::Tier1Dropped {
+                segment_id: c.u64()?,
+            },
             tag => return Err(FormatError::Invalid(format!("unknown edit tag {tag}"))),
         };
         if c.remaining() != 0 {
@@ -320,6 +413,25 @@ mod tests {
                 reason: "footer checksum".into(),
             },
             Edit::LogOpened { epoch: 9 },
+            Edit::CompressStarted {
+                segment_id: 0,
+                level: -3,
+            },
+            Edit::CompressDone(Tier1Info {
+                segment_id: 0,
+                file_len: 900,
+                footer_crc: 5,
+                frames: 2,
+                uncompressed_bytes: 4000,
+                level: -3,
+            }),
+            Edit::CompressFailed {
+                segment_id: 0,
+                reason: "disk full".into(),
+            },
+            Edit::Tier0Evicted { segment_id: 0 },
+            Edit::Hydrated { segment_id: 0 },
+            Edit::Tier1Dropped { segment_id: 0 },
         ]
     }
 

@@ -5,6 +5,7 @@
 pub mod manifest;
 pub mod root;
 pub mod segment;
+pub mod tier1;
 
 /// The format version this build writes and the newest it reads.
 pub const FORMAT_VERSION: u16 = 1;

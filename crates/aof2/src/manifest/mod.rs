@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::format::FormatError;
 use crate::format::manifest::{
-    Edit, SealedInfo, WAL_HEADER_BYTES, WalRead, decode_snapshot, decode_wal_header,
+    Edit, SealedInfo, Tier1Info, WAL_HEADER_BYTES, WalRead, decode_snapshot, decode_wal_header,
     decode_wal_record, encode_snapshot, encode_wal_header, encode_wal_record,
 };
 use crate::limits::MANIFEST_COMPACT_BYTES;
@@ -28,6 +28,26 @@ pub struct SegmentEntry {
     pub capacity: u64,
     pub sealed: Option<SealedInfo>,
     pub quarantined: Option<String>,
+    /// A compression into Tier 1 was started and has neither finished nor failed.
+    pub compressing: bool,
+    /// The Tier 1 copy, once complete.
+    pub tier1: Option<Tier1Info>,
+    /// Whether the Tier 0 (segment file) copy exists. False after `Tier0Evicted` until
+    /// `Hydrated`.
+    pub in_tier0: bool,
+}
+
+impl SegmentEntry {
+    fn new(capacity: u64) -> Self {
+        SegmentEntry {
+            capacity,
+            sealed: None,
+            quarantined: None,
+            compressing: false,
+            tier1: None,
+            in_tier0: true,
+        }
+    }
 }
 
 /// The state the edits replay into.
@@ -103,6 +123,74 @@ impl ManifestState {
                     "quarantining segment {segment_id} that is not sealed"
                 )),
             },
+            Edit::CompressStarted { segment_id, .. } => {
+                let e = self.sealed_entry(*segment_id)?;
+                if e.tier1.is_some() {
+                    return Err(format!("segment {segment_id} is already in Tier 1"));
+                }
+                if e.quarantined.is_some() || !e.in_tier0 {
+                    return Err(format!(
+                        "segment {segment_id} has no Tier 0 copy to compress"
+                    ));
+                }
+                Ok(())
+            }
+            Edit::CompressDone(info) => {
+                let e = self.sealed_entry(info.segment_id)?;
+                if !e.compressing || e.tier1.is_some() {
+                    return Err(format!(
+                        "segment {} finished a compression that was not started",
+                        info.segment_id
+                    ));
+                }
+                Ok(())
+            }
+            Edit::CompressFailed { segment_id, .. } => {
+                let e = self.sealed_entry(*segment_id)?;
+                if !e.compressing {
+                    return Err(format!(
+                        "segment {segment_id} failed a compression that was not started"
+                    ));
+                }
+                Ok(())
+            }
+            Edit::Tier0Evicted { segment_id } => {
+                let e = self.sealed_entry(*segment_id)?;
+                if e.tier1.is_none() || !e.in_tier0 {
+                    return Err(format!(
+                        "evicting segment {segment_id} from Tier 0 without a Tier 1 copy"
+                    ));
+                }
+                Ok(())
+            }
+            Edit::Tier1Dropped { segment_id } => self.sealed_entry_for_drop(*segment_id),
+            Edit::Hydrated { segment_id } => {
+                let e = self.sealed_entry(*segment_id)?;
+                if e.tier1.is_none() || e.in_tier0 {
+                    return Err(format!(
+                        "hydrating segment {segment_id} that is not only in Tier 1"
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn sealed_entry_for_drop(&self, segment_id: u64) -> std::result::Result<(), String> {
+        let e = self.sealed_entry(segment_id)?;
+        if e.tier1.is_none() || !e.in_tier0 {
+            return Err(format!(
+                "dropping the Tier 1 copy of segment {segment_id}, which is its only copy"
+            ));
+        }
+        Ok(())
+    }
+
+    fn sealed_entry(&self, segment_id: u64) -> std::result::Result<&SegmentEntry, String> {
+        match self.segments.get(&segment_id) {
+            Some(e) if e.sealed.is_some() => Ok(e),
+            Some(_) => Err(format!("segment {segment_id} is not sealed")),
+            None => Err(format!("unknown segment {segment_id}")),
         }
     }
 
@@ -123,14 +211,8 @@ impl ManifestState {
                 segment_id,
                 capacity,
             } => {
-                self.segments.insert(
-                    *segment_id,
-                    SegmentEntry {
-                        capacity: *capacity,
-                        sealed: None,
-                        quarantined: None,
-                    },
-                );
+                self.segments
+                    .insert(*segment_id, SegmentEntry::new(*capacity));
                 self.next_segment_id = segment_id + 1;
             }
             Edit::SegmentSealed(info) => {
@@ -147,6 +229,38 @@ impl ManifestState {
                 }
             }
             Edit::LogOpened { epoch } => self.epoch = *epoch,
+            Edit::CompressStarted { segment_id, .. } => {
+                if let Some(e) = self.segments.get_mut(segment_id) {
+                    e.compressing = true;
+                }
+            }
+            Edit::CompressDone(info) => {
+                if let Some(e) = self.segments.get_mut(&info.segment_id) {
+                    e.compressing = false;
+                    e.tier1 = Some(*info);
+                }
+            }
+            Edit::CompressFailed { segment_id, .. } => {
+                if let Some(e) = self.segments.get_mut(segment_id) {
+                    e.compressing = false;
+                }
+            }
+            Edit::Tier0Evicted { segment_id } => {
+                if let Some(e) = self.segments.get_mut(segment_id) {
+                    e.in_tier0 = false;
+                }
+            }
+            Edit::Hydrated { segment_id } => {
+                if let Some(e) = self.segments.get_mut(segment_id) {
+                    e.in_tier0 = true;
+                }
+            }
+            Edit::Tier1Dropped { segment_id } => {
+                if let Some(e) = self.segments.get_mut(segment_id) {
+                    e.tier1 = None;
+                    e.compressing = false;
+                }
+            }
         }
     }
 
@@ -170,6 +284,18 @@ impl ManifestState {
             last_prepared = Some(segment_id);
             if let Some(info) = entry.sealed {
                 edits.push(Edit::SegmentSealed(info));
+            }
+            if entry.compressing || entry.tier1.is_some() {
+                edits.push(Edit::CompressStarted {
+                    segment_id,
+                    level: entry.tier1.map_or(0, |t| t.level),
+                });
+            }
+            if let Some(info) = entry.tier1 {
+                edits.push(Edit::CompressDone(info));
+                if !entry.in_tier0 {
+                    edits.push(Edit::Tier0Evicted { segment_id });
+                }
             }
             if let Some(reason) = &entry.quarantined {
                 edits.push(Edit::SegmentQuarantined {

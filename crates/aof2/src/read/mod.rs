@@ -12,15 +12,14 @@ use std::time::{Duration, Instant};
 use crate::aof::LogShared;
 use crate::config::ReadVisibility;
 use crate::error::{Error, Result};
-use crate::segment::mmap::Mapping;
-use crate::segment::{Record, Segment};
+use crate::segment::{Position, Record, Segment};
 
 /// Iterator over records of one log.
 pub struct Reader {
     log: Arc<LogShared>,
     visibility: ReadVisibility,
     next_seq: u64,
-    position: Option<(Arc<Segment>, Arc<Mapping>, u64)>,
+    position: Option<(Arc<Segment>, Position)>,
     failed: bool,
 }
 
@@ -55,19 +54,26 @@ impl Reader {
         }
         let seq = self.next_seq;
         let need_seek = match &self.position {
-            Some((segment, _, _)) => segment.end_seq().is_some_and(|end| seq >= end),
+            Some((segment, position)) => {
+                seq >= position.limit || segment.end_seq().is_some_and(|end| seq >= end)
+            }
             None => true,
         };
         if need_seek {
+            // Drop the old position first: a reader pins only the bytes it is reading.
+            self.position = None;
             let segment = self.log.segments.read().find(seq).cloned().ok_or_else(|| {
                 Error::NotFound(format!("log {:?} has no record {seq}", self.log.name))
             })?;
-            let (mapping, offset) = segment.locate(seq)?;
-            self.position = Some((segment, mapping, offset));
+            let position = segment.locate(seq)?;
+            if position.limit != u64::MAX {
+                self.log.tiering.note_tier1_read(&self.log, &segment);
+            }
+            self.position = Some((segment, position));
         }
-        let (segment, mapping, offset) = self.position.as_mut().expect("positioned");
-        let (record, next_offset) = segment.read_at(mapping, *offset, seq)?;
-        *offset = next_offset;
+        let (segment, position) = self.position.as_mut().expect("positioned");
+        let (record, next_offset) = segment.read_at(&position.backing, position.offset, seq)?;
+        position.offset = next_offset;
         self.next_seq += 1;
         Ok(Some(record))
     }

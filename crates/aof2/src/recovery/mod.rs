@@ -29,6 +29,9 @@ use crate::segment::{
     read_header, scan_frames, segment_file_name,
 };
 use crate::sys;
+use crate::tier1::{tier1_file_name, tier1_tmp_name};
+use crate::tiering::Tier1Segment;
+use crate::tiering::budget::{Lease, Tier0Budget};
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +48,16 @@ pub struct RecoveryReport {
     pub dropped_incomplete_frames: u64,
     /// Segments dropped (never activated, or after a gap).
     pub dropped_segments: usize,
+    /// Sealed segments read from their Tier 1 copy (Tier 0 copy evicted).
+    pub tier1_segments: usize,
+    /// Tier 0 copies given up at open because Tier 1 holds the segment (an interrupted
+    /// hydration or a damaged Tier 0 copy), with the reason.
+    pub tier0_dropped: Vec<(u64, String)>,
+    /// Tier 1 copies given up at open (damaged or missing while Tier 0 still holds the segment;
+    /// compressed again), with the reason.
+    pub tier1_dropped: Vec<(u64, String)>,
+    /// Interrupted compressions whose partial Tier 1 files were removed (they are redone).
+    pub compressions_restarted: usize,
     /// How long recovery took.
     pub elapsed: std::time::Duration,
 }
@@ -72,6 +85,7 @@ pub(crate) fn recover_log(
     name: &str,
     config: &LogConfig,
     read_only: bool,
+    budget: &Arc<Tier0Budget>,
 ) -> Result<(Recovered, RecoveryReport)> {
     let (manifest_dir, segment_dir) = log_dirs(root, name);
     let started = std::time::Instant::now();
@@ -90,6 +104,7 @@ pub(crate) fn recover_log(
             true,
             started,
             report,
+            budget,
         );
     }
     let existing = if ManifestLog::exists(&manifest_dir) {
@@ -136,6 +151,7 @@ pub(crate) fn recover_log(
         false,
         started,
         report,
+        budget,
     )
 }
 
@@ -149,8 +165,10 @@ fn recover_segments(
     read_only: bool,
     started: std::time::Instant,
     mut report: RecoveryReport,
+    budget: &Arc<Tier0Budget>,
 ) -> Result<(Recovered, RecoveryReport)> {
     let manifest_dir = segment_dir.with_file_name("manifest");
+    let tier1_dir = segment_dir.with_file_name("tier1");
     let log_id = manifest.state().log_id;
     // A new epoch for every writable open: frames of older epochs found after frames of this one
     // are stale leftovers, so a torn tail never has to be zeroed.
@@ -208,10 +226,115 @@ fn recover_segments(
                 )));
                 continue;
             }
+            if entry.compressing && entry.tier1.is_none() && !read_only {
+                // Interrupted compression: remove whatever it left; the coordinator redoes it.
+                for file in [tier1_tmp_name(id), tier1_file_name(id)] {
+                    remove_if_present(&tier1_dir.join(file))?;
+                }
+                report.compressions_restarted += 1;
+            }
+            let tier1 = match entry.tier1 {
+                Some(t1) => match Tier1Segment::open(tier1_dir.join(tier1_file_name(id)), t1) {
+                    Ok(opened) => Some(Arc::new(opened)),
+                    Err(e) if entry.in_tier0 => {
+                        // The Tier 0 copy is still there: give up the damaged Tier 1 copy (moved
+                        // to quarantine, reported) and compress again.
+                        tracing::error!(log = name, segment = id, error = %e, "Tier 1 copy is unusable; reading from Tier 0");
+                        if !read_only {
+                            quarantine_file(root, name, &tier1_dir.join(tier1_file_name(id)))?;
+                        }
+                        manifest.append(Edit::Tier1Dropped { segment_id: id })?;
+                        report.tier1_dropped.push((id, e.to_string()));
+                        None
+                    }
+                    Err(e) => {
+                        let reason = format!("Tier 1 copy unusable and no Tier 0 copy: {e}");
+                        tracing::error!(log = name, segment = id, %reason, "quarantining segment");
+                        if !read_only {
+                            quarantine_file(root, name, &tier1_dir.join(tier1_file_name(id)))?;
+                        }
+                        manifest.append(Edit::SegmentQuarantined {
+                            segment_id: id,
+                            reason: reason.clone(),
+                        })?;
+                        report.quarantined.push((id, reason.clone()));
+                        index.insert(Arc::new(Segment::quarantined(
+                            log_name.clone(),
+                            id,
+                            path,
+                            info.base_seq,
+                            info.base_seq + info.record_count,
+                            reason,
+                        )));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            if !entry.in_tier0 {
+                let t1 = tier1.expect("Tier 1 copy checked above");
+                // A crash between the eviction edit and the unlink leaves the file behind.
+                if !read_only {
+                    remove_if_present(&path)?;
+                }
+                let meta = match tier1_sealed_meta(&t1, &info) {
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        let reason = e.to_string();
+                        manifest.append(Edit::SegmentQuarantined {
+                            segment_id: id,
+                            reason: reason.clone(),
+                        })?;
+                        report.quarantined.push((id, reason.clone()));
+                        index.insert(Arc::new(Segment::quarantined(
+                            log_name.clone(),
+                            id,
+                            path,
+                            info.base_seq,
+                            info.base_seq + info.record_count,
+                            reason,
+                        )));
+                        continue;
+                    }
+                };
+                report.sealed_segments += 1;
+                report.tier1_segments += 1;
+                let segment = Segment::sealed(log_name.clone(), id, path, meta, None);
+                segment.set_tier1(t1);
+                index.insert(Arc::new(segment));
+                continue;
+            }
             match check_sealed(&path, info.footer_crc, info.file_len) {
                 Ok(meta) => {
                     report.sealed_segments += 1;
-                    index.insert(Arc::new(Segment::sealed(log_name.clone(), id, path, meta)));
+                    let lease = budget.force(meta.file_len);
+                    let segment = Segment::sealed(log_name.clone(), id, path, meta, Some(lease));
+                    if let Some(t1) = tier1 {
+                        segment.set_tier1(t1);
+                    }
+                    index.insert(Arc::new(segment));
+                }
+                Err(e)
+                    if tier1.is_some()
+                        && (e.kind() == crate::ErrorKind::Corruption
+                            || e.kind() == crate::ErrorKind::NotFound) =>
+                {
+                    // Tier 1 holds the segment: an interrupted hydration (the rebuilt file is a
+                    // cache and is not synced) or a damaged Tier 0 copy. Read from Tier 1.
+                    let reason = e.to_string();
+                    tracing::warn!(log = name, segment = id, %reason, "dropping the Tier 0 copy; Tier 1 holds the segment");
+                    let t1 = tier1.expect("checked");
+                    let meta = tier1_sealed_meta(&t1, &info)?;
+                    if !read_only {
+                        manifest.append(Edit::Tier0Evicted { segment_id: id })?;
+                        remove_if_present(&path)?;
+                    }
+                    report.tier0_dropped.push((id, reason));
+                    report.sealed_segments += 1;
+                    report.tier1_segments += 1;
+                    let segment = Segment::sealed(log_name.clone(), id, path, meta, None);
+                    segment.set_tier1(t1);
+                    index.insert(Arc::new(segment));
                 }
                 Err(e)
                     if e.kind() == crate::ErrorKind::Corruption
@@ -302,7 +425,14 @@ fn recover_segments(
             manifest.append(Edit::SegmentSealed(sealed_info(id, &meta)))?;
             next_seq = Some(header.base_seq + footer.record_count);
             report.sealed_segments += 1;
-            index.insert(Arc::new(Segment::sealed(log_name.clone(), id, path, meta)));
+            let lease = budget.force(meta.file_len);
+            index.insert(Arc::new(Segment::sealed(
+                log_name.clone(),
+                id,
+                path,
+                meta,
+                Some(lease),
+            )));
             continue;
         }
         let mapping =
@@ -326,10 +456,12 @@ fn recover_segments(
     let tail = unsealed.pop();
     for u in unsealed {
         note_tail(&u, &mut report);
+        let lease = budget.force(u.header.capacity);
         let active = u.into_active(
             &log_name,
             epoch,
             WriteMode::for_durability(config.durability),
+            lease,
         )?;
         if read_only {
             index.insert(active.roll().segment);
@@ -343,17 +475,20 @@ fn recover_segments(
     let active = match tail {
         Some(u) if read_only => {
             note_tail(&u, &mut report);
-            Some(u.into_active(&log_name, epoch, WriteMode::Syscall)?)
+            let lease = budget.force(u.header.capacity);
+            Some(u.into_active(&log_name, epoch, WriteMode::Syscall, lease)?)
         }
         None if read_only => None,
         Some(u) => {
             note_tail(&u, &mut report);
             reset_tail_length(&u)?;
             let path = u.path.clone();
+            let lease = budget.force(u.header.capacity);
             let active = u.into_active(
                 &log_name,
                 epoch,
                 WriteMode::for_durability(config.durability),
+                lease,
             )?;
             active.prefault();
             // Recovered frames may only be in the page cache (the writer was killed): make them
@@ -377,8 +512,9 @@ fn recover_segments(
                 PreparedSegment::reopen_blank(&segment_dir, id, capacity, mode, false)?
             };
             let id = prepared.id;
-            let active =
-                prepared.activate(log_name.clone(), log_id, next_seq, sys::now_ms(), epoch);
+            let active = prepared
+                .with_lease(budget.force(config.segment_bytes))
+                .activate(log_name.clone(), log_id, next_seq, sys::now_ms(), epoch);
             // Make the header durable so the next open finds the segment active.
             sys::retry_transient(|| active.file.sync_data())
                 .context(|| format!("fdatasync segment {id} of {name}"))?;
@@ -414,6 +550,7 @@ impl Unsealed {
         log_name: &Arc<str>,
         epoch: u32,
         mode: WriteMode,
+        lease: Lease,
     ) -> Result<ActiveSegment> {
         ActiveSegment::reopen(
             log_name.clone(),
@@ -423,6 +560,7 @@ impl Unsealed {
             &self.scan,
             epoch,
             mode,
+            Some(lease),
         )
     }
 }
@@ -530,4 +668,33 @@ fn first_frame_written(file: &File) -> bool {
     let mut buf = [0u8; crate::limits::FRAME_HEADER_BYTES as usize];
     std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, crate::limits::SEGMENT_HEADER_BYTES)
         .is_ok_and(|()| buf.iter().any(|&b| b != 0))
+}
+
+/// The sealed-segment metadata of a segment held only in Tier 1, from the copy of its footer
+/// stored there (checked against the manifest).
+fn tier1_sealed_meta(t1: &Tier1Segment, info: &SealedInfo) -> Result<segment::SealedMeta> {
+    let footer = *t1.file().segment_footer();
+    let crc = crate::format::segment::SegmentFooter::stored_crc(&footer.encode());
+    if crc != info.footer_crc
+        || footer.base_seq != info.base_seq
+        || footer.file_len() != info.file_len
+    {
+        return Err(Error::corruption(
+            t1.path().display().to_string(),
+            "segment footer copy disagrees with the manifest",
+        ));
+    }
+    Ok(segment::SealedMeta {
+        footer,
+        footer_crc: crc,
+        file_len: info.file_len,
+    })
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("remove {}", path.display()), e)),
+    }
 }

@@ -63,18 +63,44 @@ fn verify_segment(log: &LogShared, segment: &Arc<Segment>, visible: u64) -> Resu
         });
     }
     if let Some(meta) = segment.sealed_meta() {
-        return segment::verify_sealed(&segment.path, &meta).map_err(|e| problem(segment, e));
+        // Every copy is checked: the Tier 0 file and the Tier 1 frames.
+        let mut records = None;
+        if segment.in_tier0() {
+            records = Some(
+                segment::verify_sealed(&segment.path, &meta).map_err(|e| problem(segment, e))?,
+            );
+        }
+        if let Some(t1) = segment.tier1() {
+            let n = t1.file().verify().map_err(|e| problem(segment, e))?;
+            if n != meta.footer.record_count {
+                return Err(Problem {
+                    segment_id: segment.id,
+                    location: t1.path().display().to_string(),
+                    detail: format!(
+                        "Tier 1 copy holds {n} records, the segment {}",
+                        meta.footer.record_count
+                    ),
+                });
+            }
+            records.get_or_insert(n);
+        }
+        return records.ok_or_else(|| Problem {
+            segment_id: segment.id,
+            location: segment.path.display().to_string(),
+            detail: "segment is in neither Tier 0 nor Tier 1".into(),
+        });
     }
     // Active (or rolled, not yet sealed): read every visible record through the normal path.
     let end = segment.end_seq().unwrap_or(visible).min(visible);
     let mut count = 0;
     if segment.base_seq < end {
-        let (mapping, mut offset) = segment
+        let position = segment
             .locate(segment.base_seq)
             .map_err(|e| problem(segment, e))?;
+        let mut offset = position.offset;
         for seq in segment.base_seq..end {
             let (_, next) = segment
-                .read_at(&mapping, offset, seq)
+                .read_at(&position.backing, offset, seq)
                 .map_err(|e| problem(segment, e))?;
             offset = next;
             count += 1;

@@ -25,6 +25,8 @@ use crate::format::{FormatError, crc32c};
 use crate::limits::{
     FRAME_HEADER_BYTES, INDEX_INTERVAL_BYTES, SEGMENT_FOOTER_BYTES, SEGMENT_HEADER_BYTES,
 };
+use crate::tiering::Tier1Segment;
+use crate::tiering::budget::Lease;
 use mmap::{ActiveRegion, Mapping};
 
 /// File name of segment `id`.
@@ -58,13 +60,53 @@ impl WriteMode {
     }
 }
 
-/// A record read from a segment; the payload is borrowed zero-copy from the mapping, which the
-/// record keeps alive.
+/// Bytes holding frames: a Tier 0 mapping, or one decompressed Tier 1 frame (whose offsets
+/// start at 0).
+#[derive(Clone, Debug)]
+pub enum Backing {
+    /// A segment file's mapping; offsets are file offsets.
+    Mapped(Arc<Mapping>),
+    /// One decompressed Tier 1 frame; offsets are relative to its first byte.
+    Frame(Arc<[u8]>),
+}
+
+impl Backing {
+    #[inline]
+    fn slice(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        match self {
+            Backing::Mapped(m) => m.slice(offset, len),
+            Backing::Frame(f) => {
+                let end = offset.checked_add(len)?;
+                f.get(offset as usize..usize::try_from(end).ok()?)
+            }
+        }
+    }
+
+    #[inline]
+    fn tail(&self, offset: u64) -> &[u8] {
+        match self {
+            Backing::Mapped(m) => m.tail(offset),
+            Backing::Frame(f) => f.get(offset as usize..).unwrap_or(&[]),
+        }
+    }
+}
+
+/// Where a reader stands: the bytes holding `seq`, the offset of its frame, and the first
+/// sequence these bytes do not hold (`u64::MAX`: up to the segment's end).
+#[derive(Clone, Debug)]
+pub struct Position {
+    pub backing: Backing,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// A record read from a segment; the payload is borrowed zero-copy from the mapping (or the
+/// decompressed Tier 1 frame), which the record keeps alive.
 #[derive(Clone)]
 pub struct Record {
     seq: u64,
     timestamp_ms: u64,
-    mapping: Arc<Mapping>,
+    backing: Backing,
     payload_offset: u64,
     len: u32,
 }
@@ -90,9 +132,9 @@ impl Record {
     }
     /// Payload bytes (zero-copy).
     pub fn payload(&self) -> &[u8] {
-        self.mapping
+        self.backing
             .slice(self.payload_offset, self.len as u64)
-            .expect("payload within mapping")
+            .expect("payload within its backing bytes")
     }
     /// Payload length.
     pub fn len(&self) -> usize {
@@ -128,7 +170,11 @@ pub struct Segment {
     end_seq: AtomicU64,
     /// Byte offset just after the last frame (valid once `end_seq` is set).
     records_end: AtomicU64,
-    mapping: Mutex<Option<Arc<Mapping>>>,
+    tier0: Mutex<Tier0Slot>,
+    /// The Tier 1 copy, once compressed.
+    tier1: RwLock<Option<Arc<Tier1Segment>>>,
+    /// Coarse clock of the last read (least-recently-used eviction).
+    last_access: AtomicU64,
     /// Sparse index: grows while active; loaded from the footer for sealed segments.
     index: RwLock<Option<Vec<IndexEntry>>>,
     sealed: Mutex<Option<SealedMeta>>,
@@ -136,16 +182,55 @@ pub struct Segment {
     log_name: Arc<str>,
 }
 
+/// The Tier 0 copy of a segment: its file (present or evicted), its mapping (made on first
+/// read), and the budget it holds while present.
+#[derive(Debug, Default)]
+struct Tier0Slot {
+    present: bool,
+    mapping: Option<Arc<Mapping>>,
+    lease: Option<Lease>,
+}
+
+/// Why a Tier 0 copy was not evicted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EvictOutcome {
+    /// Released this many bytes of the budget.
+    Evicted(u64),
+    /// A reader holds the mapping (or a record of it).
+    InUse,
+    /// Not in Tier 0, not sealed, or no Tier 1 copy.
+    NotEligible,
+}
+
+static ACCESS_CLOCK: AtomicU64 = AtomicU64::new(1);
+
+fn access_tick() -> u64 {
+    ACCESS_CLOCK.fetch_add(1, Ordering::Relaxed)
+}
+
 impl Segment {
-    /// A sealed segment known from the manifest; mapped lazily on first read.
-    pub fn sealed(log_name: Arc<str>, id: u64, path: PathBuf, meta: SealedMeta) -> Self {
+    /// A sealed segment known from the manifest; mapped lazily on first read. `tier0` is the
+    /// budget held by its segment file, `None` when only Tier 1 holds it.
+    pub fn sealed(
+        log_name: Arc<str>,
+        id: u64,
+        path: PathBuf,
+        meta: SealedMeta,
+        tier0: Option<Lease>,
+    ) -> Self {
         Segment {
             id,
             base_seq: meta.footer.base_seq,
             path,
             end_seq: AtomicU64::new(meta.footer.base_seq + meta.footer.record_count),
             records_end: AtomicU64::new(meta.footer.records_end),
-            mapping: Mutex::new(None),
+            tier0: Mutex::new(Tier0Slot {
+                present: tier0.is_some(),
+                mapping: None,
+                lease: tier0,
+            }),
+            tier1: RwLock::new(None),
+            last_access: AtomicU64::new(0),
             index: RwLock::new(None),
             sealed: Mutex::new(Some(meta)),
             quarantine: None,
@@ -168,7 +253,9 @@ impl Segment {
             path,
             end_seq: AtomicU64::new(end_seq),
             records_end: AtomicU64::new(0),
-            mapping: Mutex::new(None),
+            tier0: Mutex::new(Tier0Slot::default()),
+            tier1: RwLock::new(None),
+            last_access: AtomicU64::new(0),
             index: RwLock::new(Some(Vec::new())),
             sealed: Mutex::new(None),
             quarantine: Some(reason),
@@ -183,6 +270,7 @@ impl Segment {
         path: PathBuf,
         mapping: Arc<Mapping>,
         index: Vec<IndexEntry>,
+        lease: Option<Lease>,
     ) -> Self {
         Segment {
             id,
@@ -190,7 +278,13 @@ impl Segment {
             path,
             end_seq: AtomicU64::new(u64::MAX),
             records_end: AtomicU64::new(0),
-            mapping: Mutex::new(Some(mapping)),
+            tier0: Mutex::new(Tier0Slot {
+                present: true,
+                mapping: Some(mapping),
+                lease,
+            }),
+            tier1: RwLock::new(None),
+            last_access: AtomicU64::new(access_tick()),
             index: RwLock::new(Some(index)),
             sealed: Mutex::new(None),
             quarantine: None,
@@ -240,14 +334,18 @@ impl Segment {
         Error::corruption(self.location(offset), detail)
     }
 
-    /// The mapping, mapping a sealed file read-only on first use.
-    pub fn mapping(&self) -> Result<Arc<Mapping>> {
+    /// The Tier 0 mapping, mapping a sealed file read-only on first use; `None` when the
+    /// segment is only in Tier 1.
+    pub fn tier0_mapping(&self) -> Result<Option<Arc<Mapping>>> {
         if let Some(reason) = &self.quarantine {
             return Err(self.corruption(None, format!("segment is quarantined: {reason}")));
         }
-        let mut slot = self.mapping.lock();
-        if let Some(m) = slot.as_ref() {
-            return Ok(m.clone());
+        let mut slot = self.tier0.lock();
+        if let Some(m) = slot.mapping.as_ref() {
+            return Ok(Some(m.clone()));
+        }
+        if !slot.present {
+            return Ok(None);
         }
         let meta = self
             .sealed
@@ -268,8 +366,71 @@ impl Segment {
         let m = Arc::new(
             Mapping::map_read(&file, len).context(|| format!("mmap {}", self.path.display()))?,
         );
-        *slot = Some(m.clone());
-        Ok(m)
+        slot.mapping = Some(m.clone());
+        Ok(Some(m))
+    }
+
+    /// Whether the segment file is in Tier 0.
+    pub fn in_tier0(&self) -> bool {
+        self.tier0.lock().present
+    }
+
+    /// The Tier 1 copy, if compressed.
+    pub fn tier1(&self) -> Option<Arc<Tier1Segment>> {
+        self.tier1.read().clone()
+    }
+
+    pub fn set_tier1(&self, tier1: Arc<Tier1Segment>) {
+        *self.tier1.write() = Some(tier1);
+    }
+
+    /// Coarse time of the last read, for least-recently-used eviction.
+    pub fn last_access(&self) -> u64 {
+        self.last_access.load(Ordering::Relaxed)
+    }
+
+    /// Release the Tier 0 copy if it is sealed, has a Tier 1 copy and no reader holds its
+    /// mapping. `record` (the manifest edit) runs under the slot lock before anything changes,
+    /// so readers either got the mapping before (and the segment was skipped as in use) or see
+    /// the segment in Tier 1 only.
+    pub fn evict_tier0(&self, record: impl FnOnce() -> Result<()>) -> Result<EvictOutcome> {
+        if self.tier1.read().is_none() || self.sealed.lock().is_none() {
+            return Ok(EvictOutcome::NotEligible);
+        }
+        let mut slot = self.tier0.lock();
+        if !slot.present {
+            return Ok(EvictOutcome::NotEligible);
+        }
+        if slot
+            .mapping
+            .as_ref()
+            .is_some_and(|m| Arc::strong_count(m) > 1)
+        {
+            return Ok(EvictOutcome::InUse);
+        }
+        record()?;
+        slot.present = false;
+        slot.mapping = None;
+        let released = slot.lease.take().map_or(0, |l| l.bytes());
+        drop(slot);
+        // The manifest already says the file is gone: a crash before the unlink leaves an
+        // orphan that recovery removes.
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "removing an evicted segment file failed")
+            }
+        }
+        Ok(EvictOutcome::Evicted(released))
+    }
+
+    /// Put a rebuilt segment file back into Tier 0 (hydration) holding `lease`.
+    pub fn install_tier0(&self, lease: Lease) {
+        let mut slot = self.tier0.lock();
+        slot.present = true;
+        slot.mapping = None;
+        slot.lease = Some(lease);
     }
 
     fn ensure_index(&self, mapping: &Mapping) -> Result<()> {
@@ -312,13 +473,46 @@ impl Segment {
         }
     }
 
-    /// Locate the frame of `seq` (which the caller knows is written and visible).
-    pub fn locate(&self, seq: u64) -> Result<(Arc<Mapping>, u64)> {
-        let mapping = self.mapping()?;
-        self.ensure_index(&mapping)?;
-        let (mut at_seq, mut offset) = self.index_floor(seq);
+    /// Locate the frame of `seq` (which the caller knows is written and visible), in Tier 0 if
+    /// the segment is there, else in its Tier 1 copy.
+    pub fn locate(&self, seq: u64) -> Result<Position> {
+        self.last_access.store(access_tick(), Ordering::Relaxed);
+        if let Some(mapping) = self.tier0_mapping()? {
+            self.ensure_index(&mapping)?;
+            let (at_seq, offset) = self.index_floor(seq);
+            let backing = Backing::Mapped(mapping);
+            let offset = self.step_to(&backing, at_seq, offset, seq)?;
+            return Ok(Position {
+                backing,
+                offset,
+                limit: u64::MAX,
+            });
+        }
+        let tier1 = self
+            .tier1()
+            .ok_or_else(|| self.corruption(None, "segment is in neither Tier 0 nor Tier 1"))?;
+        let (frame, base, count) = tier1.frame_for_seq(seq).ok_or_else(|| {
+            self.corruption(None, format!("Tier 1 copy has no frame for seq {seq}"))
+        })?;
+        let backing = Backing::Frame(tier1.frame(frame)?);
+        let offset = self.step_to(&backing, base, 0, seq)?;
+        Ok(Position {
+            backing,
+            offset,
+            limit: base + count,
+        })
+    }
+
+    /// Walk frame headers from (`at_seq`, `offset`) to the frame of `seq`.
+    fn step_to(
+        &self,
+        backing: &Backing,
+        mut at_seq: u64,
+        mut offset: u64,
+        seq: u64,
+    ) -> Result<u64> {
         while at_seq < seq {
-            let bytes = mapping.tail(offset);
+            let bytes = backing.tail(offset);
             if bytes.len() < FRAME_HEADER_BYTES as usize {
                 return Err(self.corruption(
                     Some(offset),
@@ -335,12 +529,12 @@ impl Segment {
             offset += FRAME_HEADER_BYTES + header.len as u64;
             at_seq += 1;
         }
-        Ok((mapping, offset))
+        Ok(offset)
     }
 
     /// Decode and verify the frame at `offset`, which must hold `seq`.
-    pub fn read_at(&self, mapping: &Arc<Mapping>, offset: u64, seq: u64) -> Result<(Record, u64)> {
-        let bytes = mapping.tail(offset);
+    pub fn read_at(&self, backing: &Backing, offset: u64, seq: u64) -> Result<(Record, u64)> {
+        let bytes = backing.tail(offset);
         let header = decode_frame(bytes).map_err(|e| {
             self.corruption(
                 Some(offset),
@@ -359,7 +553,7 @@ impl Segment {
         let record = Record {
             seq,
             timestamp_ms: header.timestamp_ms,
-            mapping: mapping.clone(),
+            backing: backing.clone(),
             payload_offset: offset + FRAME_HEADER_BYTES,
             len: header.len,
         };
@@ -373,6 +567,10 @@ impl Segment {
     }
 
     fn set_sealed(&self, meta: SealedMeta) {
+        if let Some(lease) = self.tier0.lock().lease.as_mut() {
+            // The preallocated tail is gone: hold only what the file keeps.
+            lease.shrink_to(meta.file_len);
+        }
         *self.sealed.lock() = Some(meta);
     }
 }
@@ -386,6 +584,8 @@ pub struct PreparedSegment {
     file: File,
     mapping: Arc<Mapping>,
     mode: WriteMode,
+    /// Tier 0 budget held for `capacity` bytes.
+    lease: Option<Lease>,
 }
 
 /// Write `len` zero bytes from offset 0 and make them durable, syncing every
@@ -483,6 +683,7 @@ impl PreparedSegment {
             file,
             mapping,
             mode,
+            lease: None,
         })
     }
 
@@ -510,6 +711,12 @@ impl PreparedSegment {
                 .context(|| format!("preallocate {} bytes for {}", capacity, path.display()))?;
         }
         Self::map_and_prefault(id, path, capacity, file, mode, zero_fill)
+    }
+
+    /// Attach the Tier 0 budget lease that pays for this segment.
+    pub fn with_lease(mut self, lease: Lease) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// Write the header and turn this into the active segment starting at `base_seq`.
@@ -549,6 +756,7 @@ impl PreparedSegment {
             self.path,
             self.mapping,
             Vec::new(),
+            self.lease,
         ));
         ActiveSegment {
             segment,
@@ -596,6 +804,7 @@ pub struct ActiveSegment {
 
 impl ActiveSegment {
     /// Reopen an active segment found by recovery: `scan` describes its valid frames.
+    #[allow(clippy::too_many_arguments)]
     pub fn reopen(
         log_name: Arc<str>,
         path: PathBuf,
@@ -604,6 +813,7 @@ impl ActiveSegment {
         scan: &ScanResult,
         epoch: u32,
         mode: WriteMode,
+        lease: Option<Lease>,
     ) -> Result<Self> {
         let mapping = match mode {
             WriteMode::Mapped => Mapping::map_write(&file, header.capacity),
@@ -618,6 +828,7 @@ impl ActiveSegment {
             path,
             mapping.clone(),
             scan.index.clone(),
+            lease,
         ));
         Ok(ActiveSegment {
             segment,
@@ -651,8 +862,9 @@ impl ActiveSegment {
             Some(region) => region.mapping().prefault_write(),
             None => self
                 .segment
-                .mapping
+                .tier0
                 .lock()
+                .mapping
                 .as_ref()
                 .map_or((), |m| m.prefault_read()),
         }

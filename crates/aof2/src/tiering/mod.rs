@@ -1,0 +1,746 @@
+//! The TieredCoordinator: moves sealed segments from Tier 0 (segment files, memory-mapped) to
+//! Tier 1 (zstd-compressed files of independently decodable frames), evicts Tier 0 copies under
+//! the global budget, and hydrates Tier 1 segments that are read repeatedly.
+//!
+//! - Compression runs on a bounded pool of `compress_threads` workers; nothing on the append
+//!   path waits for it. Every transition is a manifest edit written before its effect
+//!   (`CompressStarted` before the file exists, `CompressDone` once it is durable,
+//!   `Tier0Evicted` before the segment file is deleted, `Hydrated` once it is rebuilt), so
+//!   recovery can finish or undo any of them (see `recovery`).
+//! - Compression doubles as a scrub: every record checksum of the segment is verified before its
+//!   bytes are compressed, so a damaged segment never gets a clean-looking Tier 1 copy.
+//! - The zstd level adapts (see [`Compression`]): it drops when segments queue up, when the
+//!   workers are busy for most of the time between arrivals, or when Tier 0 fills; it climbs
+//!   while they idle.
+//! - Eviction picks least-recently-read sealed segments that have a Tier 1 copy and that no
+//!   reader holds; it runs on demand (a new segment needs room) and ahead of demand above
+//!   [`limits::EVICT_AHEAD_PRESSURE`].
+
+pub mod budget;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::aof::LogShared;
+use crate::config::{Compression, ManagerConfig};
+use crate::error::{Error, Result, Tier};
+use crate::format::manifest::{Edit, Tier1Info};
+use crate::limits;
+use crate::segment::{self, EvictOutcome, Segment};
+use crate::tier1::{self, Tier1File};
+use budget::{Lease, Tier0Budget};
+
+/// The Tier 1 copy of one segment, with per-frame single-flight decompression.
+#[derive(Debug)]
+pub struct Tier1Segment {
+    file: Tier1File,
+    path: PathBuf,
+    info: Tier1Info,
+    /// (base seq, record count) of every frame.
+    ranges: Vec<(u64, u64)>,
+    /// One slot per frame: concurrent readers of a frame wait on its own lock while one of them
+    /// decompresses it, then share the result (no global lock, no lost wake-up).
+    slots: Vec<Mutex<Option<Weak<[u8]>>>>,
+    /// The most recently decompressed frame, kept alive for the next reader.
+    recent: Mutex<Option<Arc<[u8]>>>,
+    frame_loads: AtomicU64,
+    hydrating: AtomicBool,
+}
+
+impl Tier1Segment {
+    /// Open a Tier 1 file recorded in the manifest (header, footer and frame index are checked).
+    pub fn open(path: PathBuf, info: Tier1Info) -> Result<Self> {
+        let file = Tier1File::open(&path, info.footer_crc, info.file_len)?;
+        let ranges: Vec<(u64, u64)> = file
+            .frames()
+            .iter()
+            .map(|f| (f.base_seq, f.record_count as u64))
+            .collect();
+        let slots = (0..ranges.len()).map(|_| Mutex::new(None)).collect();
+        Ok(Tier1Segment {
+            file,
+            path,
+            info,
+            ranges,
+            slots,
+            recent: Mutex::new(None),
+            frame_loads: AtomicU64::new(0),
+            hydrating: AtomicBool::new(false),
+        })
+    }
+
+    pub fn info(&self) -> &Tier1Info {
+        &self.info
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    pub fn file(&self) -> &Tier1File {
+        &self.file
+    }
+
+    /// The frame holding `seq`: (index, base seq, record count).
+    pub fn frame_for_seq(&self, seq: u64) -> Option<(usize, u64, u64)> {
+        let i = self.ranges.partition_point(|&(base, _)| base <= seq);
+        let (base, count) = *self.ranges.get(i.checked_sub(1)?)?;
+        (seq < base + count).then_some((i - 1, base, count))
+    }
+
+    /// Decompressed bytes of frame `i` (record frames exactly as in the segment file).
+    pub fn frame(&self, i: usize) -> Result<Arc<[u8]>> {
+        let slot = self
+            .slots
+            .get(i)
+            .ok_or_else(|| Error::corruption(self.path.display().to_string(), "no such frame"))?;
+        let mut slot = slot.lock();
+        if let Some(bytes) = slot.as_ref().and_then(Weak::upgrade) {
+            return Ok(bytes);
+        }
+        let bytes: Arc<[u8]> = self.file.read_frame(i)?.into();
+        *slot = Some(Arc::downgrade(&bytes));
+        drop(slot);
+        *self.recent.lock() = Some(bytes.clone());
+        self.frame_loads.fetch_add(1, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    /// Whether this segment has been decompressed often enough to be worth rebuilding in
+    /// Tier 0; true at most once until [`Tier1Segment::hydration_done`].
+    fn wants_hydration(&self) -> bool {
+        let loads = self.frame_loads.load(Ordering::Relaxed);
+        loads >= limits::HYDRATE_AFTER_PASSES * self.ranges.len().max(1) as u64
+            && !self.hydrating.swap(true, Ordering::AcqRel)
+    }
+
+    fn hydration_done(&self) {
+        self.frame_loads.store(0, Ordering::Relaxed);
+        self.hydrating.store(false, Ordering::Release);
+    }
+}
+
+/// Manager-wide tiering statistics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TierStats {
+    /// Tier 0 bytes held now (segment files of every log).
+    pub tier0_used_bytes: u64,
+    /// Tier 0 budget.
+    pub tier0_max_bytes: u64,
+    /// Highest Tier 0 use seen.
+    pub tier0_peak_bytes: u64,
+    /// used ÷ budget.
+    pub memory_pressure: f64,
+    /// Bytes of Tier 1 files.
+    pub tier1_used_bytes: u64,
+    /// Tier 1 budget.
+    pub tier1_max_bytes: u64,
+    /// Whether compression is stopped because Tier 1 is full.
+    pub tier1_full: bool,
+    /// zstd level the next compression uses.
+    pub compression_level: i32,
+    /// Segments waiting for compression.
+    pub compress_backlog: u64,
+    /// Segments compressed since open.
+    pub segments_compressed: u64,
+    /// Compressions that failed.
+    pub compress_failures: u64,
+    /// Uncompressed bytes compressed since open.
+    pub compress_in_bytes: u64,
+    /// Compressed bytes written since open.
+    pub compress_out_bytes: u64,
+    /// Time spent compressing (encoding and writing), seconds.
+    pub compress_seconds: f64,
+    /// Tier 0 copies evicted since open.
+    pub evictions: u64,
+    /// Bytes of budget released by eviction.
+    pub evicted_bytes: u64,
+    /// Segments hydrated back into Tier 0.
+    pub hydrations: u64,
+    /// Appends refused with `Backpressure` after the admission timeout.
+    pub admission_timeouts: u64,
+}
+
+impl TierStats {
+    /// Uncompressed ÷ compressed bytes of what was compressed since open (0 if nothing was).
+    pub fn compression_ratio(&self) -> f64 {
+        if self.compress_out_bytes == 0 {
+            0.0
+        } else {
+            self.compress_in_bytes as f64 / self.compress_out_bytes as f64
+        }
+    }
+
+    /// Compression throughput, uncompressed MB/s of worker time.
+    pub fn compress_mb_per_sec(&self) -> f64 {
+        if self.compress_seconds == 0.0 {
+            0.0
+        } else {
+            self.compress_in_bytes as f64 / 1e6 / self.compress_seconds
+        }
+    }
+}
+
+enum Task {
+    Compress(Weak<LogShared>, Arc<Segment>),
+    Hydrate(Weak<LogShared>, Arc<Segment>),
+}
+
+#[derive(Default)]
+struct Counters {
+    segments_compressed: AtomicU64,
+    compress_failures: AtomicU64,
+    compress_in_bytes: AtomicU64,
+    compress_out_bytes: AtomicU64,
+    compress_ns: AtomicU64,
+    evictions: AtomicU64,
+    evicted_bytes: AtomicU64,
+    hydrations: AtomicU64,
+    admission_timeouts: AtomicU64,
+}
+
+struct Queue {
+    tasks: VecDeque<Task>,
+    /// Compressions that could not run (Tier 1 full, I/O error): retried later.
+    parked: Vec<(Instant, Task)>,
+    compress_queued: u64,
+    stopped: bool,
+}
+
+/// Tiering state of one manager: the Tier 0 budget and the coordinator's workers.
+pub(crate) struct Tiering {
+    pub(crate) budget: Arc<Tier0Budget>,
+    compression: Compression,
+    frame_bytes: usize,
+    tier1_max: u64,
+    pub(crate) admission_timeout: Duration,
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    logs: Mutex<Vec<Weak<LogShared>>>,
+    level: AtomicI32,
+    tier1_used: AtomicU64,
+    tier1_full: AtomicBool,
+    /// EWMA of the time between compression tasks arriving, and of one compression, ns.
+    arrival_ns: AtomicU64,
+    work_ns: AtomicU64,
+    last_arrival: Mutex<Option<Instant>>,
+    evicting: Mutex<()>,
+    counters: Counters,
+    workers: usize,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Tiering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tiering").finish_non_exhaustive()
+    }
+}
+
+/// How long a parked compression waits before it is retried.
+const RETRY_PARKED: Duration = Duration::from_secs(1);
+
+impl Tiering {
+    pub(crate) fn start(config: &ManagerConfig) -> Arc<Self> {
+        let (min, max) = config.compression.bounds();
+        let start_level = match config.compression {
+            Compression::Fixed(level) => level,
+            Compression::Adaptive { .. } => 3.clamp(min, max),
+        };
+        let t = Arc::new(Tiering {
+            budget: Tier0Budget::new(config.tier0_max_bytes),
+            compression: config.compression,
+            frame_bytes: config.tier1_frame_bytes,
+            tier1_max: config.tier1_max_bytes,
+            admission_timeout: config.admission_timeout,
+            queue: Mutex::new(Queue {
+                tasks: VecDeque::new(),
+                parked: Vec::new(),
+                compress_queued: 0,
+                stopped: false,
+            }),
+            ready: Condvar::new(),
+            logs: Mutex::new(Vec::new()),
+            level: AtomicI32::new(start_level),
+            tier1_used: AtomicU64::new(0),
+            tier1_full: AtomicBool::new(false),
+            arrival_ns: AtomicU64::new(0),
+            work_ns: AtomicU64::new(0),
+            last_arrival: Mutex::new(None),
+            evicting: Mutex::new(()),
+            counters: Counters::default(),
+            workers: config.compress_threads,
+            threads: Mutex::new(Vec::new()),
+        });
+        let mut threads = Vec::new();
+        for i in 0..config.compress_threads {
+            let me = t.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("aof2-tier-{i}"))
+                    .spawn(move || me.worker())
+                    .expect("spawn aof2 tiering thread"),
+            );
+        }
+        *t.threads.lock() = threads;
+        t
+    }
+
+    /// Stop the workers after the task in hand (queued work resumes at the next open: the
+    /// manifest remembers what is pending).
+    pub(crate) fn shutdown(&self) {
+        self.queue.lock().stopped = true;
+        self.ready.notify_all();
+        let threads: Vec<JoinHandle<()>> = self.threads.lock().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Start tiering a log opened for writing: queue every sealed Tier 0 segment that has no
+    /// Tier 1 copy yet (pending work from an earlier run included).
+    pub(crate) fn register(&self, log: &Arc<LogShared>) {
+        self.logs.lock().push(Arc::downgrade(log));
+        for segment in log.segments.read().iter() {
+            if let Some(t1) = segment.tier1() {
+                self.tier1_used
+                    .fetch_add(t1.info().file_len, Ordering::Relaxed);
+            }
+        }
+        if log.is_read_only() {
+            return;
+        }
+        let pending: Vec<Arc<Segment>> = log
+            .segments
+            .read()
+            .iter()
+            .filter(|s| {
+                s.sealed_meta().is_some()
+                    && s.quarantine_reason().is_none()
+                    && s.tier1().is_none()
+                    && s.in_tier0()
+            })
+            .cloned()
+            .collect();
+        for segment in pending {
+            self.submit_compress(log, segment);
+        }
+        self.evict_ahead();
+    }
+
+    /// Queue a sealed segment for compression.
+    pub(crate) fn submit_compress(&self, log: &Arc<LogShared>, segment: Arc<Segment>) {
+        let now = Instant::now();
+        if let Some(prev) = self.last_arrival.lock().replace(now) {
+            ewma(&self.arrival_ns, (now - prev).as_nanos() as u64);
+        }
+        let mut q = self.queue.lock();
+        q.compress_queued += 1;
+        q.tasks
+            .push_back(Task::Compress(Arc::downgrade(log), segment));
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    /// A reader decompressed a frame of `segment`: hydrate it if it is read repeatedly.
+    pub(crate) fn note_tier1_read(&self, log: &Arc<LogShared>, segment: &Arc<Segment>) {
+        if let Some(t1) = segment.tier1()
+            && t1.wants_hydration()
+        {
+            self.queue
+                .lock()
+                .tasks
+                .push_back(Task::Hydrate(Arc::downgrade(log), segment.clone()));
+            self.ready.notify_one();
+        }
+    }
+
+    /// Count an append refused after the admission timeout; the error names the tier that is
+    /// out of room.
+    pub(crate) fn admission_error(&self, log: &str) -> Error {
+        self.counters
+            .admission_timeouts
+            .fetch_add(1, Ordering::Relaxed);
+        if self.tier1_full.load(Ordering::Acquire) {
+            Error::Backpressure {
+                tier: Tier::Tier1,
+                detail: format!(
+                    "log {log:?}: Tier 1 is full ({} of {} bytes) and there is no Tier 2 to \
+                     move segments to, so Tier 0 cannot release memory; nothing was written",
+                    self.tier1_used.load(Ordering::Relaxed),
+                    self.tier1_max
+                ),
+            }
+        } else {
+            Error::Backpressure {
+                tier: Tier::Tier0,
+                detail: format!(
+                    "log {log:?}: no Tier 0 room for a new segment within {:?} ({} of {} bytes \
+                     in use, {} segments waiting for compression); nothing was written",
+                    self.admission_timeout,
+                    self.budget.used(),
+                    self.budget.max(),
+                    self.queue.lock().compress_queued
+                ),
+            }
+        }
+    }
+
+    /// Wait up to `wait` for `bytes` of Tier 0, evicting what can be evicted.
+    pub(crate) fn acquire_tier0(&self, bytes: u64, wait: Duration) -> Option<Lease> {
+        self.budget
+            .acquire_until(bytes, Instant::now() + wait, |missing| {
+                self.evict(missing);
+            })
+    }
+
+    pub(crate) fn stats(&self) -> TierStats {
+        let c = &self.counters;
+        TierStats {
+            tier0_used_bytes: self.budget.used(),
+            tier0_max_bytes: self.budget.max(),
+            tier0_peak_bytes: self.budget.peak(),
+            memory_pressure: self.budget.pressure(),
+            tier1_used_bytes: self.tier1_used.load(Ordering::Relaxed),
+            tier1_max_bytes: self.tier1_max,
+            tier1_full: self.tier1_full.load(Ordering::Relaxed),
+            compression_level: self.level.load(Ordering::Relaxed),
+            compress_backlog: self.queue.lock().compress_queued,
+            segments_compressed: c.segments_compressed.load(Ordering::Relaxed),
+            compress_failures: c.compress_failures.load(Ordering::Relaxed),
+            compress_in_bytes: c.compress_in_bytes.load(Ordering::Relaxed),
+            compress_out_bytes: c.compress_out_bytes.load(Ordering::Relaxed),
+            compress_seconds: c.compress_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            evictions: c.evictions.load(Ordering::Relaxed),
+            evicted_bytes: c.evicted_bytes.load(Ordering::Relaxed),
+            hydrations: c.hydrations.load(Ordering::Relaxed),
+            admission_timeouts: c.admission_timeouts.load(Ordering::Relaxed),
+        }
+    }
+
+    // ------------------------------------------------------------------ workers
+
+    fn next_task(&self) -> Option<Task> {
+        let mut q = self.queue.lock();
+        loop {
+            if q.stopped {
+                return None;
+            }
+            let now = Instant::now();
+            if q.parked.iter().any(|(at, _)| *at <= now) {
+                let parked = std::mem::take(&mut q.parked);
+                for (at, task) in parked {
+                    if at <= now {
+                        q.tasks.push_back(task);
+                    } else {
+                        q.parked.push((at, task));
+                    }
+                }
+            }
+            if let Some(task) = q.tasks.pop_front() {
+                return Some(task);
+            }
+            self.ready.wait_for(&mut q, RETRY_PARKED);
+        }
+    }
+
+    fn worker(self: Arc<Self>) {
+        let mut compressor = match zstd::bulk::Compressor::new(3) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create a zstd context; Tier 1 is disabled");
+                return;
+            }
+        };
+        while let Some(task) = self.next_task() {
+            match task {
+                Task::Compress(log, segment) => {
+                    let outcome = match log.upgrade() {
+                        Some(log) if !log.is_closed() => {
+                            self.compress(&log, &segment, &mut compressor)
+                        }
+                        _ => Ok(true),
+                    };
+                    let mut q = self.queue.lock();
+                    match outcome {
+                        Ok(_) => q.compress_queued -= 1,
+                        Err(_) => q
+                            .parked
+                            .push((Instant::now() + RETRY_PARKED, Task::Compress(log, segment))),
+                    }
+                    drop(q);
+                    self.evict_ahead();
+                }
+                Task::Hydrate(log, segment) => {
+                    if let Some(log) = log.upgrade()
+                        && !log.is_closed()
+                    {
+                        self.hydrate(&log, &segment);
+                    }
+                    if let Some(t1) = segment.tier1() {
+                        t1.hydration_done();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Compress one sealed segment into Tier 1. `Ok(false)`: nothing to do; `Err`: retry later.
+    fn compress(
+        &self,
+        log: &LogShared,
+        segment: &Arc<Segment>,
+        compressor: &mut zstd::bulk::Compressor<'static>,
+    ) -> std::result::Result<bool, ()> {
+        let Some(meta) = segment.sealed_meta() else {
+            return Ok(false);
+        };
+        if segment.tier1().is_some() || segment.quarantine_reason().is_some() {
+            return Ok(false);
+        }
+        let used = self.tier1_used.load(Ordering::Relaxed);
+        if used.saturating_add(meta.file_len) > self.tier1_max {
+            // Without Tier 2 nothing can leave Tier 1: stop and say so (appends will see
+            // backpressure naming Tier 1 once Tier 0 fills).
+            if !self.tier1_full.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    used,
+                    max = self.tier1_max,
+                    "Tier 1 is full; compression paused"
+                );
+            }
+            return Err(());
+        }
+        self.tier1_full.store(false, Ordering::Release);
+        let Ok(Some(mapping)) = segment.tier0_mapping() else {
+            return Ok(false);
+        };
+        let level = self.level.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let result = (|| -> Result<Tier1Info> {
+            log.manifest.lock().append(Edit::CompressStarted {
+                segment_id: segment.id,
+                level,
+            })?;
+            // Scrub: never compress a damaged segment into a clean-looking copy.
+            segment::verify_sealed(&segment.path, &meta)?;
+            let bytes = mapping.slice(0, meta.file_len).ok_or_else(|| {
+                Error::corruption(
+                    segment.path.display().to_string(),
+                    "shorter than its footer says",
+                )
+            })?;
+            let dir = log.tier1_dir();
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+            let written = tier1::write_tier1(
+                &dir,
+                bytes,
+                &meta,
+                log.log_id,
+                level,
+                self.frame_bytes,
+                compressor,
+            )?;
+            let info = Tier1Info {
+                segment_id: segment.id,
+                file_len: written.file_len,
+                footer_crc: written.footer_crc,
+                frames: written.frames,
+                uncompressed_bytes: written.uncompressed_bytes,
+                level: written.level,
+            };
+            let opened = Tier1Segment::open(dir.join(tier1::tier1_file_name(segment.id)), info)?;
+            log.manifest.lock().append(Edit::CompressDone(info))?;
+            segment.set_tier1(Arc::new(opened));
+            Ok(info)
+        })();
+        drop(mapping);
+        let ns = started.elapsed().as_nanos() as u64;
+        match result {
+            Ok(info) => {
+                let c = &self.counters;
+                c.segments_compressed.fetch_add(1, Ordering::Relaxed);
+                c.compress_in_bytes
+                    .fetch_add(info.uncompressed_bytes, Ordering::Relaxed);
+                c.compress_out_bytes
+                    .fetch_add(info.file_len, Ordering::Relaxed);
+                c.compress_ns.fetch_add(ns, Ordering::Relaxed);
+                self.tier1_used.fetch_add(info.file_len, Ordering::Relaxed);
+                ewma(&self.work_ns, ns);
+                self.adapt_level();
+                Ok(true)
+            }
+            Err(e) => {
+                self.counters
+                    .compress_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(log = %log.name, segment = segment.id, error = %e, "compression into Tier 1 failed; the segment stays in Tier 0");
+                let dir = log.tier1_dir();
+                let _ = std::fs::remove_file(dir.join(tier1::tier1_tmp_name(segment.id)));
+                let _ = std::fs::remove_file(dir.join(tier1::tier1_file_name(segment.id)));
+                let mut manifest = log.manifest.lock();
+                if manifest
+                    .state()
+                    .segments
+                    .get(&segment.id)
+                    .is_some_and(|e| e.compressing)
+                {
+                    let _ = manifest.append(Edit::CompressFailed {
+                        segment_id: segment.id,
+                        reason: e.to_string(),
+                    });
+                }
+                drop(manifest);
+                if e.kind() == crate::ErrorKind::Corruption {
+                    // A damaged segment stays in Tier 0 (never evicted); `verify` reports it.
+                    Ok(false)
+                } else {
+                    Err(())
+                }
+            }
+        }
+    }
+
+    /// Adaptive level: down when compression falls behind ingest, up when it idles.
+    fn adapt_level(&self) {
+        let Compression::Adaptive { min, max } = self.compression else {
+            return;
+        };
+        let backlog = self.queue.lock().compress_queued.saturating_sub(1);
+        let arrival = self.arrival_ns.load(Ordering::Relaxed);
+        let work = self.work_ns.load(Ordering::Relaxed);
+        let threads = self.workers as u64;
+        // Share of the workers' time compression needs at the current ingest rate.
+        let busy = if arrival == 0 {
+            0.0
+        } else {
+            work as f64 / (arrival as f64 * threads as f64)
+        };
+        let pressure = self.budget.pressure();
+        let level = self.level.load(Ordering::Relaxed);
+        let next = if backlog >= 2 || busy > 0.8 || pressure > 0.95 {
+            (level - 2).max(min)
+        } else if backlog == 0 && busy < 0.4 && pressure < 0.75 {
+            (level + 1).min(max)
+        } else {
+            level
+        };
+        // zstd reads level 0 as "default" (3): step over it.
+        let next = match next {
+            0 if next > level => 1,
+            0 => -1,
+            n => n,
+        };
+        if next != level {
+            tracing::debug!(level = next, backlog, busy, pressure, "compression level");
+            self.level.store(next, Ordering::Relaxed);
+        }
+    }
+
+    /// Evict while Tier 0 is above the evict-ahead pressure.
+    fn evict_ahead(&self) {
+        let max = self.budget.max();
+        let target = (max as f64 * limits::EVICT_AHEAD_PRESSURE) as u64;
+        let used = self.budget.used();
+        if used > target {
+            self.evict(used - target);
+        }
+    }
+
+    /// Evict least-recently-read Tier 0 copies that Tier 1 holds until `need` bytes are freed
+    /// (or nothing more can be). Returns the bytes freed.
+    pub(crate) fn evict(&self, need: u64) -> u64 {
+        let _one_at_a_time = self.evicting.lock();
+        let logs: Vec<Arc<LogShared>> = {
+            let mut l = self.logs.lock();
+            l.retain(|w| w.strong_count() > 0);
+            l.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut candidates: Vec<(u64, Arc<LogShared>, Arc<Segment>)> = Vec::new();
+        for log in &logs {
+            if log.is_read_only() || log.is_closed() {
+                continue;
+            }
+            for s in log.segments.read().iter() {
+                if s.tier1().is_some() && s.in_tier0() && s.sealed_meta().is_some() {
+                    candidates.push((s.last_access(), log.clone(), s.clone()));
+                }
+            }
+        }
+        candidates.sort_by_key(|(at, _, _)| *at);
+        let mut freed = 0;
+        for (_, log, segment) in candidates {
+            if freed >= need {
+                break;
+            }
+            let outcome = segment.evict_tier0(|| {
+                log.manifest.lock().append(Edit::Tier0Evicted {
+                    segment_id: segment.id,
+                })
+            });
+            match outcome {
+                Ok(EvictOutcome::Evicted(bytes)) => {
+                    freed += bytes;
+                    self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .evicted_bytes
+                        .fetch_add(bytes, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(log = %log.name, segment = segment.id, error = %e, "eviction failed")
+                }
+            }
+        }
+        freed
+    }
+
+    /// Rebuild a Tier 1 segment into Tier 0 if the budget has room (evicting colder segments).
+    fn hydrate(&self, log: &LogShared, segment: &Arc<Segment>) {
+        let (Some(t1), Some(meta)) = (segment.tier1(), segment.sealed_meta()) else {
+            return;
+        };
+        if segment.in_tier0() {
+            return;
+        }
+        let Some(lease) = self.budget.try_acquire(meta.file_len).or_else(|| {
+            self.evict(meta.file_len);
+            self.budget.try_acquire(meta.file_len)
+        }) else {
+            return;
+        };
+        let result = (|| -> Result<()> {
+            t1.file().rebuild_segment(&segment.path)?;
+            segment::check_sealed(&segment.path, meta.footer_crc, meta.file_len)?;
+            log.manifest.lock().append(Edit::Hydrated {
+                segment_id: segment.id,
+            })
+        })();
+        match result {
+            Ok(()) => {
+                segment.install_tier0(lease);
+                self.counters.hydrations.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(log = %log.name, segment = segment.id, error = %e, "hydration failed; reads stay on Tier 1");
+                let _ = std::fs::remove_file(&segment.path);
+            }
+        }
+    }
+}
+
+fn ewma(slot: &AtomicU64, sample: u64) {
+    let old = slot.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        sample
+    } else {
+        (old * 3 + sample) / 4
+    };
+    slot.store(new, Ordering::Relaxed);
+}
