@@ -785,6 +785,11 @@ impl LogShared {
         result
     }
 
+    /// Rolled segments whose seal has not finished.
+    pub(crate) fn pending_seals(&self) -> usize {
+        *self.pending_seals.lock()
+    }
+
     pub(crate) fn is_read_only(&self) -> bool {
         self.read_only
     }

@@ -357,6 +357,50 @@ impl AofManager {
         crate::recovery::verify::verify(&log.shared)
     }
 
+    /// Wait until every sealed segment of `log` (quarantined ones aside) has its Tier 1 copy,
+    /// or `timeout` passes. Returns whether it did.
+    pub fn wait_for_tier1(&self, log: &Aof, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let pending = log.shared.segments.read().iter().any(|s| {
+                s.sealed_meta().is_some() && s.quarantine_reason().is_none() && s.tier1().is_none()
+            }) || log.shared.pending_seals() > 0;
+            if !pending {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// Release every Tier 0 copy of `log` that Tier 1 holds and no reader is using (as the
+    /// coordinator does under memory pressure). Returns the bytes of budget released.
+    pub fn evict_tier0(&self, log: &Aof) -> Result<u64> {
+        if log.shared.is_read_only() {
+            return Err(Error::ReadOnly {
+                log: log.name().to_string(),
+            });
+        }
+        let mut freed = 0;
+        let segments: Vec<_> = log.shared.segments.read().iter().cloned().collect();
+        for segment in segments {
+            let outcome = segment.evict_tier0(|| {
+                log.shared
+                    .manifest
+                    .lock()
+                    .append(crate::format::manifest::Edit::Tier0Evicted {
+                        segment_id: segment.id,
+                    })
+            })?;
+            if let crate::segment::EvictOutcome::Evicted(bytes) = outcome {
+                freed += bytes;
+            }
+        }
+        Ok(freed)
+    }
+
     /// Tier 0 budget use, Tier 1 use, compression and eviction statistics of this manager.
     pub fn tier_stats(&self) -> TierStats {
         self.inner.tiering.stats()
