@@ -276,6 +276,10 @@ fn recover_segments(
                 // A crash between the eviction edit and the unlink leaves the file behind.
                 if !read_only {
                     remove_if_present(&path)?;
+                    // And an interrupted hydration leaves its temporary file.
+                    let mut tmp = path.clone().into_os_string();
+                    tmp.push(".tmp");
+                    remove_if_present(Path::new(&tmp))?;
                 }
                 let meta = match tier1_sealed_meta(&t1, &info) {
                     Ok(meta) => meta,
