@@ -75,12 +75,27 @@ pub enum Hidden {
         #[arg(long, value_enum)]
         payload: PayloadKind,
     },
+    /// W6: ingest through a Tier 0 budget and report.
+    #[command(name = crate::tiering::INGEST_COMMAND, hide = true)]
+    TierIngest {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long)]
+        budget: u64,
+        #[arg(long)]
+        record_size: usize,
+        #[arg(long, value_enum)]
+        payload: PayloadKind,
+    },
 }
 
 impl Hidden {
     /// The child's parameters.
     pub fn child_args(&self) -> ChildArgs {
         match self {
+            Hidden::TierIngest { .. } => unreachable!("the ingest child has its own entry point"),
             Hidden::AppendUntilKilled {
                 system,
                 dir,

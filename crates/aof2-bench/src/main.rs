@@ -15,6 +15,7 @@ mod payload;
 mod report;
 mod stats;
 mod systems;
+mod tiering;
 mod workloads;
 
 use std::io::Write;
@@ -28,6 +29,29 @@ use workloads::Bench;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(cli::Hidden::TierIngest {
+        dir,
+        bytes,
+        budget,
+        record_size,
+        payload,
+    }) = &cli.child
+    {
+        let args = tiering::IngestArgs {
+            dir: dir.clone(),
+            bytes: *bytes,
+            budget: *budget,
+            record_size: *record_size,
+            payload: *payload,
+        };
+        return match tiering::ingest_child(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("aof2-bench ingest child: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(child) = &cli.child {
         return match workloads::append_until_killed(&child.child_args()) {
             Ok(()) => ExitCode::SUCCESS,

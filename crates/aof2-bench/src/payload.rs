@@ -29,6 +29,61 @@ pub enum PayloadKind {
     Text,
     /// Pseudo-random bytes.
     Random,
+    /// Log lines (timestamps, levels, services, ids, numbers): compresses like real logs, 3–5x
+    /// at zstd level 1. One of [`LOG_BODIES`] bodies chosen by id; together they exceed zstd's
+    /// window, so the ratio comes from the text, not from repeated bodies.
+    Logs,
+}
+
+/// Distinct log-line bodies.
+pub const LOG_BODIES: usize = 8192;
+
+fn log_body(index: u64, size: usize) -> Vec<u8> {
+    const LEVELS: [&str; 6] = ["INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"];
+    const SERVICES: [&str; 8] = [
+        "orders", "payments", "gateway", "inventory", "auth", "search", "billing", "shipping",
+    ];
+    const MESSAGES: [&str; 12] = [
+        "request completed",
+        "order accepted",
+        "payment authorized",
+        "cache miss, loading from store",
+        "retrying upstream call",
+        "user session refreshed",
+        "rate limit close to threshold",
+        "inventory reserved",
+        "shipment label created",
+        "slow query detected",
+        "token validated",
+        "connection pool resized",
+    ];
+    let mut state = index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xA076_1D64_78BD_642F;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut out = String::with_capacity(size + 256);
+    while out.len() < size {
+        let r = next();
+        let ms = 1_700_000_000_000 + (index * 997 + (r & 0xffff)) % 86_400_000;
+        out.push_str(&format!(
+            "ts={ms} level={} svc={}-{} host=node-{:02} user=u{:06} req={:016x} latency_ms={} status={} msg=\"{}\"\n",
+            LEVELS[(r % 6) as usize],
+            SERVICES[((r >> 8) % 8) as usize],
+            (r >> 12) % 4,
+            (r >> 16) % 24,
+            (r >> 24) % 1_000_000,
+            next(),
+            (r >> 44) % 900,
+            [200, 200, 200, 201, 404, 500][((r >> 54) % 6) as usize],
+            MESSAGES[((r >> 58) % 12) as usize],
+        ));
+    }
+    let mut bytes = out.into_bytes();
+    bytes.truncate(size);
+    bytes
 }
 
 /// Builds payloads of one size into reusable buffers.
@@ -56,6 +111,7 @@ impl PayloadBuilder {
                         .collect()
                 })
                 .collect(),
+            PayloadKind::Logs => (0..LOG_BODIES as u64).map(|b| log_body(b, size)).collect(),
         };
         PayloadBuilder {
             bodies,

@@ -55,16 +55,19 @@ pub enum Workload {
     W4,
     /// Reopen after `kill -9`.
     W5,
+    /// Tiering: compression, Tier 1 reads, ingest through a Tier 0 budget (aof2 only).
+    W6,
 }
 
 impl Workload {
     /// Every workload, in order.
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::W1,
         Workload::W2,
         Workload::W3,
         Workload::W4,
         Workload::W5,
+        Workload::W6,
     ];
 
     /// Short id (`w1`).
@@ -75,6 +78,7 @@ impl Workload {
             Workload::W3 => "w3",
             Workload::W4 => "w4",
             Workload::W5 => "w5",
+            Workload::W6 => "w6",
         }
     }
 
@@ -88,6 +92,9 @@ impl Workload {
             }
             Workload::W4 => "W4 read-back (page cache warm: data just written)",
             Workload::W5 => "W5 reopen after kill -9 of an appending child process",
+            Workload::W6 => {
+                "W6 tiering: Tier 1 compression and reads vs plain zstd, ingest through a Tier 0 budget"
+            }
         }
     }
 }

@@ -82,6 +82,12 @@ pub struct Settings {
     pub point_reads: u64,
     /// W5: bytes acknowledged before the kill.
     pub reopen_volumes: Vec<u64>,
+    /// W6: bytes written untiered, then compressed, for the compression and Tier 1 read rows.
+    pub tier_fill_bytes: u64,
+    /// W6: bytes ingested through the Tier 0 budget.
+    pub tier_ingest_bytes: u64,
+    /// W6: the Tier 0 budget of the ingest rows.
+    pub tier_budget: u64,
 }
 
 impl Settings {
@@ -102,6 +108,9 @@ impl Settings {
             read_fill_bytes: 128 << 20,
             point_reads: 200_000,
             reopen_volumes: vec![400 << 20],
+            tier_fill_bytes: 256 << 20,
+            tier_ingest_bytes: 1 << 30,
+            tier_budget: 256 << 20,
         }
     }
 
@@ -115,6 +124,8 @@ impl Settings {
             read_fill_bytes: 1 << 30,
             point_reads: 1_000_000,
             reopen_volumes: vec![400 << 20, 4 << 30],
+            tier_fill_bytes: 1 << 30,
+            tier_ingest_bytes: 4 << 30,
             ..Settings::quick(data_dir)
         }
     }
@@ -337,6 +348,7 @@ impl<'a> Bench<'a> {
             Workload::W3 => self.w3(),
             Workload::W4 => self.w4(),
             Workload::W5 => self.w5(),
+            Workload::W6 => crate::tiering::w6(self.settings),
         }
     }
 

@@ -1,14 +1,16 @@
 //! Command-line grammar of `aof2` (clap derive).
 //!
 //! Contract: parsing only. Every value is validated as far as the CLI can without touching disk:
-//! `--durability` goes through [`aof2::Durability::parse`], sizes through [`parse_size`]. A parse
-//! failure is a clap usage error, which exits with status 2. Ranges that only the library knows
-//! (segment size bounds, log-name rules) are checked when the log is opened and also exit 2.
+//! `--durability` goes through [`aof2::Durability::parse`], `--compression` through
+//! [`aof2::Compression::parse`], sizes through [`parse_size`]. A parse failure is a clap usage
+//! error, which exits with status 2. Ranges and combinations that only the library knows (segment
+//! size bounds, a Tier 0 budget too small for two segments, log-name rules) are checked by
+//! `open::check_options` before anything touches disk, and also exit 2.
 //! `--root` and the log options are accepted after the subcommand.
 
 use std::path::PathBuf;
 
-use aof2::Durability;
+use aof2::{Compression, Durability};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// aof2: inspect and drive a durable append-only log from the shell.
@@ -47,13 +49,33 @@ pub struct RootArg {
     pub root: PathBuf,
 }
 
-/// How a log is opened. Reading commands accept these too because opening a log may have to
-/// create its active segment.
+/// How the manager stores segments: their size, the Tier 0 and Tier 1 budgets and the
+/// compression of Tier 1 copies. Every command that opens a root accepts these.
 #[derive(Debug, Clone, Copy, Args)]
-pub struct LogOptions {
+pub struct StorageOptions {
     /// Capacity of each new segment file, bytes (suffixes K, M, G, KiB, MiB, GiB allowed).
     #[arg(long, value_name = "N", value_parser = parse_size, default_value = "64MiB")]
     pub segment_bytes: u64,
+    /// Tier 0 budget, bytes: segment files (memory-mapped) of every log in the root, each counted
+    /// at its full size. Must hold at least two segments (the active one and the next).
+    #[arg(long, value_name = "N", value_parser = parse_size, default_value = "1GiB")]
+    pub tier0_max_bytes: u64,
+    /// Tier 1 budget, bytes of compressed segment copies (default: unlimited).
+    #[arg(long, value_name = "N", value_parser = parse_size)]
+    pub tier1_max_bytes: Option<u64>,
+    /// zstd level of Tier 1 copies: a fixed level (e.g. 3), adaptive (levels -3..9, lower while
+    /// compression falls behind) or adaptive:MIN..MAX.
+    #[arg(long, value_name = "LEVEL", value_parser = parse_compression, default_value = "adaptive",
+          allow_negative_numbers = true)]
+    pub compression: Compression,
+}
+
+/// How a log is opened. Reading commands accept these too (they open the root with the same
+/// budgets; the log itself is opened read-only).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct LogOptions {
+    #[command(flatten)]
+    pub storage: StorageOptions,
     /// When an append is acknowledged: always, interval, interval:<ms> or none.
     #[arg(long, value_name = "MODE", value_parser = parse_durability, default_value = "always")]
     pub durability: Durability,
@@ -67,6 +89,10 @@ pub struct AppendArgs {
     /// Log to append to (created if missing).
     #[arg(long, value_name = "NAME")]
     pub log: String,
+    /// Before exiting, wait until every sealed segment of the log has its compressed Tier 1 copy
+    /// (compression otherwise runs in the background and resumes at the next writable open).
+    #[arg(long)]
+    pub wait_tier1: bool,
     #[command(flatten)]
     pub options: LogOptions,
 }
@@ -147,9 +173,8 @@ pub struct BenchArgs {
     /// Durability of the benchmark log: always, interval, interval:<ms> or none.
     #[arg(long, value_name = "MODE", value_parser = parse_durability, default_value = "none")]
     pub durability: Durability,
-    /// Capacity of each segment file, bytes (suffixes K, M, G, KiB, MiB, GiB allowed).
-    #[arg(long, value_name = "N", value_parser = parse_size, default_value = "64MiB")]
-    pub segment_bytes: u64,
+    #[command(flatten)]
+    pub storage: StorageOptions,
     /// Print one JSON object on stdout instead of a human-readable report.
     #[arg(long)]
     pub json: bool,
@@ -158,6 +183,19 @@ pub struct BenchArgs {
 /// clap value parser for `--durability`.
 pub fn parse_durability(text: &str) -> Result<Durability, String> {
     Durability::parse(text).map_err(|e| e.to_string())
+}
+
+/// clap value parser for `--compression`.
+pub fn parse_compression(text: &str) -> Result<Compression, String> {
+    Compression::parse(text).map_err(|e| e.to_string())
+}
+
+/// How `--compression` spells a setting (the inverse of [`parse_compression`]).
+pub fn compression_name(compression: Compression) -> String {
+    match compression {
+        Compression::Fixed(level) => level.to_string(),
+        Compression::Adaptive { min, max } => format!("adaptive:{min}..{max}"),
+    }
 }
 
 /// Parse a byte count: a decimal integer with an optional binary suffix (`K`/`KiB`, `M`/`MiB`,
@@ -210,6 +248,20 @@ mod tests {
     }
 
     #[test]
+    fn compression() {
+        for text in ["3", "-1", "adaptive:1..19", "adaptive:-3..9"] {
+            let parsed = parse_compression(text).unwrap();
+            assert_eq!(compression_name(parsed), text);
+        }
+        assert_eq!(parse_compression("adaptive"), Ok(Compression::default()));
+        // The help of `--compression` names these bounds.
+        assert_eq!(compression_name(Compression::default()), "adaptive:-3..9");
+        for bad in ["0", "99", "adaptive:5..1", "adaptive:1-3", "fast", ""] {
+            assert!(parse_compression(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn grammar_is_consistent() {
         Cli::command().debug_assert();
     }
@@ -230,7 +282,16 @@ mod tests {
         match cli.command {
             Command::Append(a) => {
                 assert_eq!(a.root.root, PathBuf::from("/tmp/r"));
-                assert_eq!(a.options.segment_bytes, aof2::limits::DEFAULT_SEGMENT_BYTES);
+                let storage = a.options.storage;
+                assert_eq!(storage.segment_bytes, aof2::limits::DEFAULT_SEGMENT_BYTES);
+                // The defaults are the library's.
+                assert_eq!(
+                    storage.tier0_max_bytes,
+                    aof2::limits::DEFAULT_TIER0_MAX_BYTES
+                );
+                assert_eq!(storage.tier1_max_bytes, None);
+                assert_eq!(storage.compression, Compression::default());
+                assert!(!a.wait_tier1);
             }
             other => panic!("{other:?}"),
         }

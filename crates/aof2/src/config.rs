@@ -154,6 +154,13 @@ pub struct ManagerConfig {
     pub tier1_frame_bytes: usize,
     /// Compression worker threads. Default: half the CPUs (at least 1, at most 4).
     pub compress_threads: usize,
+    /// Whether sealed segments are compressed into Tier 1. Default true. With `false`, Tier 0
+    /// is the only home of the data and nothing can be evicted: size `tier0_max_bytes` for
+    /// everything the logs keep, or appends get `Backpressure` naming Tier 0.
+    pub tier1_enabled: bool,
+    /// A segment only in Tier 1 is hydrated back into Tier 0 once its frames were decompressed
+    /// this many times over (in whole segments' worth of frames). 0 = never. Default 2.
+    pub hydrate_after_passes: u64,
 }
 
 impl ManagerConfig {
@@ -170,6 +177,8 @@ impl ManagerConfig {
             compression: Compression::default(),
             tier1_frame_bytes: limits::DEFAULT_TIER1_FRAME_BYTES,
             compress_threads: (cpus / 2).clamp(1, 4),
+            tier1_enabled: true,
+            hydrate_after_passes: limits::HYDRATE_AFTER_PASSES,
         }
     }
 

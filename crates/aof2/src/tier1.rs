@@ -260,10 +260,13 @@ fn write_tier1_file(
     let id = footer.segment_id;
     let tmp_name = tmp.display();
     let file = File::create(tmp).context(|| format!("create {tmp_name}"))?;
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
-    let mut write = |bytes: &[u8]| out.write_all(bytes).context(|| format!("write {tmp_name}"));
-    write(&header.encode())?;
-    write(&segment_bytes[..SEGMENT_HEADER_BYTES as usize])?;
+    let mut write = Out {
+        inner: BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
+        name: &tmp_name,
+    };
+    write.all(&header.encode())?;
+    write.all(&segment_bytes[..SEGMENT_HEADER_BYTES as usize])?;
+    let mut written_back = 0u64;
 
     // Only the logical records area is compressed: from the first frame to `records_end`.
     let records = &segment_bytes[SEGMENT_HEADER_BYTES as usize..footer.records_end as usize];
@@ -289,7 +292,21 @@ fn write_tier1_file(
             .compress_to_buffer(chunk, &mut compressed)
             .context(|| format!("zstd-compress {} bytes of segment {id}", chunk.len()))?;
         let compressed_len = u32::try_from(n).map_err(|_| too_large())?;
-        write(&compressed)?;
+        write.all(&compressed)?;
+        if offset + n as u64 - written_back >= WRITE_BEHIND_BYTES {
+            // Start writing back what is done while the next frames compress, so the final
+            // fdatasync waits for the last few MiB only. FADV_DONTNEED on dirty pages starts
+            // their writeback and keeps them cached.
+            let end = offset + n as u64;
+            let file = write.flush_and_file()?;
+            let _ = rustix::fs::fadvise(
+                file,
+                written_back,
+                std::num::NonZeroU64::new(end - written_back),
+                rustix::fs::Advice::DontNeed,
+            );
+            written_back = end;
+        }
         entries.push(FrameEntry {
             base_seq: seq,
             compressed_offset: offset,
@@ -314,9 +331,9 @@ fn write_tier1_file(
     }
 
     let index = encode_frame_index(&entries);
-    write(&index)?;
+    write.all(&index)?;
     let tail = &segment_bytes[footer.records_end as usize..];
-    write(tail)?;
+    write.all(tail)?;
     let t1_footer = Tier1Footer {
         frame_count: u32::try_from(entries.len()).expect("frames are at least 32 bytes each"),
         seg_tail_offset: offset + index.len() as u64,
@@ -327,13 +344,38 @@ fn write_tier1_file(
         record_count: footer.record_count,
     };
     let encoded = t1_footer.encode();
-    write(&encoded)?;
-    let file = out
+    write.all(&encoded)?;
+    let file = write
+        .inner
         .into_inner()
         .map_err(|e| Error::io(format!("write {tmp_name}"), e.into_error()))?;
     crate::sys::retry_transient(|| file.sync_data()).context(|| format!("fdatasync {tmp_name}"))?;
     Ok((t1_footer, encoded))
 }
+
+/// Buffered output of a Tier 1 file, with errors naming the file.
+struct Out<'a> {
+    inner: BufWriter<File>,
+    name: &'a dyn std::fmt::Display,
+}
+
+impl Out<'_> {
+    fn all(&mut self, bytes: &[u8]) -> Result<()> {
+        self.inner
+            .write_all(bytes)
+            .context(|| format!("write {}", self.name))
+    }
+
+    fn flush_and_file(&mut self) -> Result<&File> {
+        self.inner
+            .flush()
+            .context(|| format!("write {}", self.name))?;
+        Ok(self.inner.get_ref())
+    }
+}
+
+/// Compressed bytes written between two write-behind hints.
+const WRITE_BEHIND_BYTES: u64 = 4 << 20;
 
 thread_local! {
     /// One zstd decompression context per thread, reused across frames (creating one costs

@@ -10,10 +10,16 @@
 //! records appended before the failure are still acknowledged and printed, then the error is
 //! reported. Unlike `cat`, a closed stdout is an error (exit 4): the caller did not learn every
 //! sequence number.
+//!
+//! Sealed segments are compressed into Tier 1 in the background; closing does not wait for it
+//! (an interrupted compression resumes at the next writable open). With `--wait-tier1`, after a
+//! successful append the command waits until every sealed segment has its Tier 1 copy, at most
+//! [`WAIT_TIER1_TIMEOUT`]; running out of time is exit 4.
 
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::time::Duration;
 
-use aof2::{Aof, Durability};
+use aof2::{Aof, AofManager, Durability};
 
 use crate::args::AppendArgs;
 use crate::failure::Failure;
@@ -22,11 +28,14 @@ use crate::open::{check_options, log_config, open_root};
 /// Most lines appended before waiting for durability (`always` mode).
 pub const BATCH: usize = 1024;
 
+/// Longest `--wait-tier1` waits for compression.
+pub const WAIT_TIER1_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Run `aof2 append`.
 pub fn run(args: &AppendArgs) -> Result<(), Failure> {
     aof2::validate_log_name(&args.log)?;
     check_options(&args.options)?;
-    let manager = open_root(&args.root.root)?;
+    let manager = open_root(&args.root.root, &args.options.storage)?;
     let result = manager
         .open_log(&args.log, log_config(&args.options))
         .map_err(Failure::from)
@@ -37,11 +46,29 @@ pub fn run(args: &AppendArgs) -> Result<(), Failure> {
                 &log,
                 BufReader::with_capacity(64 * 1024, stdin.lock()),
                 &mut BufWriter::with_capacity(64 * 1024, stdout.lock()),
-            )
+            )?;
+            if args.wait_tier1 {
+                wait_tier1(&manager, &log)?;
+            }
+            Ok(())
         });
     let closed = manager.close();
     result?;
     Ok(closed?)
+}
+
+/// Wait until every sealed segment of `log` has its Tier 1 copy.
+fn wait_tier1(manager: &AofManager, log: &Aof) -> Result<(), Failure> {
+    if manager.wait_for_tier1(log, WAIT_TIER1_TIMEOUT) {
+        Ok(())
+    } else {
+        Err(Failure::environment(format!(
+            "--wait-tier1: sealed segments of log {:?} still lack a Tier 1 copy after {} s \
+             (they are compressed at the next writable open)",
+            log.name(),
+            WAIT_TIER1_TIMEOUT.as_secs()
+        )))
+    }
 }
 
 /// Append every line of `input` to `log`, writing acknowledged sequence numbers to `out`.

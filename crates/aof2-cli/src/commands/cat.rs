@@ -15,12 +15,13 @@ use base64::Engine;
 
 use crate::args::{CatArgs, CatFormat};
 use crate::failure::{Failure, stdout_error};
-use crate::open::{open_existing_root, require_log};
+use crate::open::{check_options, open_existing_root, require_log};
 
 /// Run `aof2 cat`.
 pub fn run(args: &CatArgs) -> Result<(), Failure> {
     aof2::validate_log_name(&args.log)?;
-    let manager = open_existing_root(&args.root.root)?;
+    check_options(&args.options)?;
+    let manager = open_existing_root(&args.root.root, &args.options.storage)?;
     let result = require_log(&manager, &args.log).and_then(|()| {
         let log = manager.open_log_read_only(&args.log)?;
         let stdout = io::stdout();

@@ -1,29 +1,51 @@
-//! `aof2 inspect`: logs, their segments, states, sizes and sequence ranges, and what recovery did
-//! when this command opened them.
+//! `aof2 inspect`: logs, their segments, states, tiers, sizes and sequence ranges, what recovery
+//! did when this command opened them, and the manager's tier statistics.
 //!
 //! Contract: never creates a root or a log (a missing one is exit 2) and changes nothing on disk:
 //! logs are opened read-only, so what recovery would do (cut a torn tail, quarantine a corrupt
-//! sealed segment) is reported, not done.
+//! sealed segment) is reported, not done, and nothing is compressed or evicted.
 //! Default output is a human table; `--json` prints exactly one JSON document:
 //! `{"root": "...", "logs": [{"name", "log_id" (32 hex digits), "next_seq", "durable_seq",
-//! "segments": [{"id", "state", "base_seq", "end_seq", "file_bytes", "record_bytes", "path"}],
+//! "segments": [{"id", "state", "base_seq", "end_seq", "file_bytes", "record_bytes", "path",
+//! "tier" ("0", "0+1", "1" or "-"), "tier1_bytes" (0 without a Tier 1 copy),
+//! "compression_ratio" (record bytes / Tier 1 bytes, null without a Tier 1 copy),
+//! "tier1_level" (zstd level, null without a Tier 1 copy)}],
 //! "recovery": {"sealed_segments", "scanned_segments", "cut_tails",
-//! "dropped_incomplete_frames", "dropped_segments", "recovery_ms", "quarantined": [{"segment_id", "reason"}]}}]}`.
+//! "dropped_incomplete_frames", "dropped_segments", "recovery_ms",
+//! "quarantined": [{"segment_id", "reason"}], "tier1_segments", "compressions_restarted",
+//! "tier0_dropped": [{"segment_id", "reason"}], "tier1_dropped": [{"segment_id", "reason"}]}}],
+//! "tiers": {"tier0_used_bytes", "tier0_max_bytes", "tier1_used_bytes", "tier1_max_bytes" (null
+//! when unlimited), "compression_level"}}`.
+//! The tier statistics are those of this command's own manager (the budgets given on its command
+//! line, the Tier 0 bytes its read-only opens hold, the Tier 1 files of the logs it opened).
 
 use std::io::{self, Write};
 
-use aof2::{AofManager, LogInfo, RecoveryReport};
+use aof2::{AofManager, LogInfo, RecoveryReport, TierStats};
 use serde::Serialize;
 
 use crate::args::InspectArgs;
 use crate::failure::{Failure, stdout_error};
-use crate::open::{open_existing_root, require_log};
+use crate::open::{check_options, open_existing_root, require_log};
 
 /// The JSON document.
 #[derive(Debug, Serialize)]
 struct Document {
     root: String,
     logs: Vec<LogDoc>,
+    tiers: TiersDoc,
+}
+
+/// The manager's tier statistics.
+#[derive(Debug, Serialize)]
+struct TiersDoc {
+    tier0_used_bytes: u64,
+    tier0_max_bytes: u64,
+    tier1_used_bytes: u64,
+    /// `None` (JSON null) when unlimited.
+    tier1_max_bytes: Option<u64>,
+    /// zstd level the next compression would use.
+    compression_level: i32,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,6 +67,10 @@ struct SegmentDoc {
     file_bytes: u64,
     record_bytes: u64,
     path: String,
+    tier: &'static str,
+    tier1_bytes: u64,
+    compression_ratio: Option<f64>,
+    tier1_level: Option<i32>,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -55,11 +81,16 @@ struct RecoveryDoc {
     dropped_incomplete_frames: u64,
     dropped_segments: usize,
     recovery_ms: f64,
-    quarantined: Vec<QuarantineDoc>,
+    quarantined: Vec<SegmentReasonDoc>,
+    tier1_segments: usize,
+    compressions_restarted: usize,
+    tier0_dropped: Vec<SegmentReasonDoc>,
+    tier1_dropped: Vec<SegmentReasonDoc>,
 }
 
+/// A segment and why something happened to it.
 #[derive(Debug, Serialize)]
-struct QuarantineDoc {
+struct SegmentReasonDoc {
     segment_id: u64,
     reason: String,
 }
@@ -69,7 +100,8 @@ pub fn run(args: &InspectArgs) -> Result<(), Failure> {
     if let Some(name) = &args.log {
         aof2::validate_log_name(name)?;
     }
-    let manager = open_existing_root(&args.root.root)?;
+    check_options(&args.options)?;
+    let manager = open_existing_root(&args.root.root, &args.options.storage)?;
     let result = collect(&manager, args).and_then(|doc| {
         let stdout = io::stdout();
         let mut out = stdout.lock();
@@ -108,7 +140,24 @@ fn collect(manager: &AofManager, args: &InspectArgs) -> Result<Document, Failure
     Ok(Document {
         root: manager.root().display().to_string(),
         logs,
+        tiers: tiers_doc(&manager.tier_stats()),
     })
+}
+
+fn tiers_doc(stats: &TierStats) -> TiersDoc {
+    TiersDoc {
+        tier0_used_bytes: stats.tier0_used_bytes,
+        tier0_max_bytes: stats.tier0_max_bytes,
+        tier1_used_bytes: stats.tier1_used_bytes,
+        tier1_max_bytes: (stats.tier1_max_bytes != u64::MAX).then_some(stats.tier1_max_bytes),
+        compression_level: stats.compression_level,
+    }
+}
+
+fn reasons(list: Vec<(u64, String)>) -> Vec<SegmentReasonDoc> {
+    list.into_iter()
+        .map(|(segment_id, reason)| SegmentReasonDoc { segment_id, reason })
+        .collect()
 }
 
 fn log_doc(info: LogInfo, report: RecoveryReport) -> LogDoc {
@@ -128,6 +177,10 @@ fn log_doc(info: LogInfo, report: RecoveryReport) -> LogDoc {
                 file_bytes: s.file_bytes,
                 record_bytes: s.record_bytes,
                 path: s.path.display().to_string(),
+                tier: s.tier.name(),
+                tier1_bytes: s.tier1_bytes,
+                compression_ratio: s.compression_ratio(),
+                tier1_level: s.tier1_level,
             })
             .collect(),
         recovery: RecoveryDoc {
@@ -137,18 +190,18 @@ fn log_doc(info: LogInfo, report: RecoveryReport) -> LogDoc {
             dropped_incomplete_frames: report.dropped_incomplete_frames,
             dropped_segments: report.dropped_segments,
             recovery_ms: report.elapsed.as_secs_f64() * 1000.0,
-            quarantined: report
-                .quarantined
-                .into_iter()
-                .map(|(segment_id, reason)| QuarantineDoc { segment_id, reason })
-                .collect(),
+            quarantined: reasons(report.quarantined),
+            tier1_segments: report.tier1_segments,
+            compressions_restarted: report.compressions_restarted,
+            tier0_dropped: reasons(report.tier0_dropped),
+            tier1_dropped: reasons(report.tier1_dropped),
         },
     }
 }
 
 fn write_table<W: Write>(out: &mut W, doc: &Document) -> io::Result<()> {
     if doc.logs.is_empty() {
-        return writeln!(out, "no logs in {}", doc.root);
+        writeln!(out, "no logs in {}", doc.root)?;
     }
     for (i, log) in doc.logs.iter().enumerate() {
         if i > 0 {
@@ -165,36 +218,76 @@ fn write_table<W: Write>(out: &mut W, doc: &Document) -> io::Result<()> {
         )?;
         writeln!(
             out,
-            "  {:<16}  {:<11}  {:>20}  {:>20}  {:>12}  {:>12}  PATH",
-            "SEGMENT", "STATE", "BASE_SEQ", "END_SEQ", "FILE_BYTES", "RECORD_BYTES"
+            "  {:<16}  {:<11}  {:>20}  {:>20}  {:>12}  {:>12}  {:<4}  {:>12}  {:>7}  {:>5}  PATH",
+            "SEGMENT",
+            "STATE",
+            "BASE_SEQ",
+            "END_SEQ",
+            "FILE_BYTES",
+            "RECORD_BYTES",
+            "TIER",
+            "TIER1_BYTES",
+            "RATIO",
+            "LEVEL"
         )?;
         for s in &log.segments {
+            let ratio = s
+                .compression_ratio
+                .map_or_else(|| "-".to_string(), |r| format!("{r:.2}x"));
+            let level = s
+                .tier1_level
+                .map_or_else(|| "-".to_string(), |l| l.to_string());
             writeln!(
                 out,
-                "  {:016x}  {:<11}  {:>20}  {:>20}  {:>12}  {:>12}  {}",
-                s.id, s.state, s.base_seq, s.end_seq, s.file_bytes, s.record_bytes, s.path
+                "  {:016x}  {:<11}  {:>20}  {:>20}  {:>12}  {:>12}  {:<4}  {:>12}  {:>7}  {:>5}  {}",
+                s.id,
+                s.state,
+                s.base_seq,
+                s.end_seq,
+                s.file_bytes,
+                s.record_bytes,
+                s.tier,
+                s.tier1_bytes,
+                ratio,
+                level,
+                s.path
             )?;
         }
         let r = &log.recovery;
         writeln!(
             out,
             "  recovery: {} sealed trusted, {} scanned, {} torn tails cut, {} incomplete frames \
-             dropped, {} segments dropped, {} quarantined, {:.1} ms",
+             dropped, {} segments dropped, {} quarantined, {} in Tier 1 only, {} compressions \
+             restarted, {:.1} ms",
             r.sealed_segments,
             r.scanned_segments,
             r.cut_tails,
             r.dropped_incomplete_frames,
             r.dropped_segments,
             r.quarantined.len(),
+            r.tier1_segments,
+            r.compressions_restarted,
             r.recovery_ms
         )?;
-        for q in &r.quarantined {
-            writeln!(
-                out,
-                "  quarantined segment {:016x}: {}",
-                q.segment_id, q.reason
-            )?;
+        for (what, list) in [
+            ("quarantined segment", &r.quarantined),
+            ("Tier 0 copy dropped, segment", &r.tier0_dropped),
+            ("Tier 1 copy dropped, segment", &r.tier1_dropped),
+        ] {
+            for q in list {
+                writeln!(out, "  {what} {:016x}: {}", q.segment_id, q.reason)?;
+            }
         }
     }
-    Ok(())
+    let t = &doc.tiers;
+    writeln!(
+        out,
+        "tiers: Tier 0 {} of {} bytes used, Tier 1 {} bytes used (budget {}), compression level {}",
+        t.tier0_used_bytes,
+        t.tier0_max_bytes,
+        t.tier1_used_bytes,
+        t.tier1_max_bytes
+            .map_or_else(|| "unlimited".to_string(), |b| b.to_string()),
+        t.compression_level
+    )
 }

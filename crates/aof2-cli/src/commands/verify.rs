@@ -4,7 +4,9 @@
 //! (logs are opened read-only: a corrupt sealed segment is reported, not moved). For each log, one line per
 //! problem on stdout — `log NAME: segment ID (16 hex digits): LOCATION: DETAIL`, where the
 //! library's location names the file and byte offset when known — then a summary line
-//! `log NAME: ok|CORRUPT, S segments, R records verified, P problems`. A problem is a failed
+//! `log NAME: ok|CORRUPT, S segments (T Tier 1 copies checked), R records verified, P problems`,
+//! where T counts the segments (quarantined ones aside) that have a compressed Tier 1 copy:
+//! `verify_log` checks every frame of it as well as the segment file when both exist. A problem is a failed
 //! checksum or invariant found by `verify_log`, a segment quarantined (now or earlier), or a log
 //! that cannot be opened because of corruption (that log's summary then says so and the other
 //! logs are still checked). Exit 3 if any problem was found, else 0; errors other than
@@ -12,17 +14,19 @@
 
 use std::io::{self, Write};
 
-use aof2::{AofManager, ErrorKind};
+use aof2::{AofManager, ErrorKind, TierLocation};
 
 use crate::args::VerifyArgs;
 use crate::failure::{Failure, stdout_error};
-use crate::open::{open_existing_root, require_log};
+use crate::open::{check_options, open_existing_root, require_log};
 
 /// What verification found in one log.
 #[derive(Debug, Default)]
 struct Outcome {
     log: String,
     segments: usize,
+    /// Segments whose Tier 1 copy was checked.
+    tier1_segments: usize,
     records: u64,
     problems: Vec<Finding>,
 }
@@ -42,7 +46,8 @@ pub fn run(args: &VerifyArgs) -> Result<(), Failure> {
     if let Some(name) = &args.log {
         aof2::validate_log_name(name)?;
     }
-    let manager = open_existing_root(&args.root.root)?;
+    check_options(&args.options)?;
+    let manager = open_existing_root(&args.root.root, &args.options.storage)?;
     let result = verify_all(&manager, args);
     let closed = manager.close();
     let tally = result?;
@@ -110,10 +115,17 @@ fn verify_one(manager: &AofManager, name: &str) -> Result<Outcome, Failure> {
         }
         Err(e) => return Err(Failure::from(e).context(format!("open log {name:?}"))),
     };
+    let tier1_segments = manager
+        .log_info(&log)
+        .segments
+        .iter()
+        .filter(|s| matches!(s.tier, TierLocation::Tier0And1 | TierLocation::Tier1))
+        .count();
     let report = manager.verify_log(&log);
     let mut outcome = Outcome {
         log: report.log,
         segments: report.segments,
+        tier1_segments,
         records: report.records,
         problems: report
             .problems
@@ -157,7 +169,7 @@ fn print_outcome<W: Write>(out: &mut W, outcome: &Outcome) -> io::Result<()> {
     }
     writeln!(
         out,
-        "log {}: {}, {} segments, {} records verified, {} problems",
+        "log {}: {}, {} segments ({} Tier 1 copies checked), {} records verified, {} problems",
         outcome.log,
         if outcome.problems.is_empty() {
             "ok"
@@ -165,6 +177,7 @@ fn print_outcome<W: Write>(out: &mut W, outcome: &Outcome) -> io::Result<()> {
             "CORRUPT"
         },
         outcome.segments,
+        outcome.tier1_segments,
         outcome.records,
         outcome.problems.len()
     )

@@ -114,9 +114,10 @@ impl Tier1Segment {
 
     /// Whether this segment has been decompressed often enough to be worth rebuilding in
     /// Tier 0; true at most once until [`Tier1Segment::hydration_done`].
-    fn wants_hydration(&self) -> bool {
+    fn wants_hydration(&self, after_passes: u64) -> bool {
         let loads = self.frame_loads.load(Ordering::Relaxed);
-        loads >= limits::HYDRATE_AFTER_PASSES * self.ranges.len().max(1) as u64
+        after_passes > 0
+            && loads >= after_passes * self.ranges.len().max(1) as u64
             && !self.hydrating.swap(true, Ordering::AcqRel)
     }
 
@@ -232,6 +233,10 @@ pub(crate) struct Tiering {
     last_arrival: Mutex<Option<Instant>>,
     evicting: Mutex<()>,
     counters: Counters,
+    /// `ManagerConfig::tier1_enabled`.
+    enabled: bool,
+    /// `ManagerConfig::hydrate_after_passes`.
+    hydrate_after: u64,
     workers: usize,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -275,6 +280,8 @@ impl Tiering {
             evicting: Mutex::new(()),
             counters: Counters::default(),
             workers: config.compress_threads,
+            enabled: config.tier1_enabled,
+            hydrate_after: config.hydrate_after_passes,
             threads: Mutex::new(Vec::new()),
         });
         let mut threads = Vec::new();
@@ -335,6 +342,9 @@ impl Tiering {
 
     /// Queue a sealed segment for compression.
     pub(crate) fn submit_compress(&self, log: &Arc<LogShared>, segment: Arc<Segment>) {
+        if !self.enabled {
+            return;
+        }
         let now = Instant::now();
         if let Some(prev) = self.last_arrival.lock().replace(now) {
             ewma(&self.arrival_ns, (now - prev).as_nanos() as u64);
@@ -350,7 +360,7 @@ impl Tiering {
     /// A reader decompressed a frame of `segment`: hydrate it if it is read repeatedly.
     pub(crate) fn note_tier1_read(&self, log: &Arc<LogShared>, segment: &Arc<Segment>) {
         if let Some(t1) = segment.tier1()
-            && t1.wants_hydration()
+            && t1.wants_hydration(self.hydrate_after)
         {
             self.queue
                 .lock()
@@ -527,8 +537,9 @@ impl Tiering {
                 segment_id: segment.id,
                 level,
             })?;
-            // Scrub: never compress a damaged segment into a clean-looking copy.
-            segment::verify_sealed(&segment.path, &meta)?;
+            // `write_tier1` checks every record's checksum and sequence as it cuts frames (a
+            // scrub through the mapping readers already share: no second mapping, no extra RSS),
+            // so a damaged segment never gets a clean-looking copy.
             let bytes = mapping.slice(0, meta.file_len).ok_or_else(|| {
                 Error::corruption(
                     segment.path.display().to_string(),

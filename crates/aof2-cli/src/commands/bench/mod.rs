@@ -12,7 +12,16 @@
 //! 3. an explicit `flush` (reported separately) so every mode has everything durable;
 //! 4. read back and verify every record from where this run started (each payload carries its
 //!    id, see [`payload`]); a mismatch is corruption (exit 3);
-//! 5. close the manager, then time `AofManager::open` + `open_log` and check the record count.
+//! 5. wait (at most [`TIER1_TIMEOUT`], else exit 4) until every sealed segment has its Tier 1
+//!    copy — compression runs in the background from the first sealed segment on — and take the
+//!    manager's tier statistics (compression ratio and speed, level, Tier 0 peak);
+//! 6. close the manager, then time `AofManager::open` + `open_log` and check the record count;
+//! 7. evict every Tier 0 copy that Tier 1 holds (`evict_tier0`), then read back and verify every
+//!    record of this run again, now decompressed from Tier 1 (the active segment stays in Tier 0).
+//!
+//! Every manager is opened with the storage options (`--tier0-max-bytes`, `--tier1-max-bytes`,
+//! `--compression`). The peak RSS is the process's `VmHWM` after the run, reset once the warm-up's
+//! memory was returned (see [`rss`]); it includes the mapped segment pages.
 //!
 //! The report goes to stdout (one JSON object with `--json`); the progress bar goes to stderr and
 //! is hidden when stderr is not a terminal.
@@ -20,16 +29,18 @@
 mod latency;
 mod payload;
 mod report;
+mod rss;
 
 use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use aof2::{Aof, AofManager, LogConfig, ManagerConfig};
+use aof2::{Aof, AofManager, LogConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::BenchArgs;
+use crate::args::{BenchArgs, compression_name};
 use crate::failure::{Failure, stdout_error};
+use crate::open::{check_config, manager_config};
 use latency::Summary;
 use payload::{IdSet, PayloadBuilder};
 use report::Report;
@@ -42,14 +53,16 @@ pub const WARMUP_LOG: &str = "warmup";
 const BUFFERED_LATENCY_SAMPLE: u64 = 8;
 /// Records between progress-bar updates (per writer).
 const PROGRESS_STEP: u64 = 65_536;
+/// Longest wait for the Tier 1 copies after the read phase.
+const TIER1_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Run `aof2 bench`.
 pub fn run(args: &BenchArgs) -> Result<(), Failure> {
     let config = LogConfig {
         durability: args.durability,
-        ..LogConfig::default().with_segment_bytes(args.segment_bytes)
+        ..LogConfig::default().with_segment_bytes(args.storage.segment_bytes)
     };
-    config.validate()?;
+    check_config(&config, &args.storage)?;
     if args.record_size > config.max_record_bytes {
         return Err(Failure::usage(format!(
             "--record-size {} exceeds the largest record of this configuration ({} bytes)",
@@ -115,7 +128,7 @@ fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, 
         records: (args.records / 10).min(10_000),
         ..plan
     };
-    let manager = AofManager::open(ManagerConfig::new(root))?;
+    let manager = AofManager::open(manager_config(root, &args.storage))?;
 
     // 1. Warm-up.
     let warm_log = manager.open_log(WARMUP_LOG, config.clone())?;
@@ -133,6 +146,7 @@ fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, 
             .saturating_add(config.segment_bytes * 4)
             .min(MAX_WARM_BYTES),
     );
+    rss::reset_peak_rss();
 
     // 2. Timed appends.
     let log = manager.open_log(BENCH_LOG, config.clone())?;
@@ -159,13 +173,24 @@ fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, 
     let read_time = read_phase(&log, start_seq, plan, &progress)?;
     progress.finish_and_clear();
 
-    // 5. Reopen.
+    // 5. Let compression catch up.
+    let wait_started = Instant::now();
+    if !manager.wait_for_tier1(&log, TIER1_TIMEOUT) {
+        return Err(Failure::environment(format!(
+            "sealed segments of log {BENCH_LOG:?} still lack a Tier 1 copy after {} s",
+            TIER1_TIMEOUT.as_secs()
+        )));
+    }
+    let tier1_wait = wait_started.elapsed();
+    let tiers = manager.tier_stats();
+
+    // 6. Reopen.
     let end_seq = log.next_seq();
     drop(log);
     manager.close()?;
     drop(manager);
     let reopen_started = Instant::now();
-    let manager = AofManager::open(ManagerConfig::new(root))?;
+    let manager = AofManager::open(manager_config(root, &args.storage))?;
     let log = manager.open_log(BENCH_LOG, config.clone())?;
     let reopen = reopen_started.elapsed();
     if log.next_seq() != end_seq {
@@ -174,8 +199,15 @@ fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, 
             log.next_seq()
         )));
     }
+
+    // 7. Read back from Tier 1.
+    let evicted = manager.evict_tier0(&log)?;
+    let progress = progress_bar(plan.records, "tier 1");
+    let read_tier1_time = read_phase(&log, start_seq, plan, &progress)?;
+    progress.finish_and_clear();
     drop(log);
     manager.close()?;
+    let peak_rss_bytes = rss::peak_rss_bytes();
 
     let payload_mb = (plan.records as f64) * (plan.size as f64) / 1e6;
     Ok(Report {
@@ -184,6 +216,9 @@ fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, 
         writers: plan.writers,
         durability: config.durability.name(),
         segment_bytes: config.segment_bytes,
+        tier0_max_bytes: args.storage.tier0_max_bytes,
+        tier1_max_bytes: args.storage.tier1_max_bytes,
+        compression: compression_name(args.storage.compression),
         root: None,
         warmup_records: warmup.records,
         append_secs: append_time.as_secs_f64(),
@@ -201,6 +236,17 @@ fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, 
         read_records_per_sec: per_sec(plan.records as f64, read_time),
         read_mb_per_sec: per_sec(payload_mb, read_time),
         reopen_ms: ms(reopen),
+        tier1_wait_secs: tier1_wait.as_secs_f64(),
+        segments_compressed: tiers.segments_compressed,
+        compression_ratio: tiers.compression_ratio(),
+        tier1_compress_mb_per_sec: tiers.compress_mb_per_sec(),
+        compression_level: tiers.compression_level,
+        tier0_peak_bytes: tiers.tier0_peak_bytes,
+        tier0_evicted_bytes: evicted,
+        read_tier1_secs: read_tier1_time.as_secs_f64(),
+        read_tier1_records_per_sec: per_sec(plan.records as f64, read_tier1_time),
+        read_tier1_mb_per_sec: per_sec(payload_mb, read_tier1_time),
+        peak_rss_bytes,
     })
 }
 

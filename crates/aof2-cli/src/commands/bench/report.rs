@@ -3,8 +3,11 @@
 //! Contract: [`Report`] serializes to the one JSON object `aof2 bench --json` prints (field names
 //! are a stable interface: `records`, `record_size`, `writers`, `durability`,
 //! `append_records_per_sec`, `append_mb_per_sec`, `append_latency_us.{p50,p99,p999,max,mean}`,
-//! `fsyncs`, `fsync_mean_us`, `read_records_per_sec`, `reopen_ms`, among others). MB is 10^6
-//! bytes of payload. [`Report::write_human`] prints the same numbers for people.
+//! `fsyncs`, `fsync_mean_us`, `read_records_per_sec`, `reopen_ms`, `compression_ratio`,
+//! `tier1_compress_mb_per_sec`, `read_tier1_records_per_sec`, `peak_rss_bytes`,
+//! `tier0_peak_bytes`, `compression_level`, among others). MB is 10^6 bytes (of payload, except
+//! for compression, which counts the uncompressed bytes it compressed). [`Report::write_human`]
+//! prints the same numbers for people.
 
 use std::io::{self, Write};
 
@@ -20,6 +23,12 @@ pub struct Report {
     pub writers: u32,
     pub durability: String,
     pub segment_bytes: u64,
+    /// Tier 0 budget of the manager, bytes.
+    pub tier0_max_bytes: u64,
+    /// Tier 1 budget, bytes; `None` (JSON null) when unlimited.
+    pub tier1_max_bytes: Option<u64>,
+    /// Compression setting, as `--compression` spells it.
+    pub compression: String,
     /// Data root used; `None` for a temporary directory that has been removed.
     pub root: Option<String>,
     pub warmup_records: u64,
@@ -41,6 +50,25 @@ pub struct Report {
     pub read_mb_per_sec: f64,
     /// `AofManager::open` plus `open_log` of the benchmark log after a clean close.
     pub reopen_ms: f64,
+    /// How long compression still had to run after the read-back (0 if it had kept up).
+    pub tier1_wait_secs: f64,
+    /// Segments compressed into Tier 1 by the first manager (both logs).
+    pub segments_compressed: u64,
+    /// Uncompressed ÷ compressed bytes of those segments (0 if none was sealed).
+    pub compression_ratio: f64,
+    /// Compression speed, uncompressed MB per second of worker time.
+    pub tier1_compress_mb_per_sec: f64,
+    /// zstd level the next compression would have used (where adaptive compression settled).
+    pub compression_level: i32,
+    /// Highest Tier 0 use of the first manager, bytes.
+    pub tier0_peak_bytes: u64,
+    /// Tier 0 bytes released by `evict_tier0` before the Tier 1 read.
+    pub tier0_evicted_bytes: u64,
+    pub read_tier1_secs: f64,
+    pub read_tier1_records_per_sec: f64,
+    pub read_tier1_mb_per_sec: f64,
+    /// Peak resident set size of the process after the warm-up (`VmHWM`), bytes; 0 if unknown.
+    pub peak_rss_bytes: u64,
 }
 
 impl Report {
@@ -51,6 +79,14 @@ impl Report {
             out,
             "aof2 bench: {} records x {} B, {} writer(s), durability {}, segments of {} B",
             self.records, self.record_size, self.writers, self.durability, self.segment_bytes
+        )?;
+        writeln!(
+            out,
+            "  tiers:         Tier 0 budget {} B, Tier 1 budget {}, compression {}",
+            self.tier0_max_bytes,
+            self.tier1_max_bytes
+                .map_or_else(|| "unlimited".to_string(), |b| format!("{b} B")),
+            self.compression
         )?;
         writeln!(
             out,
@@ -85,6 +121,32 @@ impl Report {
             "  read + verify: {:.3} s, {:.0} records/s, {:.1} MB/s",
             self.read_secs, self.read_records_per_sec, self.read_mb_per_sec
         )?;
-        writeln!(out, "  reopen:        {:.2} ms", self.reopen_ms)
+        writeln!(out, "  reopen:        {:.2} ms", self.reopen_ms)?;
+        writeln!(
+            out,
+            "  tier 1:        {} segments compressed, ratio {:.2}x, {:.1} MB/s, level now {}; \
+             waited {:.3} s after the read",
+            self.segments_compressed,
+            self.compression_ratio,
+            self.tier1_compress_mb_per_sec,
+            self.compression_level,
+            self.tier1_wait_secs
+        )?;
+        writeln!(
+            out,
+            "  tier 0:        peak {:.1} MiB, {:.1} MiB evicted before the Tier 1 read",
+            mib(self.tier0_peak_bytes),
+            mib(self.tier0_evicted_bytes)
+        )?;
+        writeln!(
+            out,
+            "  read tier 1:   {:.3} s, {:.0} records/s, {:.1} MB/s",
+            self.read_tier1_secs, self.read_tier1_records_per_sec, self.read_tier1_mb_per_sec
+        )?;
+        writeln!(out, "  peak RSS:      {:.1} MiB", mib(self.peak_rss_bytes))
     }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 20)
 }
