@@ -41,7 +41,14 @@ pub const LOG_BODIES: usize = 8192;
 fn log_body(index: u64, size: usize) -> Vec<u8> {
     const LEVELS: [&str; 6] = ["INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"];
     const SERVICES: [&str; 8] = [
-        "orders", "payments", "gateway", "inventory", "auth", "search", "billing", "shipping",
+        "orders",
+        "payments",
+        "gateway",
+        "inventory",
+        "auth",
+        "search",
+        "billing",
+        "shipping",
     ];
     const MESSAGES: [&str; 12] = [
         "request completed",

@@ -125,7 +125,7 @@ pub fn ingest_child(args: &IngestArgs) -> Result<()> {
     Ok(())
 }
 
-fn row(operation: &str, settings: &Settings) -> Row {
+fn row(operation: &str, _settings: &Settings) -> Row {
     Row::new(
         SystemKind::Aof2None,
         Workload::W6,
@@ -183,7 +183,9 @@ fn sealed_records(root: &Path) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     for path in paths {
         let bytes = std::fs::read(&path)?;
-        let footer_at = bytes.len().saturating_sub(aof2::limits::SEGMENT_FOOTER_BYTES as usize);
+        let footer_at = bytes
+            .len()
+            .saturating_sub(aof2::limits::SEGMENT_FOOTER_BYTES as usize);
         let Ok(footer) = SegmentFooter::decode(&bytes[footer_at..]) else {
             continue; // the active segment
         };
@@ -196,19 +198,32 @@ fn sealed_records(root: &Path) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-/// One compression row pair at `level` with `frame_bytes` frames; leaves the root evicted to
-/// Tier 1 for the read rows. Returns (aof2 row, baseline row, baseline compressed segments).
+/// What [`compress_rows`] leaves: both rows, the baseline's compressed segments, and the open
+/// manager and log (every sealed segment in Tier 1) for the read rows.
+struct Compressed {
+    row: Row,
+    plain: Row,
+    segments: Vec<Vec<u8>>,
+    manager: AofManager,
+    log: aof2::Aof,
+}
+
+/// One compression row pair at `level` with `frame_bytes` frames.
 fn compress_rows(
     settings: &Settings,
     root: &Path,
     level: i32,
     frame_bytes: usize,
-) -> Result<(Row, Row, Vec<Vec<u8>>, AofManager, aof2::Aof)> {
+) -> Result<Compressed> {
     fill(root, settings.tier_fill_bytes, PAYLOAD)?;
     let segments = sealed_records(root)?;
     let total: u64 = segments.iter().map(|s| s.len() as u64).sum();
 
-    let mut plain = baseline(&format!("compress L{level}"), &format!("zstd L{level}"), settings);
+    let mut plain = baseline(
+        &format!("compress L{level}"),
+        &format!("zstd L{level}"),
+        settings,
+    );
     let mut compressor = zstd::bulk::Compressor::new(level)?;
     let started = Instant::now();
     let mut compressed = Vec::with_capacity(segments.len());
@@ -257,7 +272,13 @@ fn compress_rows(
         frame_bytes >> 10,
         t.compression_ratio()
     ));
-    Ok((r, plain, compressed, manager, log))
+    Ok(Compressed {
+        row: r,
+        plain,
+        segments: compressed,
+        manager,
+        log,
+    })
 }
 
 fn read_rows(
@@ -391,9 +412,18 @@ pub fn w6(settings: &Settings) -> Vec<Row> {
                 continue;
             }
         };
-        eprintln!("  compress L{level} ({} MiB)", settings.tier_fill_bytes >> 20);
+        eprintln!(
+            "  compress L{level} ({} MiB)",
+            settings.tier_fill_bytes >> 20
+        );
         match compress_rows(settings, dir.path(), level, frame_bytes) {
-            Ok((r, plain, compressed, manager, log)) => {
+            Ok(Compressed {
+                row: r,
+                plain,
+                segments: compressed,
+                manager,
+                log,
+            }) => {
                 rows.push(r);
                 rows.push(plain);
                 if reads {
@@ -409,7 +439,10 @@ pub fn w6(settings: &Settings) -> Vec<Row> {
         }
     }
     let gib = settings.tier_ingest_bytes as f64 / (1u64 << 30) as f64;
-    eprintln!("  ingest {gib:.1} GiB untiered, then via a {} MiB budget", settings.tier_budget >> 20);
+    eprintln!(
+        "  ingest {gib:.1} GiB untiered, then via a {} MiB budget",
+        settings.tier_budget >> 20
+    );
     let untiered = ingest(settings, 0);
     let tiered = ingest(settings, settings.tier_budget);
     let mut base_rate = None;

@@ -33,11 +33,13 @@ pub enum Command {
     Append(AppendArgs),
     /// Print the records of a log.
     Cat(CatArgs),
-    /// Show logs, segments, their states, sizes and sequence ranges.
+    /// Show logs, segments, their states, tiers, sizes, compression and sequence ranges.
     Inspect(InspectArgs),
-    /// Check every record checksum; exit 3 if anything is corrupt.
+    /// Check every record checksum, in segment files and Tier 1 copies; exit 3 if anything is
+    /// corrupt.
     Verify(VerifyArgs),
-    /// Measure append latency and throughput, read-back speed and reopen time.
+    /// Measure append latency and throughput, read-back speed, reopen time, Tier 1 compression
+    /// and read-back from Tier 1.
     Bench(BenchArgs),
 }
 
@@ -63,8 +65,9 @@ pub struct StorageOptions {
     /// Tier 1 budget, bytes of compressed segment copies (default: unlimited).
     #[arg(long, value_name = "N", value_parser = parse_size)]
     pub tier1_max_bytes: Option<u64>,
-    /// zstd level of Tier 1 copies: a fixed level (e.g. 3), adaptive (levels -3..9, lower while
-    /// compression falls behind) or adaptive:MIN..MAX.
+    /// zstd level of Tier 1 copies: a fixed level (e.g. 3), adaptive (the library's default
+    /// range; lower while compression falls behind, higher while it keeps up) or
+    /// adaptive:MIN..MAX.
     #[arg(long, value_name = "LEVEL", value_parser = parse_compression, default_value = "adaptive",
           allow_negative_numbers = true)]
     pub compression: Compression,
@@ -254,8 +257,14 @@ mod tests {
             assert_eq!(compression_name(parsed), text);
         }
         assert_eq!(parse_compression("adaptive"), Ok(Compression::default()));
-        // The help of `--compression` names these bounds.
-        assert_eq!(compression_name(Compression::default()), "adaptive:-3..9");
+        assert_eq!(
+            compression_name(Compression::default()),
+            format!(
+                "adaptive:{}..{}",
+                aof2::limits::DEFAULT_MIN_ZSTD_LEVEL,
+                aof2::limits::DEFAULT_MAX_ZSTD_LEVEL
+            )
+        );
         for bad in ["0", "99", "adaptive:5..1", "adaptive:1-3", "fast", ""] {
             assert!(parse_compression(bad).is_err(), "{bad:?}");
         }

@@ -654,6 +654,37 @@ fn check_bench(report: &Value, durability: &str, writers: u64) {
     );
     assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{latency}");
     assert!(report["fsyncs"].is_u64(), "{report}");
+    // The tiering phase: every sealed segment compressed, then read back from Tier 1.
+    assert!(
+        report["segments_compressed"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    // Three quarters of each payload repeat a text.
+    assert!(
+        report["compression_ratio"].as_f64().unwrap() > 1.0,
+        "{report}"
+    );
+    for field in [
+        "tier1_compress_mb_per_sec",
+        "read_tier1_records_per_sec",
+        "read_tier1_mb_per_sec",
+    ] {
+        assert!(
+            report[field].as_f64().is_some_and(|v| v > 0.0),
+            "{field}: {report}"
+        );
+    }
+    assert!(report["compression_level"].is_i64(), "{report}");
+    assert!(report["tier0_peak_bytes"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["peak_rss_bytes"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["tier0_max_bytes"], 1u64 << 30);
+    assert_eq!(report["tier1_max_bytes"], Value::Null);
+    let default_compression = format!(
+        "adaptive:{}..{}",
+        aof2::limits::DEFAULT_MIN_ZSTD_LEVEL,
+        aof2::limits::DEFAULT_MAX_ZSTD_LEVEL
+    );
+    assert_eq!(report["compression"], default_compression.as_str());
 }
 
 #[test]
@@ -724,4 +755,256 @@ fn bench_rejects_bad_options() {
         b"",
     );
     expect_status(&out, 2);
+}
+
+/// The segments of the one log in an `inspect --json` document.
+fn inspect_segments(root: &str, log: &str) -> (Value, Vec<Value>) {
+    let out = run(&["inspect", "--root", root, "--log", log, "--json"], b"");
+    expect_status(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let segments = doc["logs"][0]["segments"].as_array().unwrap().clone();
+    (doc, segments)
+}
+
+#[test]
+fn storage_options_are_accepted_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let storage = [
+        "--tier0-max-bytes",
+        "256MiB",
+        "--tier1-max-bytes",
+        "1GiB",
+        "--compression",
+        "adaptive:1..5",
+    ];
+    let mut append_args = vec!["--segment-bytes", "64KiB"];
+    append_args.extend_from_slice(&storage);
+    assert_eq!(append(&root, "t", b"one\ntwo\n", &append_args), vec![0, 1]);
+    for command in [
+        vec!["cat", "--root", &root, "--log", "t"],
+        vec!["verify", "--root", &root],
+    ] {
+        let mut args = command.clone();
+        args.extend_from_slice(&storage);
+        let out = run(&args, b"");
+        expect_status(&out, 0);
+    }
+    // A fixed (negative) level is accepted too.
+    let out = run(
+        &[
+            "inspect",
+            "--root",
+            &root,
+            "--json",
+            "--tier0-max-bytes",
+            "256MiB",
+            "--compression",
+            "-1",
+        ],
+        b"",
+    );
+    expect_status(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["tiers"]["tier0_max_bytes"], 256u64 << 20);
+    assert_eq!(doc["tiers"]["tier1_max_bytes"], Value::Null);
+    assert_eq!(doc["tiers"]["compression_level"], -1);
+    let mut args = vec!["inspect", "--root", &root, "--json"];
+    args.extend_from_slice(&storage);
+    let out = run(&args, b"");
+    expect_status(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["tiers"]["tier1_max_bytes"], 1u64 << 30);
+    let level = doc["tiers"]["compression_level"].as_i64().unwrap();
+    assert!((1..=5).contains(&level), "{doc}");
+
+    let out = run(
+        &[
+            "bench",
+            "--records",
+            "300",
+            "--record-size",
+            "100",
+            "--segment-bytes",
+            "64KiB",
+            "--tier0-max-bytes",
+            "256KiB",
+            "--tier1-max-bytes",
+            "64MiB",
+            "--compression",
+            "3",
+            "--json",
+        ],
+        b"",
+    );
+    expect_status(&out, 0);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["tier0_max_bytes"], 256u64 << 10);
+    assert_eq!(report["tier1_max_bytes"], 64u64 << 20);
+    assert_eq!(report["compression"], "3");
+    assert!(
+        report["tier0_peak_bytes"].as_u64().unwrap() <= 256 << 10,
+        "{report}"
+    );
+}
+
+#[test]
+fn tier0_budget_smaller_than_two_segments_is_invalid_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let small = ["--segment-bytes", "64KiB", "--tier0-max-bytes", "100KiB"];
+    let mut args = vec!["append", "--root", &root, "--log", "x"];
+    args.extend_from_slice(&small);
+    let out = run(&args, b"a\n");
+    expect_status(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("aof2: error: --tier0-max-bytes 102400 is too small"),
+        "{err}"
+    );
+    assert!(err.contains("131072"), "{err}");
+    assert!(!Path::new(&root).exists(), "nothing is created");
+
+    // With the default segment size (64 MiB) the budget must be at least 128 MiB.
+    let out = run(
+        &[
+            "append",
+            "--root",
+            &root,
+            "--log",
+            "x",
+            "--tier0-max-bytes",
+            "64MiB",
+        ],
+        b"a\n",
+    );
+    expect_status(&out, 2);
+    assert!(text(&out.stderr).contains("--tier0-max-bytes 67108864"));
+    assert!(!Path::new(&root).exists(), "nothing is created");
+
+    append(&root, "x", b"a\n", &[]);
+    for command in [
+        vec!["cat", "--root", &root, "--log", "x"],
+        vec!["inspect", "--root", &root],
+        vec!["verify", "--root", &root],
+        vec!["bench", "--records", "10"],
+    ] {
+        let mut args = command.clone();
+        args.extend_from_slice(&small);
+        let out = run(&args, b"");
+        expect_status(&out, 2);
+        assert!(
+            text(&out.stderr).contains("--tier0-max-bytes 102400"),
+            "{command:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    for bad in [
+        vec!["--compression", "0"],
+        vec!["--compression", "adaptive:9..1"],
+        vec!["--tier1-max-bytes", "lots"],
+    ] {
+        let mut args = vec!["append", "--root", &root, "--log", "x"];
+        args.extend_from_slice(&bad);
+        let out = run(&args, b"b\n");
+        expect_status(&out, 2);
+    }
+}
+
+#[test]
+fn append_wait_tier1_then_inspect_and_verify_show_tier1_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let seqs = append(
+        &root,
+        "warm",
+        &lines_input(3000, 100),
+        &["--segment-bytes", "65536", "--wait-tier1"],
+    );
+    assert_eq!(seqs.len(), 3000);
+
+    let (doc, segments) = inspect_segments(&root, "warm");
+    let sealed: Vec<&Value> = segments.iter().filter(|s| s["state"] == "sealed").collect();
+    assert!(sealed.len() >= 3, "{segments:?}");
+    for s in &sealed {
+        assert_eq!(s["tier"], "0+1", "{s}");
+        let tier1_bytes = s["tier1_bytes"].as_u64().unwrap();
+        assert!(
+            0 < tier1_bytes && tier1_bytes < s["record_bytes"].as_u64().unwrap(),
+            "{s}"
+        );
+        // Text lines compress well.
+        assert!(s["compression_ratio"].as_f64().unwrap() > 1.0, "{s}");
+        assert!(s["tier1_level"].is_i64(), "{s}");
+    }
+    let active = segments.last().unwrap();
+    assert_eq!(active["state"], "active");
+    assert_eq!(active["tier"], "0");
+    assert_eq!(active["tier1_bytes"], 0);
+    assert_eq!(active["compression_ratio"], Value::Null);
+    assert_eq!(active["tier1_level"], Value::Null);
+    let tiers = &doc["tiers"];
+    assert!(tiers["tier1_used_bytes"].as_u64().unwrap() > 0, "{tiers}");
+    assert!(tiers["tier0_used_bytes"].as_u64().unwrap() > 0, "{tiers}");
+    assert_eq!(tiers["tier0_max_bytes"], 1u64 << 30);
+
+    let out = run(&["inspect", "--root", &root], b"");
+    expect_status(&out, 0);
+    let table = text(&out.stdout);
+    assert!(table.contains("TIER1_BYTES"), "{table}");
+    assert!(table.contains(" 0+1 "), "{table}");
+    assert!(table.contains("tiers: Tier 0 "), "{table}");
+
+    let out = run(&["verify", "--root", &root], b"");
+    expect_status(&out, 0);
+    let report = text(&out.stdout);
+    assert!(
+        report.contains(&format!(
+            "log warm: ok, {} segments ({} Tier 1 copies checked), 3000 records verified",
+            segments.len(),
+            sealed.len()
+        )),
+        "{report}"
+    );
+}
+
+#[test]
+fn bench_in_given_root_leaves_segments_only_in_tier1() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let out = run(
+        &[
+            "bench",
+            "--root",
+            &root,
+            "--records",
+            "3000",
+            "--record-size",
+            "100",
+            "--segment-bytes",
+            "64KiB",
+        ],
+        b"",
+    );
+    expect_status(&out, 0);
+    let human = text(&out.stdout);
+    for line in ["tier 1:", "read tier 1:", "peak RSS:"] {
+        assert!(human.contains(line), "{line}: {human}");
+    }
+    // The bench evicted every Tier 0 copy that Tier 1 holds.
+    let (_, segments) = inspect_segments(&root, "bench");
+    let sealed: Vec<&Value> = segments.iter().filter(|s| s["state"] == "sealed").collect();
+    assert!(sealed.len() >= 3, "{segments:?}");
+    for s in &sealed {
+        assert_eq!(s["tier"], "1", "{s}");
+        assert!(s["compression_ratio"].as_f64().unwrap() > 1.0, "{s}");
+    }
+    let out = run(&["verify", "--root", &root, "--log", "bench"], b"");
+    expect_status(&out, 0);
+    let report = text(&out.stdout);
+    assert!(
+        report.contains(&format!("({} Tier 1 copies checked)", sealed.len())),
+        "{report}"
+    );
+    assert!(report.contains("3000 records verified"), "{report}");
 }

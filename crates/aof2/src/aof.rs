@@ -31,7 +31,7 @@ use crate::read::Reader;
 use crate::segment::{ActiveSegment, PreparedSegment, Record, RolledSegment, WriteMode};
 use crate::stats::{LogCounters, LogStats};
 use crate::sys;
-use crate::tiering::Tiering;
+use crate::tiering::{SealOutcome, Tiering};
 
 /// Fault injection seam for tests: called before each segment fdatasync of a group commit.
 pub type SyncFault = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
@@ -360,7 +360,11 @@ impl LogShared {
             .segments_rolled
             .fetch_add(1, Ordering::Relaxed);
         *self.pending_seals.lock() += 1;
-        self.workers.submit(Job::Seal(self.self_arc(), rolled));
+        if self.config.durability == Durability::None && self.tiering.seals_by_compressing() {
+            self.tiering.submit_seal(self.self_arc(), rolled);
+        } else {
+            self.workers.submit(Job::Seal(self.self_arc(), rolled));
+        }
         self.request_prepare();
         Ok(true)
     }
@@ -501,29 +505,50 @@ impl LogShared {
         self.prepared.notify_all();
     }
 
-    /// Background: seal a rolled segment and record it in the manifest.
-    pub(crate) fn seal_segment(&self, rolled: RolledSegment) {
+    /// Background: seal a rolled segment and record it in the manifest. With `compressor` (a
+    /// `None` log with Tier 1, run by the TieredCoordinator) the segment is not synced: its
+    /// Tier 1 copy, written and synced by this job, is what makes it durable, so the uncompressed
+    /// bytes never have to reach the disk. If that fails, the segment is synced as usual.
+    pub(crate) fn seal_segment(
+        &self,
+        rolled: RolledSegment,
+        compressor: Option<&mut zstd::bulk::Compressor<'static>>,
+    ) {
         let file = rolled.file.clone();
         let result = (|| {
-            let (segment, meta) = rolled.seal(sys::now_ms())?;
-            let done = segment.clone();
-            self.manifest
-                .lock()
-                .append(Edit::SegmentSealed(SealedInfo {
-                    segment_id: segment.id,
-                    base_seq: segment.base_seq,
-                    record_count: meta.footer.record_count,
-                    file_len: meta.file_len,
-                    first_timestamp_ms: meta.footer.first_timestamp_ms,
-                    last_timestamp_ms: meta.footer.last_timestamp_ms,
-                    footer_crc: meta.footer_crc,
-                }))?;
-            Ok(done)
+            let (segment, meta) = rolled.seal(sys::now_ms(), compressor.is_none())?;
+            let seal_edit = Edit::SegmentSealed(SealedInfo {
+                segment_id: segment.id,
+                base_seq: segment.base_seq,
+                record_count: meta.footer.record_count,
+                file_len: meta.file_len,
+                first_timestamp_ms: meta.footer.first_timestamp_ms,
+                last_timestamp_ms: meta.footer.last_timestamp_ms,
+                footer_crc: meta.footer_crc,
+            });
+            let Some(compressor) = compressor else {
+                self.manifest.lock().append(seal_edit)?;
+                return Ok((segment, true));
+            };
+            let outcome = self
+                .tiering
+                .compress_while_sealing(self, &segment, &meta, compressor, &seal_edit);
+            if outcome != SealOutcome::Compressed {
+                let path = segment.path.display().to_string();
+                sys::retry_transient(|| file.sync_data())
+                    .map_err(|e| Error::io(format!("fdatasync {path}"), e))?;
+                sys::retry_transient(|| file.sync_all())
+                    .map_err(|e| Error::io(format!("fsync {path}"), e))?;
+            }
+            if outcome == SealOutcome::NotCompressed {
+                self.manifest.lock().append(seal_edit)?;
+            }
+            Ok((segment, outcome != SealOutcome::Compressed))
         })();
         match result {
-            Ok(segment) => {
-                // Sealing synced the file: group commits need not sync it again (and the list
-                // must not keep the file open for logs that never sync).
+            Ok((segment, needs_tier1)) => {
+                // Sealing synced the file (or its Tier 1 copy): group commits need not sync it
+                // again (and the list must not keep the file open for logs that never sync).
                 self.write
                     .lock()
                     .unsynced
@@ -531,7 +556,9 @@ impl LogShared {
                 self.counters
                     .segments_sealed
                     .fetch_add(1, Ordering::Relaxed);
-                self.tiering.submit_compress(&self.self_arc(), segment);
+                if needs_tier1 {
+                    self.tiering.submit_compress(&self.self_arc(), segment);
+                }
             }
             Err(e) => self.fail(e),
         }

@@ -212,7 +212,8 @@ impl AofManager {
     fn open_log_mode(&self, name: &str, config: LogConfig, read_only: bool) -> Result<Aof> {
         validate_log_name(name)?;
         config.validate()?;
-        if config.segment_bytes.saturating_mul(2) > self.inner.config.tier0_max_bytes {
+        if !read_only && config.segment_bytes.saturating_mul(2) > self.inner.config.tier0_max_bytes
+        {
             return Err(Error::InvalidConfig(format!(
                 "segment_bytes {} does not fit the Tier 0 budget of {} bytes twice (an active \
                  segment and the next one)",
@@ -240,6 +241,7 @@ impl AofManager {
             &config,
             read_only,
             &self.inner.tiering.budget,
+            &self.inner.tiering.frame_cache,
         )?;
         let shared = LogShared::new(
             recovered,
@@ -383,22 +385,7 @@ impl AofManager {
                 log: log.name().to_string(),
             });
         }
-        let mut freed = 0;
-        let segments: Vec<_> = log.shared.segments.read().iter().cloned().collect();
-        for segment in segments {
-            let outcome = segment.evict_tier0(|| {
-                log.shared
-                    .manifest
-                    .lock()
-                    .append(crate::format::manifest::Edit::Tier0Evicted {
-                        segment_id: segment.id,
-                    })
-            })?;
-            if let crate::segment::EvictOutcome::Evicted(bytes) = outcome {
-                freed += bytes;
-            }
-        }
-        Ok(freed)
+        self.inner.tiering.evict_log(&log.shared)
     }
 
     /// Tier 0 budget use, Tier 1 use, compression and eviction statistics of this manager.

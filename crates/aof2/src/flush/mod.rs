@@ -77,7 +77,7 @@ fn run(job: Job) {
     match job {
         Job::Flush(log) => log.background_flush(),
         Job::Prepare(log) => log.prepare_next_segment(),
-        Job::Seal(log, rolled) => log.seal_segment(rolled),
+        Job::Seal(log, rolled) => log.seal_segment(rolled, None),
     }
 }
 

@@ -124,7 +124,12 @@ impl ManifestState {
                 )),
             },
             Edit::CompressStarted { segment_id, .. } => {
-                let e = self.sealed_entry(*segment_id)?;
+                // A segment may be compressed while it is being sealed (a `None` log seals by
+                // compressing); `CompressDone` needs the seal recorded first.
+                let e = self
+                    .segments
+                    .get(segment_id)
+                    .ok_or(format!("compressing unknown segment {segment_id}"))?;
                 if e.tier1.is_some() {
                     return Err(format!("segment {segment_id} is already in Tier 1"));
                 }
@@ -146,7 +151,10 @@ impl ManifestState {
                 Ok(())
             }
             Edit::CompressFailed { segment_id, .. } => {
-                let e = self.sealed_entry(*segment_id)?;
+                let e = self
+                    .segments
+                    .get(segment_id)
+                    .ok_or(format!("unknown segment {segment_id}"))?;
                 if !e.compressing {
                     return Err(format!(
                         "segment {segment_id} failed a compression that was not started"

@@ -30,8 +30,8 @@ use crate::segment::{
 };
 use crate::sys;
 use crate::tier1::{tier1_file_name, tier1_tmp_name};
-use crate::tiering::Tier1Segment;
 use crate::tiering::budget::{Lease, Tier0Budget};
+use crate::tiering::{FrameCache, Tier1Segment};
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default)]
@@ -86,6 +86,7 @@ pub(crate) fn recover_log(
     config: &LogConfig,
     read_only: bool,
     budget: &Arc<Tier0Budget>,
+    frame_cache: &Arc<FrameCache>,
 ) -> Result<(Recovered, RecoveryReport)> {
     let (manifest_dir, segment_dir) = log_dirs(root, name);
     let started = std::time::Instant::now();
@@ -105,6 +106,7 @@ pub(crate) fn recover_log(
             started,
             report,
             budget,
+            frame_cache,
         );
     }
     let existing = if ManifestLog::exists(&manifest_dir) {
@@ -152,6 +154,7 @@ pub(crate) fn recover_log(
         started,
         report,
         budget,
+        frame_cache,
     )
 }
 
@@ -166,6 +169,7 @@ fn recover_segments(
     started: std::time::Instant,
     mut report: RecoveryReport,
     budget: &Arc<Tier0Budget>,
+    frame_cache: &Arc<FrameCache>,
 ) -> Result<(Recovered, RecoveryReport)> {
     let manifest_dir = segment_dir.with_file_name("manifest");
     let tier1_dir = segment_dir.with_file_name("tier1");
@@ -234,7 +238,11 @@ fn recover_segments(
                 report.compressions_restarted += 1;
             }
             let tier1 = match entry.tier1 {
-                Some(t1) => match Tier1Segment::open(tier1_dir.join(tier1_file_name(id)), t1) {
+                Some(t1) => match Tier1Segment::open(
+                    tier1_dir.join(tier1_file_name(id)),
+                    t1,
+                    frame_cache.clone(),
+                ) {
                     Ok(opened) => Some(Arc::new(opened)),
                     Err(e) if entry.in_tier0 => {
                         // The Tier 0 copy is still there: give up the damaged Tier 1 copy (moved
@@ -367,7 +375,14 @@ fn recover_segments(
             }
             continue;
         }
-        // Unsealed: prepared (blank), active, or interrupted while sealing.
+        // Unsealed: prepared (blank), active, or interrupted while sealing (a `None` log with
+        // Tier 1 seals by compressing: an interrupted compression leaves files to remove).
+        if entry.compressing && !read_only {
+            for file in [tier1_tmp_name(id), tier1_file_name(id)] {
+                remove_if_present(&tier1_dir.join(file))?;
+            }
+            report.compressions_restarted += 1;
+        }
         let file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -471,7 +486,7 @@ fn recover_segments(
             index.insert(active.roll().segment);
             continue;
         }
-        let (segment, meta) = active.roll().seal(sys::now_ms())?;
+        let (segment, meta) = active.roll().seal(sys::now_ms(), true)?;
         manifest.append(Edit::SegmentSealed(sealed_info(segment.id, &meta)))?;
         index.insert(segment);
     }

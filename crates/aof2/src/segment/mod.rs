@@ -982,7 +982,9 @@ pub struct RolledSegment {
 
 impl RolledSegment {
     /// Write the sparse index and footer, sync, truncate the preallocated tail and sync again.
-    pub fn seal(self, now_ms: u64) -> Result<(Arc<Segment>, SealedMeta)> {
+    /// With `sync == false` nothing is synced: the caller makes the segment durable another
+    /// way (its Tier 1 copy) or syncs `file` itself before recording the seal.
+    pub fn seal(self, now_ms: u64, sync: bool) -> Result<(Arc<Segment>, SealedMeta)> {
         let seg = self.segment.clone();
         let entries = seg.index.read().clone().unwrap_or_default();
         let index_bytes = encode_index(&entries);
@@ -1007,12 +1009,17 @@ impl RolledSegment {
         tail.extend_from_slice(&encoded);
         crate::sys::retry_transient(|| self.file.write_all_at(&tail, self.records_end))
             .context(|| format!("write index and footer of {path}"))?;
-        crate::sys::retry_transient(|| self.file.sync_data())
-            .context(|| format!("fdatasync {path}"))?;
+        if sync {
+            crate::sys::retry_transient(|| self.file.sync_data())
+                .context(|| format!("fdatasync {path}"))?;
+        }
         self.file
             .set_len(file_len)
             .context(|| format!("truncate {path}"))?;
-        crate::sys::retry_transient(|| self.file.sync_all()).context(|| format!("fsync {path}"))?;
+        if sync {
+            crate::sys::retry_transient(|| self.file.sync_all())
+                .context(|| format!("fsync {path}"))?;
+        }
         let meta = SealedMeta {
             footer,
             footer_crc: SegmentFooter::stored_crc(&encoded),

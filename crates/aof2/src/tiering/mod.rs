@@ -32,7 +32,7 @@ use crate::config::{Compression, ManagerConfig};
 use crate::error::{Error, Result, Tier};
 use crate::format::manifest::{Edit, Tier1Info};
 use crate::limits;
-use crate::segment::{self, EvictOutcome, Segment};
+use crate::segment::{self, EvictOutcome, RolledSegment, Segment};
 use crate::tier1::{self, Tier1File};
 use budget::{Lease, Tier0Budget};
 
@@ -47,15 +47,16 @@ pub struct Tier1Segment {
     /// One slot per frame: concurrent readers of a frame wait on its own lock while one of them
     /// decompresses it, then share the result (no global lock, no lost wake-up).
     slots: Vec<Mutex<Option<Weak<[u8]>>>>,
-    /// The most recently decompressed frame, kept alive for the next reader.
-    recent: Mutex<Option<Arc<[u8]>>>,
+    /// Recently decompressed frames of every Tier 1 segment (shared, bounded).
+    cache: Arc<FrameCache>,
+    /// Frames decompressed since the last hydration attempt.
     frame_loads: AtomicU64,
     hydrating: AtomicBool,
 }
 
 impl Tier1Segment {
     /// Open a Tier 1 file recorded in the manifest (header, footer and frame index are checked).
-    pub fn open(path: PathBuf, info: Tier1Info) -> Result<Self> {
+    pub fn open(path: PathBuf, info: Tier1Info, cache: Arc<FrameCache>) -> Result<Self> {
         let file = Tier1File::open(&path, info.footer_crc, info.file_len)?;
         let ranges: Vec<(u64, u64)> = file
             .frames()
@@ -69,7 +70,7 @@ impl Tier1Segment {
             info,
             ranges,
             slots,
-            recent: Mutex::new(None),
+            cache,
             frame_loads: AtomicU64::new(0),
             hydrating: AtomicBool::new(false),
         })
@@ -107,7 +108,8 @@ impl Tier1Segment {
         let bytes: Arc<[u8]> = self.file.read_frame(i)?.into();
         *slot = Some(Arc::downgrade(&bytes));
         drop(slot);
-        *self.recent.lock() = Some(bytes.clone());
+        self.cache.keep(bytes.clone());
+        // Decompressions count toward hydration: that is the work Tier 0 would save.
         self.frame_loads.fetch_add(1, Ordering::Relaxed);
         Ok(bytes)
     }
@@ -124,6 +126,24 @@ impl Tier1Segment {
     fn hydration_done(&self) {
         self.frame_loads.store(0, Ordering::Relaxed);
         self.hydrating.store(false, Ordering::Release);
+    }
+}
+
+/// The last few decompressed Tier 1 frames of a manager, kept alive so that point reads of
+/// neighbouring records do not decompress the same frame again. Bounded in entries, so its
+/// memory is at most `FRAME_CACHE_ENTRIES` frames.
+#[derive(Debug, Default)]
+pub struct FrameCache {
+    frames: Mutex<VecDeque<Arc<[u8]>>>,
+}
+
+impl FrameCache {
+    fn keep(&self, frame: Arc<[u8]>) {
+        let mut frames = self.frames.lock();
+        if frames.len() >= limits::FRAME_CACHE_ENTRIES {
+            frames.pop_front();
+        }
+        frames.push_back(frame);
     }
 }
 
@@ -188,8 +208,21 @@ impl TierStats {
     }
 }
 
+/// What [`Tiering::compress_while_sealing`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SealOutcome {
+    /// Sealed (recorded) and in Tier 1.
+    Compressed,
+    /// The seal is recorded but the Tier 1 copy is not: the caller must sync the segment.
+    SealedNotCompressed,
+    /// Nothing recorded: the caller seals the usual way (sync, then record).
+    NotCompressed,
+}
+
 enum Task {
     Compress(Weak<LogShared>, Arc<Segment>),
+    /// Seal (by compressing) a rolled segment of a `None` log: runs even if the log closed.
+    Seal(Arc<LogShared>, RolledSegment),
     Hydrate(Weak<LogShared>, Arc<Segment>),
 }
 
@@ -217,6 +250,7 @@ struct Queue {
 /// Tiering state of one manager: the Tier 0 budget and the coordinator's workers.
 pub(crate) struct Tiering {
     pub(crate) budget: Arc<Tier0Budget>,
+    pub(crate) frame_cache: Arc<FrameCache>,
     compression: Compression,
     frame_bytes: usize,
     tier1_max: u64,
@@ -259,6 +293,7 @@ impl Tiering {
         };
         let t = Arc::new(Tiering {
             budget: Tier0Budget::new(config.tier0_max_bytes),
+            frame_cache: Arc::new(FrameCache::default()),
             compression: config.compression,
             frame_bytes: config.tier1_frame_bytes,
             tier1_max: config.tier1_max_bytes,
@@ -338,6 +373,25 @@ impl Tiering {
             self.submit_compress(log, segment);
         }
         self.evict_ahead();
+    }
+
+    /// Whether rolled segments of `None` logs are sealed by compressing them (see
+    /// [`Tiering::compress_while_sealing`]).
+    pub(crate) fn seals_by_compressing(&self) -> bool {
+        self.enabled
+    }
+
+    /// Queue a rolled segment of a `None` log: sealed by compressing it on the worker pool.
+    pub(crate) fn submit_seal(&self, log: Arc<LogShared>, rolled: RolledSegment) {
+        let now = Instant::now();
+        if let Some(prev) = self.last_arrival.lock().replace(now) {
+            ewma(&self.arrival_ns, (now - prev).as_nanos() as u64);
+        }
+        let mut q = self.queue.lock();
+        q.compress_queued += 1;
+        q.tasks.push_back(Task::Seal(log, rolled));
+        drop(q);
+        self.ready.notify_one();
     }
 
     /// Queue a sealed segment for compression.
@@ -439,7 +493,10 @@ impl Tiering {
         let mut q = self.queue.lock();
         loop {
             if q.stopped {
-                return None;
+                // Seals must finish (a closing log waits for them); everything else resumes at
+                // the next open from what the manifest says.
+                let seal = q.tasks.iter().position(|t| matches!(t, Task::Seal(..)))?;
+                return q.tasks.remove(seal);
             }
             let now = Instant::now();
             if q.parked.iter().any(|(at, _)| *at <= now) {
@@ -486,6 +543,11 @@ impl Tiering {
                     drop(q);
                     self.evict_ahead();
                 }
+                Task::Seal(log, rolled) => {
+                    log.seal_segment(rolled, Some(&mut compressor));
+                    self.queue.lock().compress_queued -= 1;
+                    self.evict_ahead();
+                }
                 Task::Hydrate(log, segment) => {
                     if let Some(log) = log.upgrade()
                         && !log.is_closed()
@@ -498,6 +560,25 @@ impl Tiering {
                 }
             }
         }
+    }
+
+    /// Whether Tier 1 has room for about `bytes` more; flags (and logs once) when it does not.
+    fn tier1_has_room(&self, bytes: u64) -> bool {
+        let used = self.tier1_used.load(Ordering::Relaxed);
+        if used.saturating_add(bytes) > self.tier1_max {
+            // Without Tier 2 nothing can leave Tier 1: stop and say so (appends will see
+            // backpressure naming Tier 1 once Tier 0 fills).
+            if !self.tier1_full.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    used,
+                    max = self.tier1_max,
+                    "Tier 1 is full; compression paused"
+                );
+            }
+            return false;
+        }
+        self.tier1_full.store(false, Ordering::Release);
+        true
     }
 
     /// Compress one sealed segment into Tier 1. `Ok(false)`: nothing to do; `Err`: retry later.
@@ -513,23 +594,61 @@ impl Tiering {
         if segment.tier1().is_some() || segment.quarantine_reason().is_some() {
             return Ok(false);
         }
-        let used = self.tier1_used.load(Ordering::Relaxed);
-        if used.saturating_add(meta.file_len) > self.tier1_max {
-            // Without Tier 2 nothing can leave Tier 1: stop and say so (appends will see
-            // backpressure naming Tier 1 once Tier 0 fills).
-            if !self.tier1_full.swap(true, Ordering::AcqRel) {
-                tracing::warn!(
-                    used,
-                    max = self.tier1_max,
-                    "Tier 1 is full; compression paused"
-                );
-            }
+        if !self.tier1_has_room(meta.file_len) {
             return Err(());
         }
-        self.tier1_full.store(false, Ordering::Release);
-        let Ok(Some(mapping)) = segment.tier0_mapping() else {
-            return Ok(false);
-        };
+        match self.compress_core(log, segment, &meta, compressor, &mut || Ok(())) {
+            Ok(_) => Ok(true),
+            // A damaged segment stays in Tier 0 (never evicted); `verify` reports it.
+            Err(e) if e.kind() == crate::ErrorKind::Corruption => Ok(false),
+            Err(_) => Err(()),
+        }
+    }
+
+    /// Seal a rolled segment of a `Durability::None` log by compressing it: the Tier 1 copy,
+    /// synced, is what makes the segment durable, so its uncompressed bytes never have to be
+    /// written to the disk (they are dropped with the file when it is evicted). `seal_edit`
+    /// records the seal between the Tier 1 file becoming durable and `CompressDone`.
+    pub(crate) fn compress_while_sealing(
+        &self,
+        log: &LogShared,
+        segment: &Arc<Segment>,
+        meta: &segment::SealedMeta,
+        compressor: &mut zstd::bulk::Compressor<'static>,
+        seal_edit: &Edit,
+    ) -> SealOutcome {
+        if !self.enabled || !self.tier1_has_room(meta.file_len) {
+            return SealOutcome::NotCompressed;
+        }
+        let mut sealed = false;
+        let result = self.compress_core(log, segment, meta, compressor, &mut || {
+            log.manifest.lock().append(seal_edit.clone())?;
+            sealed = true;
+            Ok(())
+        });
+        match (result, sealed) {
+            (Ok(_), _) => SealOutcome::Compressed,
+            (Err(_), true) => SealOutcome::SealedNotCompressed,
+            (Err(_), false) => SealOutcome::NotCompressed,
+        }
+    }
+
+    /// `CompressStarted`, write and sync the Tier 1 file, `before_done`, `CompressDone`. On
+    /// failure the partial files are removed and `CompressFailed` is recorded.
+    fn compress_core(
+        &self,
+        log: &LogShared,
+        segment: &Arc<Segment>,
+        meta: &segment::SealedMeta,
+        compressor: &mut zstd::bulk::Compressor<'static>,
+        before_done: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Tier1Info> {
+        let mapping = segment.tier0_mapping()?.ok_or_else(|| {
+            Error::corruption(
+                segment.path.display().to_string(),
+                "no Tier 0 copy to compress",
+            )
+        })?;
         let level = self.level.load(Ordering::Relaxed);
         let started = Instant::now();
         let result = (|| -> Result<Tier1Info> {
@@ -552,7 +671,7 @@ impl Tiering {
             let written = tier1::write_tier1(
                 &dir,
                 bytes,
-                &meta,
+                meta,
                 log.log_id,
                 level,
                 self.frame_bytes,
@@ -566,14 +685,19 @@ impl Tiering {
                 uncompressed_bytes: written.uncompressed_bytes,
                 level: written.level,
             };
-            let opened = Tier1Segment::open(dir.join(tier1::tier1_file_name(segment.id)), info)?;
+            let opened = Tier1Segment::open(
+                dir.join(tier1::tier1_file_name(segment.id)),
+                info,
+                self.frame_cache.clone(),
+            )?;
+            before_done()?;
             log.manifest.lock().append(Edit::CompressDone(info))?;
             segment.set_tier1(Arc::new(opened));
             Ok(info)
         })();
         drop(mapping);
         let ns = started.elapsed().as_nanos() as u64;
-        match result {
+        match &result {
             Ok(info) => {
                 let c = &self.counters;
                 c.segments_compressed.fetch_add(1, Ordering::Relaxed);
@@ -585,7 +709,6 @@ impl Tiering {
                 self.tier1_used.fetch_add(info.file_len, Ordering::Relaxed);
                 ewma(&self.work_ns, ns);
                 self.adapt_level();
-                Ok(true)
             }
             Err(e) => {
                 self.counters
@@ -607,15 +730,9 @@ impl Tiering {
                         reason: e.to_string(),
                     });
                 }
-                drop(manifest);
-                if e.kind() == crate::ErrorKind::Corruption {
-                    // A damaged segment stays in Tier 0 (never evicted); `verify` reports it.
-                    Ok(false)
-                } else {
-                    Err(())
-                }
             }
         }
+        result
     }
 
     /// Adaptive level: down when compression falls behind ingest, up when it idles.
@@ -636,7 +753,8 @@ impl Tiering {
         let pressure = self.budget.pressure();
         let level = self.level.load(Ordering::Relaxed);
         let next = if backlog >= 2 || busy > 0.8 || pressure > 0.95 {
-            (level - 2).max(min)
+            // Falling behind: close half the distance to the fastest level at once.
+            (level - ((level - min) / 2).max(2)).max(min)
         } else if backlog == 0 && busy < 0.4 && pressure < 0.75 {
             (level + 1).min(max)
         } else {
@@ -662,6 +780,28 @@ impl Tiering {
         if used > target {
             self.evict(used - target);
         }
+    }
+
+    /// Evict every Tier 0 copy of `log` that Tier 1 holds and no reader uses.
+    pub(crate) fn evict_log(&self, log: &LogShared) -> Result<u64> {
+        let _one_at_a_time = self.evicting.lock();
+        let segments: Vec<Arc<Segment>> = log.segments.read().iter().cloned().collect();
+        let mut freed = 0;
+        for segment in segments {
+            let outcome = segment.evict_tier0(|| {
+                log.manifest.lock().append(Edit::Tier0Evicted {
+                    segment_id: segment.id,
+                })
+            })?;
+            if let EvictOutcome::Evicted(bytes) = outcome {
+                freed += bytes;
+                self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .evicted_bytes
+                    .fetch_add(bytes, Ordering::Relaxed);
+            }
+        }
+        Ok(freed)
     }
 
     /// Evict least-recently-read Tier 0 copies that Tier 1 holds until `need` bytes are freed

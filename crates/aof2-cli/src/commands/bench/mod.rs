@@ -4,7 +4,8 @@
 //! temporary directory that is removed afterwards. Phases, in order:
 //! 1. warm-up (untimed): `min(N/10, 10000)` records into the log `warmup`, same writers; then
 //!    as much anonymous memory as the run will fill is touched once and freed (first touch of
-//!    fresh memory is slow on VMs), and the bench log's prepared segments are allowed to settle;
+//!    fresh memory is slow on VMs). The library prepares a log's next segments only from its
+//!    first append on (readers never pay for it), so the timed phase starts that preparation;
 //! 2. timed appends: `N` records of `B` bytes into `bench`, split evenly over `W` threads, each
 //!    calling `Aof::append` (which in `always` mode returns only once durable); each append is
 //!    timed on its own (buffered modes: one in 8, see `BUFFERED_LATENCY_SAMPLE`) and the payload is built before the clock starts, into a reused buffer,
@@ -150,13 +151,6 @@ fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, 
 
     // 2. Timed appends.
     let log = manager.open_log(BENCH_LOG, config.clone())?;
-    // Let the background preparer finish the segments it keeps ahead.
-    let settle = Instant::now();
-    while log.stats().prepared_ready < aof2::limits::PREPARED_SEGMENTS_AHEAD as u64
-        && settle.elapsed() < Duration::from_secs(5)
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
     let start_seq = log.next_seq();
     let progress = progress_bar(plan.records, "append");
     let (append_time, mut latencies) = append_phase(&log, plan, &progress)?;
