@@ -373,8 +373,7 @@ fn ingest(settings: &Settings, budget: u64) -> Result<IngestResult> {
     let dir = tempfile::Builder::new()
         .prefix("aof2-bench-w6-")
         .tempdir_in(&settings.data_dir)?;
-    let payload = settings
-        .payload
+    let payload = PAYLOAD
         .to_possible_value()
         .ok_or("payload without a name")?;
     let child = Command::new(std::env::current_exe()?)

@@ -812,6 +812,75 @@ impl LogShared {
         result
     }
 
+    /// Retention: remove every sealed segment whose records all lie below `seq`, from every
+    /// tier. Whole segments only, oldest first; a segment still being sealed or compressed is
+    /// kept (and so is everything after it). Returns the log's first remaining sequence.
+    pub(crate) fn truncate_before(&self, seq: u64) -> Result<u64> {
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                log: self.name.to_string(),
+            });
+        }
+        self.check_open()?;
+        loop {
+            let Some(segment) = self.segments.read().first().cloned() else {
+                break;
+            };
+            if segment.end_seq().is_none_or(|end| end > seq) {
+                break;
+            }
+            {
+                let mut manifest = self.manifest.lock();
+                let done = manifest
+                    .state()
+                    .segments
+                    .get(&segment.id)
+                    .is_some_and(|e| e.sealed.is_some() && !e.compressing);
+                if !done {
+                    break;
+                }
+                manifest.append(Edit::SegmentRetired {
+                    segment_id: segment.id,
+                })?;
+            }
+            self.segments.write().pop_first();
+            let tier1 = segment.tier1();
+            segment.retire();
+            // The manifest no longer knows these files; a crash before the unlinks leaves them
+            // behind as unreferenced files (never read).
+            for path in [
+                Some(segment.path.clone()),
+                tier1.as_ref().map(|t| t.path().to_path_buf()),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "removing a retired segment file failed")
+                    }
+                }
+            }
+            if let Some(t1) = tier1 {
+                self.tiering.forget_tier1(t1.info().file_len);
+            }
+            self.counters
+                .segments_retired
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(self.first_seq())
+    }
+
+    /// The first sequence still in the log (retention removes whole segments from the front).
+    pub(crate) fn first_seq(&self) -> u64 {
+        self.segments
+            .read()
+            .first()
+            .map_or(self.written(), |s| s.base_seq)
+    }
+
     /// Rolled segments whose seal has not finished.
     pub(crate) fn pending_seals(&self) -> usize {
         *self.pending_seals.lock()
@@ -845,15 +914,31 @@ impl LogShared {
                 self.name
             )));
         }
-        let segment =
-            self.segments.read().find(seq).cloned().ok_or_else(|| {
-                Error::NotFound(format!("log {:?} has no record {seq}", self.name))
-            })?;
-        let position = segment.locate(seq)?;
-        if position.limit != u64::MAX {
-            self.tiering.note_tier1_read(&self.self_arc(), &segment);
+        let segment = self.segments.read().find(seq).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "log {:?} has no record {seq}: retention removed records below {}",
+                self.name,
+                self.first_seq()
+            ))
+        })?;
+        let tier0 = segment
+            .locate(seq)
+            .and_then(|p| Ok((segment.read_at(&p.backing, p.offset, seq)?.0, p.limit)));
+        match tier0 {
+            Ok((record, limit)) => {
+                if limit != u64::MAX {
+                    self.tiering.note_tier1_read(&self.self_arc(), &segment);
+                }
+                Ok(record)
+            }
+            Err(e) if e.kind() == crate::ErrorKind::Corruption && segment.tier1().is_some() => {
+                // The Tier 0 copy is damaged but Tier 1 holds a verified one.
+                tracing::error!(log = %self.name, segment = segment.id, seq, error = %e, "Tier 0 copy is damaged; reading from Tier 1");
+                let p = segment.locate_tier1(seq)?;
+                Ok(segment.read_at(&p.backing, p.offset, seq)?.0)
+            }
+            Err(e) => Err(e),
         }
-        Ok(segment.read_at(&position.backing, position.offset, seq)?.0)
     }
 
     /// Directory of this log's Tier 1 files.
@@ -954,6 +1039,19 @@ impl Aof {
     pub fn flush(&self) -> Result<()> {
         self.shared.check_open()?;
         self.shared.sync_to(self.shared.written())
+    }
+
+    /// Retention: delete every sealed segment whose records all lie below `seq`, from every tier
+    /// (whole segments, oldest first; a segment still being sealed or compressed stays, and so
+    /// does everything after it). Returns the first sequence the log still holds. Reads below it
+    /// return `NotFound`. This is how Tier 1 space is reclaimed when there is no Tier 2.
+    pub fn truncate_before(&self, seq: u64) -> Result<u64> {
+        self.shared.truncate_before(seq)
+    }
+
+    /// The first sequence the log still holds (0 until retention removes segments).
+    pub fn first_seq(&self) -> u64 {
+        self.shared.first_seq()
     }
 
     /// Sequence the next append will get (= records written).

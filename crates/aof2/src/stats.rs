@@ -17,6 +17,7 @@ pub(crate) struct LogCounters {
     pub rollover_waits: AtomicU64,
     pub backpressure_waits: AtomicU64,
     pub budget_waits: AtomicU64,
+    pub segments_retired: AtomicU64,
 }
 
 impl LogCounters {
@@ -46,6 +47,7 @@ impl LogCounters {
             rollover_waits: self.rollover_waits.load(Relaxed),
             backpressure_waits: self.backpressure_waits.load(Relaxed),
             budget_waits: self.budget_waits.load(Relaxed),
+            segments_retired: self.segments_retired.load(Relaxed),
             ..Default::default()
         }
     }
@@ -76,6 +78,8 @@ pub struct LogStats {
     pub backpressure_waits: u64,
     /// Segment preparations that found no Tier 0 room (and were retried).
     pub budget_waits: u64,
+    /// Segments removed by retention (`Aof::truncate_before`).
+    pub segments_retired: u64,
     /// Records written (next sequence number).
     pub next_seq: u64,
     /// Records durable (all sequences below this are synced).

@@ -63,6 +63,10 @@ pub enum Edit {
     Tier1Dropped {
         segment_id: u64,
     },
+    /// Retention removed the log's oldest segment from every tier (its records are gone).
+    SegmentRetired {
+        segment_id: u64,
+    },
 }
 
 /// What the manifest knows about a segment's Tier 1 file.
@@ -180,6 +184,10 @@ impl Edit {
                 out.push(12);
                 out.extend_from_slice(&segment_id.to_le_bytes());
             }
+            Edit::SegmentRetired { segment_id } => {
+                out.push(13);
+                out.extend_from_slice(&segment_id.to_le_bytes());
+            }
         }
         out
     }
@@ -236,6 +244,9 @@ impl Edit {
                 segment_id: c.u64()?,
             },
             12 => Edit::Tier1Dropped {
+                segment_id: c.u64()?,
+            },
+            13 => Edit::SegmentRetired {
                 segment_id: c.u64()?,
             },
             tag => return Err(FormatError::Invalid(format!("unknown edit tag {tag}"))),
@@ -432,6 +443,7 @@ mod tests {
             Edit::Tier0Evicted { segment_id: 0 },
             Edit::Hydrated { segment_id: 0 },
             Edit::Tier1Dropped { segment_id: 0 },
+            Edit::SegmentRetired { segment_id: 0 },
         ]
     }
 

@@ -25,6 +25,16 @@ impl SegmentIndex {
         self.by_base.values()
     }
 
+    /// Remove the oldest segment.
+    pub fn pop_first(&mut self) -> Option<Arc<Segment>> {
+        self.by_base.pop_first().map(|(_, s)| s)
+    }
+
+    /// The oldest segment.
+    pub fn first(&self) -> Option<&Arc<Segment>> {
+        self.by_base.values().next()
+    }
+
     pub fn len(&self) -> usize {
         self.by_base.len()
     }

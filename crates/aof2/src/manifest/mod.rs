@@ -172,6 +172,16 @@ impl ManifestState {
                 Ok(())
             }
             Edit::Tier1Dropped { segment_id } => self.sealed_entry_for_drop(*segment_id),
+            Edit::SegmentRetired { segment_id } => {
+                self.sealed_entry(*segment_id)?;
+                if self.segments.keys().next() != Some(segment_id) {
+                    return Err(format!(
+                        "retiring segment {segment_id}, which is not the oldest: a log loses \
+                         only a prefix"
+                    ));
+                }
+                Ok(())
+            }
             Edit::Hydrated { segment_id } => {
                 let e = self.sealed_entry(*segment_id)?;
                 if e.tier1.is_none() || e.in_tier0 {
@@ -268,6 +278,9 @@ impl ManifestState {
                     e.tier1 = None;
                     e.compressing = false;
                 }
+            }
+            Edit::SegmentRetired { segment_id } => {
+                self.segments.remove(segment_id);
             }
         }
     }

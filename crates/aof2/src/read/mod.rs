@@ -65,14 +65,33 @@ impl Reader {
             let segment = self.log.segments.read().find(seq).cloned().ok_or_else(|| {
                 Error::NotFound(format!("log {:?} has no record {seq}", self.log.name))
             })?;
-            let position = segment.locate(seq)?;
+            let position = match segment.locate(seq) {
+                Err(e) if e.kind() == crate::ErrorKind::Corruption && segment.tier1().is_some() => {
+                    tracing::error!(log = %self.log.name, segment = segment.id, seq, error = %e, "Tier 0 copy is damaged; reading from Tier 1");
+                    segment.locate_tier1(seq)?
+                }
+                located => located?,
+            };
             if position.limit != u64::MAX {
                 self.log.tiering.note_tier1_read(&self.log, &segment);
             }
             self.position = Some((segment, position));
         }
         let (segment, position) = self.position.as_mut().expect("positioned");
-        let (record, next_offset) = segment.read_at(&position.backing, position.offset, seq)?;
+        let (record, next_offset) = match segment.read_at(&position.backing, position.offset, seq) {
+            Ok(read) => read,
+            Err(e)
+                if e.kind() == crate::ErrorKind::Corruption
+                    && position.limit == u64::MAX
+                    && segment.tier1().is_some() =>
+            {
+                // The Tier 0 copy is damaged but Tier 1 holds a verified one: continue there.
+                tracing::error!(log = %self.log.name, segment = segment.id, seq, error = %e, "Tier 0 copy is damaged; reading from Tier 1");
+                *position = segment.locate_tier1(seq)?;
+                segment.read_at(&position.backing, position.offset, seq)?
+            }
+            Err(e) => return Err(e),
+        };
         position.offset = next_offset;
         self.next_seq += 1;
         Ok(Some(record))

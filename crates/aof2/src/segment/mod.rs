@@ -425,6 +425,17 @@ impl Segment {
         Ok(EvictOutcome::Evicted(released))
     }
 
+    /// Retention removed this segment: release its budget and forget its Tier 1 copy (readers
+    /// that hold its bytes keep them until they let go). The caller deletes the files.
+    pub fn retire(&self) {
+        let mut slot = self.tier0.lock();
+        slot.present = false;
+        slot.mapping = None;
+        slot.lease = None;
+        drop(slot);
+        *self.tier1.write() = None;
+    }
+
     /// Put a rebuilt segment file back into Tier 0 (hydration) holding `lease`.
     pub fn install_tier0(&self, lease: Lease) {
         let mut slot = self.tier0.lock();
@@ -488,6 +499,12 @@ impl Segment {
                 limit: u64::MAX,
             });
         }
+        self.locate_tier1(seq)
+    }
+
+    /// Locate the frame of `seq` in the Tier 1 copy (also the fallback when the Tier 0 copy
+    /// fails a checksum).
+    pub fn locate_tier1(&self, seq: u64) -> Result<Position> {
         let tier1 = self
             .tier1()
             .ok_or_else(|| self.corruption(None, "segment is in neither Tier 0 nor Tier 1"))?;

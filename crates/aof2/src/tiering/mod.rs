@@ -591,7 +591,9 @@ impl Tiering {
         let Some(meta) = segment.sealed_meta() else {
             return Ok(false);
         };
-        if segment.tier1().is_some() || segment.quarantine_reason().is_some() {
+        if segment.tier1().is_some() || segment.quarantine_reason().is_some() || !segment.in_tier0()
+        {
+            // Already done, damaged, or retired meanwhile.
             return Ok(false);
         }
         if !self.tier1_has_room(meta.file_len) {
@@ -780,6 +782,15 @@ impl Tiering {
         if used > target {
             self.evict(used - target);
         }
+    }
+
+    /// Retention deleted a Tier 1 file of this many bytes.
+    pub(crate) fn forget_tier1(&self, bytes: u64) {
+        let _ = self
+            .tier1_used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(bytes))
+            });
     }
 
     /// Evict every Tier 0 copy of `log` that Tier 1 holds and no reader uses.

@@ -1,0 +1,157 @@
+//! Retention (`Aof::truncate_before`): whole sealed segments leave every tier from the front of
+//! the log, reads below the new start are `NotFound`, the state survives a reopen, and freeing
+//! Tier 1 lets a log whose Tier 1 was full accept appends again.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aof2::{
+    AofManager, Durability, Error, ErrorKind, LogConfig, ManagerConfig, Tier, TierLocation,
+};
+
+const NAME: &str = "kept";
+
+fn log_config() -> LogConfig {
+    LogConfig {
+        durability: Durability::None,
+        ..LogConfig::default().with_segment_bytes(64 * 1024)
+    }
+}
+
+fn payload(seq: u64) -> Vec<u8> {
+    format!("record {seq:08} ")
+        .repeat(1 + (seq % 7) as usize)
+        .into_bytes()
+}
+
+fn files(dir: &Path, ext: &str) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == ext))
+            .count()
+    })
+}
+
+#[test]
+fn truncate_before_removes_whole_segments_from_every_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let m = AofManager::open(ManagerConfig::new(&root)).unwrap();
+    let log = m.open_log(NAME, log_config()).unwrap();
+    for seq in 0..6000 {
+        assert_eq!(log.append(&payload(seq)).unwrap(), seq);
+    }
+    assert!(m.wait_for_tier1(&log, Duration::from_secs(30)));
+    m.evict_tier0(&log).unwrap();
+    let before = m.log_info(&log);
+    let sealed: Vec<_> = before
+        .segments
+        .iter()
+        .filter(|s| s.tier == TierLocation::Tier1)
+        .cloned()
+        .collect();
+    assert!(sealed.len() >= 4, "{before:?}");
+    let tier1_before = m.tier_stats().tier1_used_bytes;
+
+    // A cut inside segment 2 keeps segment 2 (whole segments only).
+    let cut = sealed[2].base_seq + 1;
+    let first = log.truncate_before(cut).unwrap();
+    assert_eq!(first, sealed[2].base_seq);
+    assert_eq!(log.first_seq(), first);
+    assert_eq!(log.stats().segments_retired, 2);
+    let e = log.read(first - 1).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("retention"), "{e}");
+    for seq in first..6000 {
+        assert_eq!(log.read(seq).unwrap().payload(), payload(seq), "seq {seq}");
+    }
+    let seq0: Vec<u64> = log
+        .reader(first)
+        .take(3)
+        .map(|r| r.unwrap().seq())
+        .collect();
+    assert_eq!(seq0, vec![first, first + 1, first + 2]);
+    let log_dir = root.join("logs").join(NAME);
+    for s in &sealed[..2] {
+        assert!(!s.path.exists());
+        let t1 = log_dir.join("tier1").join(format!("{:016x}.t1", s.id));
+        assert!(!t1.exists(), "{}", t1.display());
+    }
+    assert!(m.tier_stats().tier1_used_bytes < tier1_before);
+    // Retention never touches the active segment, even asked for everything.
+    let first = log.truncate_before(u64::MAX).unwrap();
+    let info = m.log_info(&log);
+    assert_eq!(info.segments.len(), 1, "{info:?}");
+    assert_eq!(first, info.segments[0].base_seq);
+    assert_eq!(files(&log_dir.join("tier1"), "t1"), 0);
+    let next = log.append(b"after retention").unwrap();
+    assert_eq!(next, 6000);
+    m.close().unwrap();
+    drop(log);
+    drop(m);
+
+    let m = AofManager::open(ManagerConfig::new(&root)).unwrap();
+    let log = m.open_log(NAME, log_config()).unwrap();
+    assert_eq!(log.first_seq(), first);
+    assert_eq!(log.next_seq(), 6001);
+    for seq in first..6000 {
+        assert_eq!(log.read(seq).unwrap().payload(), payload(seq));
+    }
+    assert!(m.verify_log(&log).is_clean());
+    m.close().unwrap();
+}
+
+#[test]
+fn retention_frees_a_full_tier1() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let mut config = ManagerConfig::new(&root);
+    config.tier0_max_bytes = 4 * 64 * 1024;
+    config.tier1_max_bytes = 256 * 1024;
+    config.admission_timeout = Duration::from_millis(300);
+    let m = AofManager::open(config).unwrap();
+    let log = m.open_log(NAME, log_config()).unwrap();
+    let mut seq = 0;
+    let refused = loop {
+        match log.append(&payload(seq)) {
+            Ok(s) => {
+                assert_eq!(s, seq);
+                seq += 1;
+            }
+            Err(e) => break e,
+        }
+        assert!(seq < 1_000_000, "Tier 1 never filled");
+    };
+    assert!(
+        matches!(
+            refused,
+            Error::Backpressure {
+                tier: Tier::Tier1,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert_eq!(log.next_seq(), seq, "nothing written by the refused append");
+
+    // Drop the oldest half; compression resumes and appends are admitted again.
+    let first = log.truncate_before(seq / 2).unwrap();
+    assert!(first > 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match log.append(&payload(seq)) {
+            Ok(s) => {
+                assert_eq!(s, seq);
+                break;
+            }
+            Err(e) if e.kind() == ErrorKind::Backpressure && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("append after retention: {e}"),
+        }
+    }
+    for s in first..=seq {
+        assert_eq!(log.read(s).unwrap().payload(), payload(s));
+    }
+    m.close().unwrap();
+}
