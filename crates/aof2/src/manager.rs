@@ -363,18 +363,12 @@ impl AofManager {
     /// or `timeout` passes. Returns whether it did.
     pub fn wait_for_tier1(&self, log: &Aof, timeout: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
-        loop {
+        self.inner.tiering.wait_progress(deadline, || {
             let pending = log.shared.segments.read().iter().any(|s| {
                 s.sealed_meta().is_some() && s.quarantine_reason().is_none() && s.tier1().is_none()
-            }) || log.shared.pending_seals() > 0;
-            if !pending {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+            });
+            !pending && log.shared.pending_seals() == 0
+        })
     }
 
     /// Release every Tier 0 copy of `log` that Tier 1 holds and no reader is using (as the

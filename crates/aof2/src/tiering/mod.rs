@@ -266,6 +266,9 @@ pub(crate) struct Tiering {
     work_ns: AtomicU64,
     last_arrival: Mutex<Option<Instant>>,
     evicting: Mutex<()>,
+    /// Bumped (and notified) whenever a compression or seal task finishes.
+    progress: Mutex<u64>,
+    progressed: Condvar,
     counters: Counters,
     /// `ManagerConfig::tier1_enabled`.
     enabled: bool,
@@ -313,6 +316,8 @@ impl Tiering {
             work_ns: AtomicU64::new(0),
             last_arrival: Mutex::new(None),
             evicting: Mutex::new(()),
+            progress: Mutex::new(0),
+            progressed: Condvar::new(),
             counters: Counters::default(),
             workers: config.compress_threads,
             enabled: config.tier1_enabled,
@@ -541,11 +546,13 @@ impl Tiering {
                             .push((Instant::now() + RETRY_PARKED, Task::Compress(log, segment))),
                     }
                     drop(q);
+                    self.note_progress();
                     self.evict_ahead();
                 }
                 Task::Seal(log, rolled) => {
                     log.seal_segment(rolled, Some(&mut compressor));
                     self.queue.lock().compress_queued -= 1;
+                    self.note_progress();
                     self.evict_ahead();
                 }
                 Task::Hydrate(log, segment) => {
@@ -781,6 +788,31 @@ impl Tiering {
         let used = self.budget.used();
         if used > target {
             self.evict(used - target);
+        }
+    }
+
+    fn note_progress(&self) {
+        *self.progress.lock() += 1;
+        self.progressed.notify_all();
+    }
+
+    /// Wait until `done` holds (checked whenever a compression or seal finishes) or `deadline`.
+    pub(crate) fn wait_progress(&self, deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+        let mut progress = self.progress.lock();
+        loop {
+            if done() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            // Bounded: seals of non-`None` logs finish on the sealer thread, which does not
+            // notify this condvar.
+            self.progressed.wait_for(
+                &mut progress,
+                (deadline - now).min(Duration::from_millis(20)),
+            );
         }
     }
 
