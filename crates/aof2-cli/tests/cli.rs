@@ -392,6 +392,14 @@ fn verify_finds_flipped_byte_in_sealed_segment() {
     let len = std::fs::metadata(&segment).unwrap().len();
     assert!(len > 128 + 96 + 1000);
     flip_byte(&segment, len / 2);
+    // Without a Tier 1 copy (reads would fall back to it and succeed).
+    let _ = std::fs::remove_dir_all(
+        dir.path()
+            .join("root")
+            .join("logs")
+            .join("bad")
+            .join("tier1"),
+    );
 
     let out = run(&["verify", "--root", &root], b"");
     expect_status(&out, 3);

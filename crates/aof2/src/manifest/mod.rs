@@ -87,6 +87,14 @@ impl ManifestState {
                     return Err(format!("segment {} sealed twice", info.segment_id));
                 }
                 let previous = self.segments.range(..info.segment_id).next_back();
+                if let Some((id, SegmentEntry { sealed: None, .. })) = previous {
+                    // Recovery trusts sealed segments only after sealed ones: seals are
+                    // recorded in segment order.
+                    return Err(format!(
+                        "segment {} sealed before segment {id}",
+                        info.segment_id
+                    ));
+                }
                 if let Some((
                     id,
                     SegmentEntry {

@@ -67,7 +67,7 @@ pub enum Backing {
     /// A segment file's mapping; offsets are file offsets.
     Mapped(Arc<Mapping>),
     /// One decompressed Tier 1 frame; offsets are relative to its first byte.
-    Frame(Arc<[u8]>),
+    Frame(Arc<Vec<u8>>),
 }
 
 impl Backing {

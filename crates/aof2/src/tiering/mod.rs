@@ -46,7 +46,7 @@ pub struct Tier1Segment {
     ranges: Vec<(u64, u64)>,
     /// One slot per frame: concurrent readers of a frame wait on its own lock while one of them
     /// decompresses it, then share the result (no global lock, no lost wake-up).
-    slots: Vec<Mutex<Option<Weak<[u8]>>>>,
+    slots: Vec<Mutex<Option<Weak<Vec<u8>>>>>,
     /// Recently decompressed frames of every Tier 1 segment (shared, bounded).
     cache: Arc<FrameCache>,
     /// Frames decompressed since the last hydration attempt.
@@ -96,7 +96,7 @@ impl Tier1Segment {
     }
 
     /// Decompressed bytes of frame `i` (record frames exactly as in the segment file).
-    pub fn frame(&self, i: usize) -> Result<Arc<[u8]>> {
+    pub fn frame(&self, i: usize) -> Result<Arc<Vec<u8>>> {
         let slot = self
             .slots
             .get(i)
@@ -105,7 +105,7 @@ impl Tier1Segment {
         if let Some(bytes) = slot.as_ref().and_then(Weak::upgrade) {
             return Ok(bytes);
         }
-        let bytes: Arc<[u8]> = self.file.read_frame(i)?.into();
+        let bytes = Arc::new(self.file.read_frame(i)?);
         *slot = Some(Arc::downgrade(&bytes));
         drop(slot);
         self.cache.keep(bytes.clone());
@@ -134,11 +134,11 @@ impl Tier1Segment {
 /// memory is at most `FRAME_CACHE_ENTRIES` frames.
 #[derive(Debug, Default)]
 pub struct FrameCache {
-    frames: Mutex<VecDeque<Arc<[u8]>>>,
+    frames: Mutex<VecDeque<Arc<Vec<u8>>>>,
 }
 
 impl FrameCache {
-    fn keep(&self, frame: Arc<[u8]>) {
+    fn keep(&self, frame: Arc<Vec<u8>>) {
         let mut frames = self.frames.lock();
         if frames.len() >= limits::FRAME_CACHE_ENTRIES {
             frames.pop_front();
@@ -244,7 +244,13 @@ struct Queue {
     /// Compressions that could not run (Tier 1 full, I/O error): retried later.
     parked: Vec<(Instant, Task)>,
     compress_queued: u64,
+    /// Logs (by address) with a seal running: their next seal waits.
+    sealing: std::collections::HashSet<usize>,
     stopped: bool,
+}
+
+fn log_key(log: &Arc<LogShared>) -> usize {
+    Arc::as_ptr(log) as usize
 }
 
 /// Tiering state of one manager: the Tier 0 budget and the coordinator's workers.
@@ -305,6 +311,7 @@ impl Tiering {
                 tasks: VecDeque::new(),
                 parked: Vec::new(),
                 compress_queued: 0,
+                sealing: std::collections::HashSet::new(),
                 stopped: false,
             }),
             ready: Condvar::new(),
@@ -497,11 +504,10 @@ impl Tiering {
     fn next_task(&self) -> Option<Task> {
         let mut q = self.queue.lock();
         loop {
-            if q.stopped {
-                // Seals must finish (a closing log waits for them); everything else resumes at
-                // the next open from what the manifest says.
-                let seal = q.tasks.iter().position(|t| matches!(t, Task::Seal(..)))?;
-                return q.tasks.remove(seal);
+            // Seals must finish (a closing log waits for them) even after `stop`; everything
+            // else resumes at the next open from what the manifest says.
+            if q.stopped && !q.tasks.iter().any(|t| matches!(t, Task::Seal(..))) {
+                return None;
             }
             let now = Instant::now();
             if q.parked.iter().any(|(at, _)| *at <= now) {
@@ -514,7 +520,17 @@ impl Tiering {
                     }
                 }
             }
-            if let Some(task) = q.tasks.pop_front() {
+            // One seal per log at a time, oldest first: recovery requires a log's seals to be
+            // recorded in segment order (a sealed segment never follows an unsealed one).
+            let runnable = q.tasks.iter().position(|t| match t {
+                Task::Seal(log, _) => !q.sealing.contains(&log_key(log)),
+                _ => !q.stopped,
+            });
+            if let Some(i) = runnable {
+                let task = q.tasks.remove(i).expect("position is in range");
+                if let Task::Seal(log, _) = &task {
+                    q.sealing.insert(log_key(log));
+                }
                 return Some(task);
             }
             self.ready.wait_for(&mut q, RETRY_PARKED);
@@ -551,7 +567,12 @@ impl Tiering {
                 }
                 Task::Seal(log, rolled) => {
                     log.seal_segment(rolled, Some(&mut compressor));
-                    self.queue.lock().compress_queued -= 1;
+                    let mut q = self.queue.lock();
+                    q.compress_queued -= 1;
+                    q.sealing.remove(&log_key(&log));
+                    drop(q);
+                    // A later seal of this log may be waiting for this one.
+                    self.ready.notify_all();
                     self.note_progress();
                     self.evict_ahead();
                 }

@@ -1,0 +1,1156 @@
+//! Tiering with real files: sealed segments compressed into Tier 1 (`logs/<name>/tier1/<id>.t1`),
+//! the global Tier 0 budget and its eviction, backpressure before an append writes anything,
+//! readers racing eviction, hydration of segments read repeatedly, damaged copies in either tier,
+//! and the zstd level policy.
+//!
+//! Layout (docs/format.md): a `.t1` file is a 64-byte Tier 1 header, the 128-byte segment header
+//! copy, zstd frames from byte 192, a frame index of 32-byte entries, the segment tail copy and a
+//! 64-byte Tier 1 footer; a sealed `.seg` ends with a 96-byte footer.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use aof2::{
+    Aof, AofManager, Compression, Durability, Error, ErrorKind, LogConfig, ManagerConfig, Record,
+    SegmentInfo, SegmentState, Tier, TierLocation,
+};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::test_runner::{TestCaseError, TestRunner};
+
+const NAME: &str = "events";
+const SEGMENT_BYTES: u64 = 64 * 1024;
+/// Where the first zstd frame of a Tier 1 file starts.
+const T1_FRAMES_OFFSET: u64 = 192;
+const T1_FOOTER: u64 = 64;
+const T1_FRAME_ENTRY: u64 = 32;
+const SEGMENT_FOOTER: u64 = 96;
+/// Generous bound for background work (compression, hydration) in a loaded debug build.
+const BACKGROUND: Duration = Duration::from_secs(30);
+
+fn log_config() -> LogConfig {
+    LogConfig {
+        durability: Durability::None,
+        ..LogConfig::default().with_segment_bytes(SEGMENT_BYTES)
+    }
+}
+
+fn manager_config(root: &Path) -> ManagerConfig {
+    ManagerConfig {
+        compress_threads: 2,
+        ..ManagerConfig::new(root)
+    }
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Payload of `len` bytes for record `seq` of stream `salt`: the sequence first (when it fits),
+/// then words picked at random (compressible like log lines, but different for every record), so
+/// a record read from the wrong place, tier or frame cannot match.
+fn payload_of(salt: u64, seq: u64, len: usize) -> Vec<u8> {
+    const WORDS: [&[u8]; 16] = [
+        b"request ",
+        b"user=",
+        b"GET ",
+        b"/api/v1/",
+        b"status=200 ",
+        b"latency_ms=",
+        b"ok ",
+        b"orders ",
+        b"id=",
+        b"shard ",
+        b"retry ",
+        b"cache-hit ",
+        b"POST ",
+        b"region=eu ",
+        b"trace=",
+        b"\n",
+    ];
+    let mut x = splitmix(seq ^ salt.rotate_left(40));
+    let mut v = Vec::with_capacity(len + 16);
+    while v.len() < len {
+        x = splitmix(x);
+        v.extend_from_slice(WORDS[(x & 15) as usize]);
+        v.extend_from_slice(format!("{}", (x >> 8) % 1000).as_bytes());
+    }
+    v.truncate(len);
+    let id = seq.to_le_bytes();
+    let n = len.min(8);
+    v[..n].copy_from_slice(&id[..n]);
+    v
+}
+
+/// Record `seq` of the single-log tests: sizes 0, 1..=7 and up to 3000 bytes.
+fn payload(seq: u64) -> Vec<u8> {
+    let len = match seq % 13 {
+        0 => 0,
+        1 => 1 + (seq % 7) as usize,
+        _ => (splitmix(seq) % 3000) as usize,
+    };
+    payload_of(0, seq, len)
+}
+
+/// Append `payload(seq)` records (every seventh operation a batch of three) until about `bytes`
+/// of payload are written.
+fn fill(log: &Aof, model: &mut Vec<Vec<u8>>, bytes: usize) {
+    let mut written = 0;
+    while written < bytes {
+        let seq = model.len() as u64;
+        if seq % 7 == 3 {
+            let batch: Vec<Vec<u8>> = (seq..seq + 3).map(payload).collect();
+            assert_eq!(log.append_batch(&batch).unwrap(), seq);
+            written += batch.iter().map(Vec::len).sum::<usize>();
+            model.extend(batch);
+        } else {
+            let p = payload(seq);
+            assert_eq!(log.append(&p).unwrap(), seq);
+            written += p.len();
+            model.push(p);
+        }
+    }
+}
+
+/// Every record by `read(seq)` and by one `reader(0)` pass, byte for byte.
+fn check_all(log: &Aof, model: &[Vec<u8>]) {
+    for (seq, want) in model.iter().enumerate() {
+        let r = log
+            .read(seq as u64)
+            .unwrap_or_else(|e| panic!("read {seq}: {e}"));
+        assert!(
+            r.payload() == want.as_slice(),
+            "seq {seq}: {} bytes read, want {}",
+            r.len(),
+            want.len()
+        );
+    }
+    let mut n = 0;
+    for r in log.reader(0) {
+        let r = r.unwrap_or_else(|e| panic!("reader at {n}: {e}"));
+        assert_eq!(r.seq(), n as u64);
+        assert!(r.payload() == model[n].as_slice(), "reader seq {n} differs");
+        n += 1;
+    }
+    assert_eq!(n, model.len(), "reader(0) yields every record");
+}
+
+fn log_dir(root: &Path) -> PathBuf {
+    root.join("logs").join(NAME)
+}
+
+fn t1_path(root: &Path, id: u64) -> PathBuf {
+    log_dir(root).join("tier1").join(format!("{id:016x}.t1"))
+}
+
+fn sealed(m: &AofManager, log: &Aof) -> Vec<SegmentInfo> {
+    m.log_info(log)
+        .segments
+        .into_iter()
+        .filter(|s| s.state == SegmentState::Sealed)
+        .collect()
+}
+
+fn segment(m: &AofManager, log: &Aof, id: u64) -> SegmentInfo {
+    m.log_info(log)
+        .segments
+        .into_iter()
+        .find(|s| s.id == id)
+        .unwrap_or_else(|| panic!("segment {id} not in log_info"))
+}
+
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn open(root: &Path, config: ManagerConfig) -> (AofManager, Aof) {
+    let m = AofManager::open(ManagerConfig {
+        root: root.to_path_buf(),
+        ..config
+    })
+    .expect("open root");
+    let log = m.open_log(NAME, log_config()).expect("open log");
+    (m, log)
+}
+
+fn close(m: AofManager, log: Aof) {
+    m.close().expect("close");
+    drop(log);
+    drop(m);
+}
+
+fn flip(path: &Path, offset: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x41;
+    fs::write(path, bytes).unwrap();
+}
+
+/// A log of ~`bytes` of records, every sealed segment compressed: (dir, root, manager, log,
+/// model). `frame_bytes` is the Tier 1 frame target.
+fn compressed_log(
+    bytes: usize,
+    frame_bytes: usize,
+) -> (tempfile::TempDir, PathBuf, AofManager, Aof, Vec<Vec<u8>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let (m, log) = open(
+        &root,
+        ManagerConfig {
+            tier1_frame_bytes: frame_bytes,
+            ..manager_config(&root)
+        },
+    );
+    let mut model = Vec::new();
+    fill(&log, &mut model, bytes);
+    assert!(
+        m.wait_for_tier1(&log, BACKGROUND),
+        "compression did not finish: {:?}",
+        m.tier_stats()
+    );
+    (dir, root, m, log, model)
+}
+
+// ------------------------------------------------------------------ 1. round trip
+
+#[test]
+fn round_trip_through_tier1_evict_and_reopen() {
+    let (_dir, root, m, log, mut model) = compressed_log(3 << 20, 256 << 10);
+    let info = m.log_info(&log);
+    let sealed_before = sealed(&m, &log);
+    assert!(sealed_before.len() >= 40, "{info:?}");
+    for s in &sealed_before {
+        assert_eq!(s.tier, TierLocation::Tier0And1, "segment {}: {s:?}", s.id);
+        assert!(s.tier1_bytes > 0, "{s:?}");
+        assert!(
+            s.tier1_bytes < s.file_bytes,
+            "compressible records: {} bytes in Tier 1 for {} in Tier 0",
+            s.tier1_bytes,
+            s.file_bytes
+        );
+        assert!(s.path.is_file() && t1_path(&root, s.id).is_file(), "{s:?}");
+        assert!(s.compression_ratio().is_some_and(|r| r > 1.0), "{s:?}");
+    }
+    let active = info.segments.last().unwrap();
+    assert_eq!(active.state, SegmentState::Active);
+    assert_eq!(active.tier, TierLocation::Tier0);
+
+    let before = m.tier_stats();
+    let freed = m.evict_tier0(&log).unwrap();
+    let file_bytes: u64 = sealed_before.iter().map(|s| s.file_bytes).sum();
+    assert_eq!(freed, file_bytes, "every sealed segment is released");
+    let after = m.tier_stats();
+    assert!(
+        after.tier0_used_bytes < before.tier0_used_bytes
+            && after.tier0_used_bytes <= 3 * SEGMENT_BYTES,
+        "only the active and the prepared segments remain: {before:?} -> {after:?}"
+    );
+    for s in sealed(&m, &log) {
+        assert_eq!(s.tier, TierLocation::Tier1, "{s:?}");
+        assert!(!s.path.exists(), "{} should be deleted", s.path.display());
+        assert!(t1_path(&root, s.id).is_file());
+    }
+    assert_eq!(m.evict_tier0(&log).unwrap(), 0, "nothing left to evict");
+
+    // Reads: every record from Tier 1, then the iteration crosses into the active segment.
+    check_all(&log, &model);
+    assert_eq!(m.tier_stats().compress_failures, 0);
+    // Reading may hydrate segments back: release them again, and note where every segment is
+    // once the manager has stopped (a hydration already queued may still have run).
+    m.evict_tier0(&log).unwrap();
+    m.close().unwrap();
+    let at_close: Vec<(u64, TierLocation)> =
+        sealed(&m, &log).iter().map(|s| (s.id, s.tier)).collect();
+    drop((m, log));
+    let tier1_only = at_close
+        .iter()
+        .filter(|(_, t)| *t == TierLocation::Tier1)
+        .count();
+    assert!(tier1_only >= sealed_before.len() / 2, "{at_close:?}");
+
+    let (m, log) = open(&root, manager_config(&root));
+    let report = m.recovery_report(NAME).unwrap();
+    assert_eq!(report.tier1_segments, tier1_only, "{report:?}");
+    assert_eq!(report.sealed_segments, sealed_before.len(), "{report:?}");
+    assert!(
+        report.quarantined.is_empty() && report.tier0_dropped.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(report.compressions_restarted, 0, "{report:?}");
+    let reopened: Vec<(u64, TierLocation)> =
+        sealed(&m, &log).iter().map(|s| (s.id, s.tier)).collect();
+    assert_eq!(reopened, at_close, "every segment is where it was");
+    assert_eq!(log.next_seq(), model.len() as u64);
+    check_all(&log, &model);
+    let verify = m.verify_log(&log);
+    assert!(verify.is_clean(), "{verify:?}");
+    assert_eq!(verify.records, model.len() as u64);
+    // The log keeps growing after the reopen.
+    fill(&log, &mut model, 200 << 10);
+    check_all(&log, &model);
+    close(m, log);
+}
+
+#[test]
+fn evict_tier0_is_counted_in_tier_stats() {
+    let (_dir, _root, m, log, _model) = compressed_log(1 << 20, 256 << 10);
+    let before = m.tier_stats();
+    let evicted = sealed(&m, &log).len() as u64;
+    let freed = m.evict_tier0(&log).unwrap();
+    assert!(freed > 0);
+    let after = m.tier_stats();
+    assert!(
+        after.evictions >= before.evictions + evicted
+            && after.evicted_bytes >= before.evicted_bytes + freed,
+        "TierStats::evictions counts \"Tier 0 copies evicted since open\": {evicted} segments \
+         ({freed} bytes) were evicted by AofManager::evict_tier0, stats went from {} ({} bytes) \
+         to {} ({} bytes)",
+        before.evictions,
+        before.evicted_bytes,
+        after.evictions,
+        after.evicted_bytes
+    );
+    close(m, log);
+}
+
+// ------------------------------------------------------------------ 2. budget invariant
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append {
+        log: usize,
+        len: usize,
+    },
+    Batch {
+        log: usize,
+        sizes: Vec<usize>,
+    },
+    /// `n` records of 2..6 KiB: fills several segments at once.
+    Burst {
+        log: usize,
+        n: usize,
+    },
+    Read {
+        log: usize,
+        k: u32,
+    },
+    Evict {
+        log: usize,
+    },
+    Reopen,
+}
+
+fn size() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        1 => Just(0usize),
+        2 => 1..8usize,
+        6 => 0..8192usize,
+        1 => Just(8191usize),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0..3usize, size()).prop_map(|(log, len)| Op::Append { log, len }),
+        4 => (0..3usize, vec(size(), 1..8)).prop_map(|(log, sizes)| Op::Batch { log, sizes }),
+        4 => (0..3usize, 16..96usize).prop_map(|(log, n)| Op::Burst { log, n }),
+        6 => (0..3usize, any::<u32>()).prop_map(|(log, k)| Op::Read { log, k }),
+        1 => (0..3usize).prop_map(|log| Op::Evict { log }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+const BUDGET_SEGMENTS: u64 = 8;
+
+fn budget_config(root: &Path) -> ManagerConfig {
+    ManagerConfig {
+        tier0_max_bytes: BUDGET_SEGMENTS * SEGMENT_BYTES,
+        admission_timeout: Duration::from_millis(500),
+        ..manager_config(root)
+    }
+}
+
+fn err(e: Error) -> TestCaseError {
+    TestCaseError::fail(format!("{e} ({:?})", e.kind()))
+}
+
+/// Append a batch; `Backpressure` (compression behind) must write nothing and is retried.
+fn append_retrying(log: &Aof, payloads: &[Vec<u8>]) -> Result<u64, TestCaseError> {
+    for _ in 0..60 {
+        let before = log.next_seq();
+        match log.append_batch(payloads) {
+            Ok(first) => return Ok(first),
+            Err(e) if e.kind() == ErrorKind::Backpressure => {
+                prop_assert_eq!(
+                    log.next_seq(),
+                    before,
+                    "Backpressure wrote something: {}",
+                    e
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Err(TestCaseError::fail("Backpressure did not clear in ~30 s"))
+}
+
+fn check_model(m: &AofManager, log: &Aof, model: &[Vec<u8>]) -> Result<(), TestCaseError> {
+    prop_assert_eq!(log.next_seq(), model.len() as u64);
+    let mut n = 0;
+    for r in log.reader(0) {
+        let r = r.map_err(|e| TestCaseError::fail(format!("{}: read {n}: {e}", log.name())))?;
+        prop_assert!(
+            r.payload() == model[n].as_slice(),
+            "{} seq {}",
+            log.name(),
+            n
+        );
+        n += 1;
+    }
+    prop_assert_eq!(n, model.len());
+    let verify = m.verify_log(log);
+    prop_assert!(verify.is_clean(), "{:?}", verify);
+    prop_assert_eq!(verify.records, model.len() as u64);
+    Ok(())
+}
+
+/// What the cases of the budget property exercised, summed.
+#[derive(Debug, Default)]
+struct Exercised {
+    evictions: AtomicU64,
+    compressed: AtomicU64,
+    tier1_reads_after_reopen: AtomicU64,
+}
+
+fn run_budget(logs: usize, ops: Vec<Op>, exercised: &Exercised) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let names: Vec<String> = (0..logs).map(|i| format!("log{i}")).collect();
+    let open_all = || -> Result<(AofManager, Vec<Aof>), TestCaseError> {
+        let m = AofManager::open(budget_config(root)).map_err(err)?;
+        let handles = names
+            .iter()
+            .map(|n| m.open_log(n, log_config()).map_err(err))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((m, handles))
+    };
+    let max = BUDGET_SEGMENTS * SEGMENT_BYTES;
+    let (mut m, mut handles) = open_all()?;
+    let mut models: Vec<Vec<Vec<u8>>> = vec![Vec::new(); logs];
+    for op in ops {
+        match op {
+            Op::Append { log, len } => {
+                let i = log % logs;
+                let p = payload_of(i as u64, models[i].len() as u64, len);
+                let seq = append_retrying(&handles[i], std::slice::from_ref(&p))?;
+                prop_assert_eq!(seq, models[i].len() as u64);
+                models[i].push(p);
+            }
+            Op::Batch { log, sizes } => {
+                let i = log % logs;
+                let base = models[i].len() as u64;
+                let ps: Vec<Vec<u8>> = sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &len)| payload_of(i as u64, base + k as u64, len))
+                    .collect();
+                prop_assert_eq!(append_retrying(&handles[i], &ps)?, base);
+                models[i].extend(ps);
+            }
+            Op::Burst { log, n } => {
+                let i = log % logs;
+                for _ in 0..n {
+                    let seq = models[i].len() as u64;
+                    let len = 2048 + (splitmix(seq) % 4096) as usize;
+                    let p = payload_of(i as u64, seq, len);
+                    prop_assert_eq!(append_retrying(&handles[i], std::slice::from_ref(&p))?, seq);
+                    models[i].push(p);
+                    let used = m.tier_stats().tier0_used_bytes;
+                    prop_assert!(used <= max + SEGMENT_BYTES, "Tier 0 at {} of {}", used, max);
+                }
+            }
+            Op::Read { log, k } => {
+                let i = log % logs;
+                if !models[i].is_empty() {
+                    let seq = k as usize % models[i].len();
+                    let r = handles[i].read(seq as u64).map_err(err)?;
+                    prop_assert!(r.payload() == models[i][seq].as_slice(), "read {}", seq);
+                }
+            }
+            Op::Evict { log } => {
+                m.evict_tier0(&handles[log % logs]).map_err(err)?;
+            }
+            Op::Reopen => {
+                exercised
+                    .evictions
+                    .fetch_add(m.tier_stats().evictions, Ordering::Relaxed);
+                exercised
+                    .compressed
+                    .fetch_add(m.tier_stats().segments_compressed, Ordering::Relaxed);
+                m.close().map_err(err)?;
+                drop(handles);
+                drop(m);
+                (m, handles) = open_all()?;
+                for (log, model) in handles.iter().zip(&models) {
+                    prop_assert_eq!(log.next_seq(), model.len() as u64);
+                }
+            }
+        }
+        let stats = m.tier_stats();
+        prop_assert!(
+            stats.tier0_used_bytes <= max + SEGMENT_BYTES,
+            "Tier 0 at {} of {} after {:?}",
+            stats.tier0_used_bytes,
+            max,
+            stats
+        );
+    }
+    let stats = m.tier_stats();
+    prop_assert!(
+        stats.tier0_peak_bytes <= max + SEGMENT_BYTES,
+        "Tier 0 peaked at {} of {}",
+        stats.tier0_peak_bytes,
+        max
+    );
+    exercised
+        .evictions
+        .fetch_add(stats.evictions, Ordering::Relaxed);
+    exercised
+        .compressed
+        .fetch_add(stats.segments_compressed, Ordering::Relaxed);
+    for (log, model) in handles.iter().zip(&models) {
+        check_model(&m, log, model)?;
+    }
+    m.close().map_err(err)?;
+    drop(handles);
+    drop(m);
+    let (m, handles) = open_all()?;
+    for (log, model) in handles.iter().zip(&models) {
+        let in_tier1 = m
+            .log_info(log)
+            .segments
+            .iter()
+            .filter(|s| s.tier == TierLocation::Tier1)
+            .count();
+        exercised
+            .tier1_reads_after_reopen
+            .fetch_add(in_tier1 as u64, Ordering::Relaxed);
+        check_model(&m, log, model)?;
+    }
+    let peak = m.tier_stats().tier0_peak_bytes;
+    prop_assert!(peak <= max + SEGMENT_BYTES, "peak {} after reopen", peak);
+    m.close().map_err(err)?;
+    Ok(())
+}
+
+#[test]
+fn tier0_budget_holds_across_logs_and_reopens() {
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 32,
+        max_shrink_iters: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let exercised = Exercised::default();
+    runner
+        .run(&(1..=3usize, vec(op(), 8..48)), |(logs, ops)| {
+            run_budget(logs, ops, &exercised)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The property is only worth something if the budget was actually under pressure.
+    println!("{exercised:?}");
+    assert!(
+        exercised.evictions.load(Ordering::Relaxed) > 0
+            && exercised.compressed.load(Ordering::Relaxed) > 0
+            && exercised.tier1_reads_after_reopen.load(Ordering::Relaxed) > 0,
+        "{exercised:?}"
+    );
+}
+
+// ------------------------------------------------------------------ 3. backpressure
+
+/// Append `payload(seq)` records until one fails; returns the error and how many succeeded.
+fn append_until_refused(log: &Aof, limit: u64) -> (Error, u64) {
+    let mut acked = 0;
+    loop {
+        match log.append(&payload(acked)) {
+            Ok(seq) => {
+                assert_eq!(seq, acked);
+                acked += 1;
+            }
+            Err(e) => return (e, acked),
+        }
+        assert!(acked < limit, "no backpressure after {acked} records");
+    }
+}
+
+#[test]
+fn full_tier1_refuses_appends_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let config = ManagerConfig {
+        tier0_max_bytes: 3 * SEGMENT_BYTES,
+        tier1_max_bytes: 1,
+        admission_timeout: Duration::from_millis(200),
+        ..manager_config(&root)
+    };
+    let (m, log) = open(&root, config.clone());
+    let (e, acked) = append_until_refused(&log, 2_000);
+    assert_eq!(e.kind(), ErrorKind::Backpressure, "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Backpressure {
+                tier: Tier::Tier1,
+                ..
+            }
+        ),
+        "Tier 1 is what is full: {e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("Tier 1 is full") && text.contains("nothing was written"),
+        "{text}"
+    );
+    assert_eq!(log.next_seq(), acked, "the refused append wrote nothing");
+    // A batch is refused as a whole, and again nothing moves.
+    let batch: Vec<Vec<u8>> = (acked..acked + 3).map(payload).collect();
+    let e = log.append_batch(&batch).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Backpressure {
+                tier: Tier::Tier1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(log.next_seq(), acked);
+    let stats = m.tier_stats();
+    assert!(stats.tier1_full, "{stats:?}");
+    assert!(stats.admission_timeouts >= 2, "{stats:?}");
+    assert_eq!(stats.segments_compressed, 0, "{stats:?}");
+    assert!(stats.tier0_peak_bytes <= 3 * SEGMENT_BYTES, "{stats:?}");
+    close(m, log);
+
+    // What was acknowledged is exactly what is on disk: no partial record of a refused append.
+    let (m, log) = open(&root, config);
+    assert_eq!(log.next_seq(), acked);
+    let model: Vec<Vec<u8>> = (0..acked).map(payload).collect();
+    check_all(&log, &model);
+    let verify = m.verify_log(&log);
+    assert!(verify.is_clean(), "{verify:?}");
+    assert_eq!(verify.records, acked);
+    close(m, log);
+}
+
+#[test]
+fn readers_pinning_tier0_refuse_appends_until_they_let_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let (m, log) = open(
+        &root,
+        ManagerConfig {
+            tier0_max_bytes: 4 * SEGMENT_BYTES,
+            admission_timeout: Duration::from_millis(300),
+            ..manager_config(&root)
+        },
+    );
+    // Hold a record of every segment as soon as it is written to: none can be evicted.
+    let mut pins: Vec<Record> = Vec::new();
+    let mut acked = 0;
+    let e = loop {
+        match log.append(&payload(acked)) {
+            Ok(seq) => {
+                assert_eq!(seq, acked);
+                acked += 1;
+                pins.push(log.read(seq).unwrap());
+            }
+            Err(e) => break e,
+        }
+        assert!(acked < 2_000, "no backpressure after {acked} records");
+    };
+    assert_eq!(e.kind(), ErrorKind::Backpressure, "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Backpressure {
+                tier: Tier::Tier0,
+                ..
+            }
+        ),
+        "Tier 0 is what is full: {e:?}"
+    );
+    assert!(e.to_string().contains("no Tier 0 room"), "{e}");
+    assert_eq!(log.next_seq(), acked, "the refused append wrote nothing");
+    assert!(m.wait_for_tier1(&log, BACKGROUND));
+    assert!(!m.tier_stats().tier1_full);
+    assert!(sealed(&m, &log).len() >= 2);
+    assert_eq!(m.evict_tier0(&log).unwrap(), 0, "every segment is pinned");
+    let e = log.append(&payload(acked)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Backpressure {
+                tier: Tier::Tier0,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(log.next_seq(), acked);
+    for (seq, r) in pins.iter().enumerate() {
+        assert_eq!(r.payload(), payload(seq as u64), "pinned record {seq}");
+    }
+
+    drop(pins);
+    assert_eq!(
+        log.append(&payload(acked)).unwrap(),
+        acked,
+        "dense after refusal"
+    );
+    acked += 1;
+    let mut model: Vec<Vec<u8>> = (0..acked).map(payload).collect();
+    fill(&log, &mut model, 300 << 10);
+    check_all(&log, &model);
+    let stats = m.tier_stats();
+    assert!(stats.evictions > 0, "{stats:?}");
+    assert!(stats.tier0_peak_bytes <= 4 * SEGMENT_BYTES, "{stats:?}");
+    close(m, log);
+}
+
+// ------------------------------------------------------------------ 4. readers vs eviction
+
+#[test]
+fn readers_race_eviction_and_see_every_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let (m, log) = open(
+        &root,
+        ManagerConfig {
+            tier0_max_bytes: 8 * SEGMENT_BYTES,
+            tier1_frame_bytes: 16 << 10,
+            ..manager_config(&root)
+        },
+    );
+    let mut model = Vec::new();
+    fill(&log, &mut model, 1 << 20);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let manual_evictions = Arc::new(AtomicU64::new(0));
+    let check = |r: &Record, seq: u64| {
+        assert_eq!(r.seq(), seq);
+        assert!(r.payload() == payload(seq).as_slice(), "seq {seq} differs");
+    };
+    std::thread::scope(|s| {
+        // Writer.
+        s.spawn(|| {
+            let mut seq = log.next_seq();
+            while !stop.load(Ordering::Relaxed) {
+                match log.append(&payload(seq)) {
+                    Ok(got) => {
+                        assert_eq!(got, seq);
+                        seq += 1;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Backpressure => {
+                        assert_eq!(log.next_seq(), seq, "{e}");
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => panic!("append {seq}: {e}"),
+                }
+            }
+        });
+        // Point readers with short scans.
+        for t in 0..2u64 {
+            let (log, stop, reads) = (&log, &stop, &reads);
+            s.spawn(move || {
+                let mut x = splitmix(t + 1);
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = splitmix(x);
+                    let seq = x % log.next_seq();
+                    let r = log.read(seq).unwrap_or_else(|e| panic!("read {seq}: {e}"));
+                    check(&r, seq);
+                    i += 1;
+                    if i.is_multiple_of(64) {
+                        for (k, r) in log.reader(seq).take(300).enumerate() {
+                            let r = r.unwrap_or_else(|e| panic!("scan from {seq}: {e}"));
+                            check(&r, seq + k as u64);
+                        }
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        // Full passes from the start, across Tier 1 and into the active segment.
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let end = log.next_seq();
+                let mut n = 0;
+                for r in log.reader(0).take(end as usize) {
+                    let r = r.unwrap_or_else(|e| panic!("full pass at {n}: {e}"));
+                    check(&r, n);
+                    n += 1;
+                }
+                assert_eq!(n, end);
+            }
+        });
+        // Evictor.
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                if m.evict_tier0(&log).unwrap() > 0 {
+                    manual_evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let stats = m.tier_stats();
+    let manual = manual_evictions.load(Ordering::Relaxed);
+    println!(
+        "{} records, {} point reads, {manual} evict_tier0 calls that evicted, {stats:?}",
+        log.next_seq(),
+        reads.load(Ordering::Relaxed)
+    );
+    assert!(manual > 0 && stats.evictions > 0, "{stats:?}");
+    assert!(reads.load(Ordering::Relaxed) > 100);
+    assert_eq!(stats.compress_failures, 0, "{stats:?}");
+    let end = log.next_seq();
+    let model: Vec<Vec<u8>> = (0..end).map(payload).collect();
+    check_all(&log, &model);
+    let verify = m.verify_log(&log);
+    assert!(verify.is_clean(), "{verify:?}");
+    assert_eq!(verify.records, end);
+    close(m, log);
+}
+
+// ------------------------------------------------------------------ 5. hydration
+
+/// Read every record of `seg` in order, `passes` times, checking the bytes.
+fn read_passes(log: &Aof, model: &[Vec<u8>], seg: &SegmentInfo, passes: usize) {
+    for _ in 0..passes {
+        for seq in seg.base_seq..seg.end_seq {
+            let r = log.read(seq).unwrap_or_else(|e| panic!("read {seq}: {e}"));
+            assert!(r.payload() == model[seq as usize].as_slice(), "seq {seq}");
+        }
+    }
+}
+
+/// Read `hot` in full `passes` times, with a pass over each of `others` in between (as other
+/// readers would), so that no small cache of decompressed frames serves every pass of `hot`.
+fn read_repeatedly(
+    log: &Aof,
+    model: &[Vec<u8>],
+    hot: &SegmentInfo,
+    others: &[SegmentInfo],
+    passes: usize,
+) {
+    for _ in 0..passes {
+        read_passes(log, model, hot, 1);
+        for other in others {
+            read_passes(log, model, other, 1);
+        }
+    }
+}
+
+#[test]
+fn segment_read_repeatedly_is_hydrated_and_concurrent_cold_reads_agree() {
+    let (_dir, root, m, log, model) = compressed_log(1 << 20, 16 << 10);
+    let sealed_before = sealed(&m, &log);
+    m.evict_tier0(&log).unwrap();
+    let segs = sealed(&m, &log);
+    assert!(segs.len() >= 14, "{segs:?}");
+    assert!(segs.iter().all(|s| s.tier == TierLocation::Tier1));
+
+    // Many threads read the same cold frame at once: one decompresses, all get the bytes.
+    let cold = segs[5].clone();
+    let barrier = Barrier::new(8);
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let (log, model, cold, barrier) = (&log, &model, &cold, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                let seq = cold.base_seq + t % 3;
+                let r = log.read(seq).unwrap_or_else(|e| panic!("read {seq}: {e}"));
+                assert!(r.payload() == model[seq as usize].as_slice(), "seq {seq}");
+                for (k, r) in log.reader(cold.base_seq).take(40).enumerate() {
+                    let seq = cold.base_seq + k as u64;
+                    assert!(r.unwrap().payload() == model[seq as usize].as_slice());
+                }
+            });
+        }
+    });
+
+    let hot = segs[2].clone();
+    let hot_len = sealed_before[2].file_bytes;
+    assert!(t1_path(&root, hot.id).is_file());
+    read_repeatedly(&log, &model, &hot, &segs[8..], 3);
+    let hydrated = wait_until(Duration::from_secs(10), || {
+        segment(&m, &log, hot.id).tier == TierLocation::Tier0And1
+    });
+    let stats = m.tier_stats();
+    assert!(
+        hydrated && stats.hydrations >= 1,
+        "segment {} read 3 times over is still {:?}: {stats:?}",
+        hot.id,
+        segment(&m, &log, hot.id).tier
+    );
+    assert!(hot.path.is_file(), "{} rebuilt", hot.path.display());
+    assert_eq!(segment(&m, &log, hot.id).file_bytes, hot_len);
+    read_passes(&log, &model, &hot, 1);
+    check_all(&log, &model);
+    let verify = m.verify_log(&log);
+    assert!(verify.is_clean(), "{verify:?}");
+    close(m, log);
+
+    // The hydration is durable in the manifest: the segment is in both tiers after a reopen.
+    let (m, log) = open(&root, manager_config(&root));
+    assert_eq!(segment(&m, &log, hot.id).tier, TierLocation::Tier0And1);
+    let report = m.recovery_report(NAME).unwrap();
+    assert!(report.tier0_dropped.is_empty(), "{report:?}");
+    check_all(&log, &model);
+    close(m, log);
+}
+
+/// 64 KiB segments with the default 256 KiB frame target are one Tier 1 frame each.
+#[test]
+fn single_frame_segment_read_repeatedly_is_hydrated() {
+    let (_dir, _root, m, log, model) = compressed_log(1 << 20, 256 << 10);
+    m.evict_tier0(&log).unwrap();
+    let segs = sealed(&m, &log);
+    let hot = segs[2].clone();
+    assert_eq!(hot.tier, TierLocation::Tier1);
+    read_repeatedly(&log, &model, &hot, &segs[8..], 3);
+    let hydrated = wait_until(Duration::from_secs(5), || {
+        segment(&m, &log, hot.id).tier == TierLocation::Tier0And1
+    });
+    assert!(
+        hydrated,
+        "segment {} read 3 times over is still {:?}: {:?}",
+        hot.id,
+        segment(&m, &log, hot.id).tier,
+        m.tier_stats()
+    );
+    close(m, log);
+}
+
+// ------------------------------------------------------------------ 6. damaged copies
+
+/// (compressed offset, compressed length, base seq, record count) of every frame of a `.t1` file,
+/// decoded from the bytes as docs/format.md describes them.
+fn t1_frames(path: &Path) -> Vec<(u64, u64, u64, u64)> {
+    let bytes = fs::read(path).unwrap();
+    let le32 = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as u64;
+    let le64 = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    let footer = bytes.len() - T1_FOOTER as usize;
+    assert_eq!(&bytes[footer..footer + 8], b"AOF2T1FT");
+    let count = le32(footer + 12);
+    let tail = le64(footer + 16);
+    let index = tail - count * T1_FRAME_ENTRY;
+    let frames: Vec<_> = (0..count)
+        .map(|i| {
+            let e = (index + i * T1_FRAME_ENTRY) as usize;
+            (le64(e + 8), le32(e + 20), le64(e), le32(e + 16))
+        })
+        .collect();
+    assert_eq!(frames[0].0, T1_FRAMES_OFFSET);
+    frames
+}
+
+#[test]
+fn damaged_tier1_frame_is_reported_and_isolated() {
+    let (_dir, root, m, log, model) = compressed_log(1 << 20, 16 << 10);
+    m.evict_tier0(&log).unwrap();
+    let seg = sealed(&m, &log)[3].clone();
+    close(m, log);
+
+    let path = t1_path(&root, seg.id);
+    let frames = t1_frames(&path);
+    assert!(frames.len() >= 3, "{frames:?}");
+    let (offset, len, base, count) = frames[0];
+    assert_eq!(base, seg.base_seq);
+    flip(&path, offset + len / 2);
+
+    let (m, log) = open(&root, manager_config(&root));
+    let report = m.recovery_report(NAME).unwrap();
+    assert!(
+        report.quarantined.is_empty(),
+        "frames are not read at open: {report:?}"
+    );
+    let file_name = path.file_name().unwrap().to_str().unwrap();
+    for seq in base..base + count {
+        let e = log.read(seq).map(|r| r.len()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corruption, "read {seq}: {e}");
+        assert!(e.to_string().contains(file_name), "{e}");
+    }
+    let e = log.reader(base).next().unwrap().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corruption);
+    // The other frames of the segment and every other segment still read.
+    for (i, want) in model.iter().enumerate() {
+        let seq = i as u64;
+        if (base..base + count).contains(&seq) {
+            continue;
+        }
+        let r = log.read(seq).unwrap_or_else(|e| panic!("read {seq}: {e}"));
+        assert!(r.payload() == want.as_slice(), "seq {seq}");
+    }
+    assert_eq!(
+        log.reader(base + count).count() as u64,
+        model.len() as u64 - base - count
+    );
+    let verify = m.verify_log(&log);
+    assert_eq!(verify.problems.len(), 1, "{verify:?}");
+    let problem = &verify.problems[0];
+    assert_eq!(problem.segment_id, seg.id, "{problem:?}");
+    assert!(
+        problem.location.contains(file_name),
+        "{problem:?} names {file_name}"
+    );
+    assert_eq!(
+        verify.records,
+        model.len() as u64 - (seg.end_seq - seg.base_seq),
+        "every other record verifies"
+    );
+    close(m, log);
+}
+
+#[test]
+fn damaged_tier0_copy_falls_back_to_tier1() {
+    let (_dir, root, m, log, model) = compressed_log(1 << 20, 256 << 10);
+    let seg = sealed(&m, &log)[2].clone();
+    assert_eq!(seg.tier, TierLocation::Tier0And1);
+    close(m, log);
+    let len = fs::metadata(&seg.path).unwrap().len();
+    flip(&seg.path, len - SEGMENT_FOOTER + 40);
+
+    let (m, log) = open(&root, manager_config(&root));
+    let report = m.recovery_report(NAME).unwrap();
+    assert!(report.quarantined.is_empty(), "{report:?}");
+    assert_eq!(report.tier0_dropped.len(), 1, "{report:?}");
+    assert_eq!(report.tier0_dropped[0].0, seg.id, "{report:?}");
+    let info = segment(&m, &log, seg.id);
+    assert_eq!(info.state, SegmentState::Sealed);
+    assert_eq!(info.tier, TierLocation::Tier1);
+    assert!(!seg.path.exists(), "the damaged copy is removed");
+    check_all(&log, &model);
+    let verify = m.verify_log(&log);
+    assert!(verify.is_clean(), "{verify:?}");
+    assert_eq!(verify.records, model.len() as u64);
+    close(m, log);
+
+    // Settled: another reopen drops nothing (the reads above may have hydrated the segment
+    // from Tier 1, which rebuilds an intact Tier 0 copy).
+    let (m, log) = open(&root, manager_config(&root));
+    let report = m.recovery_report(NAME).unwrap();
+    assert!(
+        report.tier0_dropped.is_empty() && report.quarantined.is_empty(),
+        "{report:?}"
+    );
+    let tier = segment(&m, &log, seg.id).tier;
+    assert!(
+        matches!(tier, TierLocation::Tier1 | TierLocation::Tier0And1),
+        "{tier:?}"
+    );
+    check_all(&log, &model);
+    close(m, log);
+}
+
+#[test]
+fn damaged_or_missing_tier1_copy_is_dropped_and_made_again() {
+    let (_dir, root, m, log, model) = compressed_log(1 << 20, 256 << 10);
+    let segs = sealed(&m, &log);
+    let (missing, damaged) = (segs[1].clone(), segs[3].clone());
+    close(m, log);
+    fs::remove_file(t1_path(&root, missing.id)).unwrap();
+    let len = fs::metadata(t1_path(&root, damaged.id)).unwrap().len();
+    flip(&t1_path(&root, damaged.id), len - T1_FOOTER + 20);
+
+    let (m, log) = open(&root, manager_config(&root));
+    let report = m.recovery_report(NAME).unwrap();
+    assert!(report.quarantined.is_empty(), "{report:?}");
+    let dropped: BTreeSet<u64> = report.tier1_dropped.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        dropped,
+        BTreeSet::from([missing.id, damaged.id]),
+        "{report:?}"
+    );
+    check_all(&log, &model);
+    assert!(m.wait_for_tier1(&log, BACKGROUND), "{:?}", m.tier_stats());
+    for s in [&missing, &damaged] {
+        let info = segment(&m, &log, s.id);
+        assert_eq!(info.tier, TierLocation::Tier0And1, "{info:?}");
+        assert!(info.tier1_bytes > 0);
+        assert!(t1_path(&root, s.id).is_file());
+    }
+    let verify = m.verify_log(&log);
+    assert!(verify.is_clean(), "{verify:?}");
+    // The new copies serve reads once Tier 0 lets go.
+    m.evict_tier0(&log).unwrap();
+    assert_eq!(segment(&m, &log, damaged.id).tier, TierLocation::Tier1);
+    check_all(&log, &model);
+    close(m, log);
+}
+
+// ------------------------------------------------------------------ 7. zstd level
+
+#[test]
+fn adaptive_level_stays_in_bounds_and_fixed_level_is_used() {
+    for compression in [
+        Compression::Adaptive { min: -3, max: 9 },
+        Compression::Fixed(5),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let (m, log) = open(
+            &root,
+            ManagerConfig {
+                compression,
+                tier0_max_bytes: 8 * SEGMENT_BYTES,
+                ..manager_config(&root)
+            },
+        );
+        let (min, max) = compression.bounds();
+        let mut model = Vec::new();
+        let mut levels = BTreeSet::new();
+        for _ in 0..20 {
+            fill(&log, &mut model, 100 << 10);
+            let level = m.tier_stats().compression_level;
+            assert!((min..=max).contains(&level) && level != 0, "{level}");
+            levels.insert(level);
+        }
+        assert!(m.wait_for_tier1(&log, BACKGROUND));
+        for s in sealed(&m, &log) {
+            let level = s.tier1_level.expect("compressed");
+            match compression {
+                Compression::Fixed(l) => assert_eq!(level, l, "{s:?}"),
+                Compression::Adaptive { .. } => {
+                    assert!((min..=max).contains(&level) && level != 0, "{s:?}")
+                }
+            }
+        }
+        if let Compression::Fixed(l) = compression {
+            assert_eq!(levels, BTreeSet::from([l]));
+        }
+        check_all(&log, &model);
+        close(m, log);
+    }
+}
