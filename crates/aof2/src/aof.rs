@@ -422,10 +422,19 @@ impl LogShared {
         }
     }
 
-    /// Keep `PREPARED_SEGMENTS_AHEAD` segments prepared or in preparation.
+    /// Keep `PREPARED_SEGMENTS_AHEAD` segments prepared or in preparation, or one when the
+    /// Tier 0 budget is tight (prepared segments hold budget that sealed segments waiting for
+    /// compression would otherwise use).
     fn request_prepare(&self) {
+        let ahead = if self.tiering.budget.max() / self.config.segment_bytes
+            >= limits::TIGHT_BUDGET_SEGMENTS
+        {
+            limits::PREPARED_SEGMENTS_AHEAD
+        } else {
+            1
+        };
         let mut slot = self.prepare.lock();
-        while slot.ready.len() + slot.in_progress < limits::PREPARED_SEGMENTS_AHEAD {
+        while slot.ready.len() + slot.in_progress < ahead {
             slot.in_progress += 1;
             self.workers.submit(Job::Prepare(self.self_arc()));
         }

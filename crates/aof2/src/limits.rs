@@ -74,6 +74,10 @@ const _: () = assert!(MAX_LOG_NAME_BYTES <= u16::MAX as usize);
 /// in parallel, keep rollover off the append path at full memory-copy speed: preparing one
 /// segment costs about as much as filling it.
 pub const PREPARED_SEGMENTS_AHEAD: usize = 2;
+/// A Tier 0 budget smaller than this many segments of a log is tight: the log prepares one
+/// segment ahead instead of [`PREPARED_SEGMENTS_AHEAD`], leaving room for sealed segments in
+/// flight to Tier 1.
+pub const TIGHT_BUDGET_SEGMENTS: u64 = 8;
 /// Threads that prepare segments, per manager.
 pub const PREPARE_THREADS: usize = 2;
 

@@ -261,19 +261,15 @@ fn recover_segments(
                         if !read_only {
                             quarantine_file(root, name, &tier1_dir.join(tier1_file_name(id)))?;
                         }
-                        manifest.append(Edit::SegmentQuarantined {
-                            segment_id: id,
-                            reason: reason.clone(),
-                        })?;
-                        report.quarantined.push((id, reason.clone()));
-                        index.insert(Arc::new(Segment::quarantined(
-                            log_name.clone(),
+                        index.insert(quarantine_segment(
+                            &mut manifest,
+                            &mut report,
+                            &log_name,
                             id,
                             path,
-                            info.base_seq,
-                            info.base_seq + info.record_count,
+                            &info,
                             reason,
-                        )));
+                        )?);
                         continue;
                     }
                 },
@@ -293,19 +289,15 @@ fn recover_segments(
                     Ok(meta) => meta,
                     Err(e) => {
                         let reason = e.to_string();
-                        manifest.append(Edit::SegmentQuarantined {
-                            segment_id: id,
-                            reason: reason.clone(),
-                        })?;
-                        report.quarantined.push((id, reason.clone()));
-                        index.insert(Arc::new(Segment::quarantined(
-                            log_name.clone(),
+                        index.insert(quarantine_segment(
+                            &mut manifest,
+                            &mut report,
+                            &log_name,
                             id,
                             path,
-                            info.base_seq,
-                            info.base_seq + info.record_count,
+                            &info,
                             reason,
-                        )));
+                        )?);
                         continue;
                     }
                 };
@@ -357,19 +349,15 @@ fn recover_segments(
                     if !read_only {
                         quarantine_file(root, name, &path)?;
                     }
-                    manifest.append(Edit::SegmentQuarantined {
-                        segment_id: id,
-                        reason: reason.clone(),
-                    })?;
-                    report.quarantined.push((id, reason.clone()));
-                    index.insert(Arc::new(Segment::quarantined(
-                        log_name.clone(),
+                    index.insert(quarantine_segment(
+                        &mut manifest,
+                        &mut report,
+                        &log_name,
                         id,
                         path,
-                        info.base_seq,
-                        info.base_seq + info.record_count,
+                        &info,
                         reason,
-                    )));
+                    )?);
                 }
                 Err(e) => return Err(e),
             }
@@ -708,6 +696,32 @@ fn tier1_sealed_meta(t1: &Tier1Segment, info: &SealedInfo) -> Result<segment::Se
         footer_crc: crc,
         file_len: info.file_len,
     })
+}
+
+/// Record that sealed segment `id` is quarantined (manifest edit, report) and return the index
+/// entry that makes reads of its range return `Corruption`.
+fn quarantine_segment(
+    manifest: &mut ManifestLog,
+    report: &mut RecoveryReport,
+    log_name: &Arc<str>,
+    id: u64,
+    path: PathBuf,
+    info: &SealedInfo,
+    reason: String,
+) -> Result<Arc<Segment>> {
+    manifest.append(Edit::SegmentQuarantined {
+        segment_id: id,
+        reason: reason.clone(),
+    })?;
+    report.quarantined.push((id, reason.clone()));
+    Ok(Arc::new(Segment::quarantined(
+        log_name.clone(),
+        id,
+        path,
+        info.base_seq,
+        info.base_seq + info.record_count,
+        reason,
+    )))
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {
