@@ -83,6 +83,10 @@ pub(crate) struct LogShared {
     prepared: Condvar,
     pending_seals: Mutex<usize>,
     seals_done: Condvar,
+    /// Background tasks (preparation, compression, eviction, hydration) running on this log;
+    /// `close` waits for them, so a reopened log never shares its manifest with a late task.
+    background: Mutex<usize>,
+    background_done: Condvar,
     flush_scheduled: AtomicBool,
     prepare_started: AtomicBool,
     followers: AtomicUsize,
@@ -173,6 +177,8 @@ impl LogShared {
             prepared: Condvar::new(),
             pending_seals: Mutex::new(0),
             seals_done: Condvar::new(),
+            background: Mutex::new(0),
+            background_done: Condvar::new(),
             flush_scheduled: AtomicBool::new(false),
             prepare_started: AtomicBool::new(false),
             followers: AtomicUsize::new(0),
@@ -442,7 +448,8 @@ impl LogShared {
 
     /// Background: create the next segment.
     pub(crate) fn prepare_next_segment(&self) {
-        if self.closed.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire) {
+        let guard = self.enter_background();
+        if guard.is_none() || self.failed.load(Ordering::Acquire) {
             self.prepare.lock().in_progress -= 1;
             self.prepared.notify_all();
             return;
@@ -506,6 +513,17 @@ impl LogShared {
                 tracing::warn!(log = %self.name, error = %e, "preparing the next segment failed");
                 if let Ok(id) = id {
                     slot.in_progress_ids.remove(&id);
+                    // Forget the id: a later segment must not be sealed ahead of an unsealed
+                    // one (recovery requires seals in segment order).
+                    let path = self.segment_dir.join(crate::segment::segment_file_name(id));
+                    let _ = std::fs::remove_file(&path);
+                    if let Err(dropped) = self
+                        .manifest
+                        .lock()
+                        .append(Edit::SegmentDropped { segment_id: id })
+                    {
+                        tracing::error!(log = %self.name, error = %dropped, "recording a failed preparation failed");
+                    }
                 }
                 slot.error = Some(e);
             }
@@ -524,6 +542,14 @@ impl LogShared {
         compressor: Option<&mut zstd::bulk::Compressor<'static>>,
     ) {
         let file = rolled.file.clone();
+        if self.failed.load(Ordering::Acquire) {
+            // A failed log seals nothing more: recovery seals what is on disk, in order.
+            drop((rolled, file));
+            let mut pending = self.pending_seals.lock();
+            *pending -= 1;
+            self.seals_done.notify_all();
+            return;
+        }
         let result = (|| {
             let (segment, meta) = rolled.seal(sys::now_ms(), compressor.is_none())?;
             let seal_edit = Edit::SegmentSealed(SealedInfo {
@@ -817,8 +843,39 @@ impl LogShared {
             self.seals_done.wait(&mut pending);
         }
         drop(pending);
+        let mut background = self.background.lock();
+        while *background > 0 {
+            self.background_done.wait(&mut background);
+        }
+        drop(background);
+        // Give the budget back: a closed log keeps no segment in memory for anyone (a reopen
+        // counts its files again).
+        self.prepare.lock().ready.clear();
+        let mut tier1_bytes = 0;
+        for segment in self.segments.read().iter() {
+            segment.release_lease();
+            if let Some(t1) = segment.tier1() {
+                tier1_bytes += t1.info().file_len;
+            }
+        }
+        if let Some(active) = self.write.lock().active.as_ref() {
+            active.segment.release_lease();
+        }
+        if !self.read_only {
+            self.tiering.forget_tier1(tier1_bytes);
+        }
         self.notify_visible();
         result
+    }
+
+    /// Register a background task on this log; `None` once the log is closing.
+    pub(crate) fn enter_background(&self) -> Option<BackgroundGuard<'_>> {
+        let mut n = self.background.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        *n += 1;
+        Some(BackgroundGuard { log: self })
     }
 
     /// Retention: remove every sealed segment whose records all lie below `seq`, from every
@@ -838,32 +895,28 @@ impl LogShared {
             if segment.end_seq().is_none_or(|end| end > seq) {
                 break;
             }
-            {
+            let tier1_bytes = {
                 let mut manifest = self.manifest.lock();
-                let done = manifest
-                    .state()
-                    .segments
-                    .get(&segment.id)
-                    .is_some_and(|e| e.sealed.is_some() && !e.compressing);
+                let entry = manifest.state().segments.get(&segment.id);
+                let done = entry.is_some_and(|e| e.sealed.is_some() && !e.compressing);
                 if !done {
                     break;
                 }
+                let tier1_bytes = entry.and_then(|e| e.tier1).map_or(0, |t| t.file_len);
                 manifest.append(Edit::SegmentRetired {
                     segment_id: segment.id,
                 })?;
-            }
+                tier1_bytes
+            };
             self.segments.write().pop_first();
-            let tier1 = segment.tier1();
             segment.retire();
             // The manifest no longer knows these files; a crash before the unlinks leaves them
             // behind as unreferenced files (never read).
             for path in [
-                Some(segment.path.clone()),
-                tier1.as_ref().map(|t| t.path().to_path_buf()),
-            ]
-            .into_iter()
-            .flatten()
-            {
+                segment.path.clone(),
+                self.tier1_dir()
+                    .join(crate::tier1::tier1_file_name(segment.id)),
+            ] {
                 match std::fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -872,9 +925,7 @@ impl LogShared {
                     }
                 }
             }
-            if let Some(t1) = tier1 {
-                self.tiering.forget_tier1(t1.info().file_len);
-            }
+            self.tiering.forget_tier1(tier1_bytes);
             self.counters
                 .segments_retired
                 .fetch_add(1, Ordering::Relaxed);
@@ -953,6 +1004,18 @@ impl LogShared {
     /// Directory of this log's Tier 1 files.
     pub(crate) fn tier1_dir(&self) -> PathBuf {
         self.segment_dir.with_file_name("tier1")
+    }
+}
+
+/// A background task in progress on a log (see [`LogShared::enter_background`]).
+pub(crate) struct BackgroundGuard<'a> {
+    log: &'a LogShared,
+}
+
+impl Drop for BackgroundGuard<'_> {
+    fn drop(&mut self) {
+        *self.log.background.lock() -= 1;
+        self.log.background_done.notify_all();
     }
 }
 

@@ -225,6 +225,13 @@ impl AofManager {
         }
         let mut logs = self.inner.logs.lock();
         if let Some(shared) = logs.get(name)
+            && shared.is_closed()
+        {
+            // A closed or failed instance finishes its background work before a new one
+            // shares its manifest.
+            let _ = shared.close();
+        }
+        if let Some(shared) = logs.get(name)
             && !shared.is_closed()
         {
             if read_only || !shared.is_read_only() {

@@ -129,26 +129,29 @@ fn collect(manager: &AofManager, args: &InspectArgs) -> Result<Document, Failure
         None => manager.list_logs()?,
     };
     let mut logs = Vec::with_capacity(names.len());
+    // Read-only handles do not count toward the manager's Tier 1 budget: add up the files.
+    let mut tier1_bytes = 0;
     for name in names {
         let log = manager
             .open_log_read_only(&name)
             .map_err(|e| Failure::from(e).context(format!("open log {name:?}")))?;
         let info = manager.log_info(&log);
+        tier1_bytes += info.segments.iter().map(|s| s.tier1_bytes).sum::<u64>();
         let report = manager.recovery_report(&name).unwrap_or_default();
         logs.push(log_doc(info, report));
     }
     Ok(Document {
         root: manager.root().display().to_string(),
         logs,
-        tiers: tiers_doc(&manager.tier_stats()),
+        tiers: tiers_doc(&manager.tier_stats(), tier1_bytes),
     })
 }
 
-fn tiers_doc(stats: &TierStats) -> TiersDoc {
+fn tiers_doc(stats: &TierStats, tier1_bytes: u64) -> TiersDoc {
     TiersDoc {
         tier0_used_bytes: stats.tier0_used_bytes,
         tier0_max_bytes: stats.tier0_max_bytes,
-        tier1_used_bytes: stats.tier1_used_bytes,
+        tier1_used_bytes: tier1_bytes,
         tier1_max_bytes: (stats.tier1_max_bytes != u64::MAX).then_some(stats.tier1_max_bytes),
         compression_level: stats.compression_level,
     }

@@ -231,11 +231,7 @@ fn recover_segments(
                 continue;
             }
             if entry.compressing && entry.tier1.is_none() && !read_only {
-                // Interrupted compression: remove whatever it left; the coordinator redoes it.
-                for file in [tier1_tmp_name(id), tier1_file_name(id)] {
-                    remove_if_present(&tier1_dir.join(file))?;
-                }
-                report.compressions_restarted += 1;
+                undo_compression(&mut manifest, &tier1_dir, id, &mut report)?;
             }
             let tier1 = match entry.tier1 {
                 Some(t1) => match Tier1Segment::open(
@@ -244,6 +240,14 @@ fn recover_segments(
                     frame_cache.clone(),
                 ) {
                     Ok(opened) => Some(Arc::new(opened)),
+                    // Only damage (or a missing file) gives a copy up; anything else (too many
+                    // open files, an I/O error) fails the open and changes nothing.
+                    Err(e)
+                        if e.kind() != crate::ErrorKind::Corruption
+                            && e.kind() != crate::ErrorKind::NotFound =>
+                    {
+                        return Err(e);
+                    }
                     Err(e) if entry.in_tier0 => {
                         // The Tier 0 copy is still there: give up the damaged Tier 1 copy (moved
                         // to quarantine, reported) and compress again.
@@ -366,10 +370,7 @@ fn recover_segments(
         // Unsealed: prepared (blank), active, or interrupted while sealing (a `None` log with
         // Tier 1 seals by compressing: an interrupted compression leaves files to remove).
         if entry.compressing && !read_only {
-            for file in [tier1_tmp_name(id), tier1_file_name(id)] {
-                remove_if_present(&tier1_dir.join(file))?;
-            }
-            report.compressions_restarted += 1;
+            undo_compression(&mut manifest, &tier1_dir, id, &mut report)?;
         }
         let file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => f,
@@ -423,7 +424,9 @@ fn recover_segments(
             .metadata()
             .context(|| format!("stat {}", path.display()))?
             .len();
+        // (Only right after sealed segments: seals are recorded in segment order.)
         if len < header.capacity
+            && unsealed.is_empty()
             && let Ok(footer) = read_footer(&file, &path, len)
             && footer.segment_id == id
             && footer.base_seq == header.base_seq
@@ -696,6 +699,25 @@ fn tier1_sealed_meta(t1: &Tier1Segment, info: &SealedInfo) -> Result<segment::Se
         footer_crc: crc,
         file_len: info.file_len,
     })
+}
+
+/// An interrupted compression: remove what it left and record that it did not finish (so
+/// nothing waits for it, retention included); the coordinator compresses again.
+fn undo_compression(
+    manifest: &mut ManifestLog,
+    tier1_dir: &Path,
+    id: u64,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    for file in [tier1_tmp_name(id), tier1_file_name(id)] {
+        remove_if_present(&tier1_dir.join(file))?;
+    }
+    manifest.append(Edit::CompressFailed {
+        segment_id: id,
+        reason: "interrupted by a crash".into(),
+    })?;
+    report.compressions_restarted += 1;
+    Ok(())
 }
 
 /// Record that sealed segment `id` is quarantined (manifest edit, report) and return the index

@@ -412,9 +412,9 @@ impl Segment {
         slot.present = false;
         slot.mapping = None;
         let released = slot.lease.take().map_or(0, |l| l.bytes());
-        drop(slot);
         // The manifest already says the file is gone: a crash before the unlink leaves an
-        // orphan that recovery removes.
+        // orphan that recovery removes. Unlinked under the slot lock, so a hydration cannot
+        // install a new file in between.
         match std::fs::remove_file(&self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -422,7 +422,13 @@ impl Segment {
                 tracing::warn!(path = %self.path.display(), error = %e, "removing an evicted segment file failed")
             }
         }
+        drop(slot);
         Ok(EvictOutcome::Evicted(released))
+    }
+
+    /// Stop counting this segment in the Tier 0 budget (its log closed).
+    pub fn release_lease(&self) {
+        self.tier0.lock().lease = None;
     }
 
     /// Retention removed this segment: release its budget and forget its Tier 1 copy (readers

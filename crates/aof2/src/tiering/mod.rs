@@ -360,14 +360,15 @@ impl Tiering {
     /// Tier 1 copy yet (pending work from an earlier run included).
     pub(crate) fn register(&self, log: &Arc<LogShared>) {
         self.logs.lock().push(Arc::downgrade(log));
+        if log.is_read_only() {
+            // Read-only handles neither compress nor count toward the Tier 1 budget.
+            return;
+        }
         for segment in log.segments.read().iter() {
             if let Some(t1) = segment.tier1() {
                 self.tier1_used
                     .fetch_add(t1.info().file_len, Ordering::Relaxed);
             }
-        }
-        if log.is_read_only() {
-            return;
         }
         let pending: Vec<Arc<Segment>> = log
             .segments
@@ -425,6 +426,10 @@ impl Tiering {
 
     /// A reader decompressed a frame of `segment`: hydrate it if it is read repeatedly.
     pub(crate) fn note_tier1_read(&self, log: &Arc<LogShared>, segment: &Arc<Segment>) {
+        if log.is_read_only() {
+            // Hydration writes files: never for a read-only handle.
+            return;
+        }
         if let Some(t1) = segment.tier1()
             && t1.wants_hydration(self.hydrate_after)
         {
@@ -549,10 +554,13 @@ impl Tiering {
             match task {
                 Task::Compress(log, segment) => {
                     let outcome = match log.upgrade() {
-                        Some(log) if !log.is_closed() => {
-                            self.compress(&log, &segment, &mut compressor)
-                        }
-                        _ => Ok(true),
+                        Some(log) => match log.enter_background() {
+                            Some(_running) if !log.is_closed() => {
+                                self.compress(&log, &segment, &mut compressor)
+                            }
+                            _ => Ok(true),
+                        },
+                        None => Ok(true),
                     };
                     let mut q = self.queue.lock();
                     match outcome {
@@ -579,6 +587,7 @@ impl Tiering {
                 Task::Hydrate(log, segment) => {
                     if let Some(log) = log.upgrade()
                         && !log.is_closed()
+                        && let Some(_running) = log.enter_background()
                     {
                         self.hydrate(&log, &segment);
                     }
@@ -848,6 +857,9 @@ impl Tiering {
 
     /// Evict every Tier 0 copy of `log` that Tier 1 holds and no reader uses.
     pub(crate) fn evict_log(&self, log: &LogShared) -> Result<u64> {
+        let Some(_running) = log.enter_background() else {
+            return Err(Error::Closed(format!("log {:?}", log.name)));
+        };
         let _one_at_a_time = self.evicting.lock();
         let segments: Vec<Arc<Segment>> = log.segments.read().iter().cloned().collect();
         let mut freed = 0;
@@ -894,6 +906,9 @@ impl Tiering {
             if freed >= need {
                 break;
             }
+            let Some(_running) = log.enter_background() else {
+                continue;
+            };
             let outcome = segment.evict_tier0(|| {
                 log.manifest.lock().append(Edit::Tier0Evicted {
                     segment_id: segment.id,
