@@ -380,7 +380,23 @@ fn recover_segments(
             }
             Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
         };
-        let header = match read_header(&file, &path)? {
+        let read = match read_header(&file, &path) {
+            Ok(read) => read,
+            // A torn header with nothing after it: `kill -9` landed while the segment was being
+            // activated (the header is copied into the mapping, and a copy is not atomic). No
+            // frame was written, so nothing was acknowledged, and no later segment can have been
+            // activated (a segment rolls only with frames in it): treat it as blank.
+            Err(e) if e.kind() == crate::ErrorKind::Corruption && !first_frame_written(&file) => {
+                report.cut_tails.push((
+                    id,
+                    0,
+                    format!("torn header of a segment being activated: {e}"),
+                ));
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let header = match read {
             Some(h) if !gap => h,
             None if !gap && first_frame_written(&file) => {
                 return Err(Error::corruption(
