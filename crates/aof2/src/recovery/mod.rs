@@ -332,7 +332,27 @@ fn recover_segments(
                     let reason = e.to_string();
                     tracing::warn!(log = name, segment = id, %reason, "dropping the Tier 0 copy; Tier 1 holds the segment");
                     let t1 = tier1.expect("checked");
-                    let meta = tier1_sealed_meta(&t1, &info)?;
+                    let meta = match tier1_sealed_meta(&t1, &info) {
+                        Ok(meta) => meta,
+                        Err(t1_error) => {
+                            // Neither copy can be trusted: quarantine (never a failed open).
+                            let reason = format!("{reason}; Tier 1 copy: {t1_error}");
+                            tracing::error!(log = name, segment = id, %reason, "quarantining segment");
+                            if !read_only {
+                                quarantine_file(root, name, &path)?;
+                            }
+                            index.insert(quarantine_segment(
+                                &mut manifest,
+                                &mut report,
+                                &log_name,
+                                id,
+                                path,
+                                &info,
+                                reason,
+                            )?);
+                            continue;
+                        }
+                    };
                     if !read_only {
                         manifest.append(Edit::Tier0Evicted { segment_id: id })?;
                         remove_if_present(&path)?;
