@@ -145,6 +145,34 @@ impl Error {
     }
 }
 
+/// The public error for a decoder's refusal at `offset` of `path`: a newer version is
+/// `UnsupportedVersion`, wrong magic at the start is `NotAof2File` (an aof2 `file` it is not),
+/// anything else `Corruption` naming the structure (`what`) and the offset.
+pub(crate) fn format_error(
+    path: &std::path::Path,
+    offset: u64,
+    file: &'static str,
+    what: &str,
+    e: crate::format::FormatError,
+) -> Error {
+    use crate::format::FormatError;
+    match e {
+        FormatError::UnsupportedVersion(v) => Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: v,
+            supported: crate::format::FORMAT_VERSION,
+        },
+        FormatError::BadMagic if offset == 0 => Error::NotAof2File {
+            path: path.to_path_buf(),
+            what: file,
+        },
+        other => Error::corruption(
+            format!("{} offset {offset}", path.display()),
+            format!("{what}: {other}"),
+        ),
+    }
+}
+
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -412,21 +412,7 @@ pub struct Tier1File {
 
 /// Map a decoder's refusal at `offset` of `path` to the public error.
 fn format_error(path: &Path, offset: u64, what: &str, e: FormatError) -> Error {
-    match e {
-        FormatError::UnsupportedVersion(v) => Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: v,
-            supported: crate::format::FORMAT_VERSION,
-        },
-        FormatError::BadMagic if offset == 0 => Error::NotAof2File {
-            path: path.to_path_buf(),
-            what: "Tier 1 file",
-        },
-        other => Error::corruption(
-            format!("{} offset {offset}", path.display()),
-            format!("{what}: {other}"),
-        ),
-    }
+    crate::error::format_error(path, offset, "Tier 1 file", what, e)
 }
 
 fn read_exact(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {

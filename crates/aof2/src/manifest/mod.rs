@@ -368,21 +368,7 @@ fn snapshot_path(dir: &Path) -> PathBuf {
 }
 
 fn format_error(path: &Path, offset: u64, e: FormatError) -> Error {
-    match e {
-        FormatError::UnsupportedVersion(v) => Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: v,
-            supported: crate::format::FORMAT_VERSION,
-        },
-        FormatError::BadMagic if offset == 0 => Error::NotAof2File {
-            path: path.to_path_buf(),
-            what: "manifest file",
-        },
-        other => Error::corruption(
-            format!("{} offset {offset}", path.display()),
-            format!("manifest: {other}"),
-        ),
-    }
+    crate::error::format_error(path, offset, "manifest file", "manifest", e)
 }
 
 impl ManifestLog {
