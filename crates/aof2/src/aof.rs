@@ -103,6 +103,8 @@ pub(crate) struct LogShared {
     epoch: u32,
     /// Opened read-only: appends are refused and nothing on disk changes.
     read_only: bool,
+    /// Tier 2 writer claim; a fenced claim refuses appends.
+    claim: std::sync::OnceLock<Arc<crate::tier2::LogClaim>>,
 }
 
 impl std::fmt::Debug for LogShared {
@@ -190,6 +192,7 @@ impl LogShared {
             workers,
             tiering,
             sync_fault,
+            claim: std::sync::OnceLock::new(),
         })
     }
 
@@ -201,6 +204,9 @@ impl LogShared {
         }
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed(format!("log {:?}", self.name)));
+        }
+        if let Some(claim) = self.claim.get() {
+            claim.check()?;
         }
         Ok(())
     }
@@ -377,6 +383,20 @@ impl LogShared {
 
     fn self_arc(&self) -> Arc<LogShared> {
         self.me.upgrade().expect("log alive")
+    }
+
+    /// This log's `Arc`, unless it is being dropped.
+    pub(crate) fn me_arc(&self) -> Option<Arc<LogShared>> {
+        self.me.upgrade()
+    }
+
+    /// The log's Tier 2 writer claim (writable logs of a manager with Tier 2).
+    pub(crate) fn claim(&self) -> Option<&Arc<crate::tier2::LogClaim>> {
+        self.claim.get()
+    }
+
+    pub(crate) fn set_claim(&self, claim: Arc<crate::tier2::LogClaim>) {
+        let _ = self.claim.set(claim);
     }
 
     /// The next prepared segment, in id order (segments must be activated in the order of their
@@ -888,6 +908,7 @@ impl LogShared {
             });
         }
         self.check_open()?;
+        let mut retired_objects = Vec::new();
         loop {
             let Some(segment) = self.segments.read().first().cloned() else {
                 break;
@@ -909,6 +930,9 @@ impl LogShared {
                 tier1_bytes
             };
             self.segments.write().pop_first();
+            if let Some(copy) = segment.tier2() {
+                retired_objects.push(copy.key.clone());
+            }
             segment.retire();
             // The manifest no longer knows these files; a crash before the unlinks leaves them
             // behind as unreferenced files (never read).
@@ -930,6 +954,9 @@ impl LogShared {
                 .segments_retired
                 .fetch_add(1, Ordering::Relaxed);
         }
+        // Tier 2 objects go after the catalog stops listing them (on the upload workers).
+        self.tiering
+            .submit_retired(&self.self_arc(), retired_objects);
         Ok(self.first_seq())
     }
 

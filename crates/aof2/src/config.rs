@@ -161,6 +161,100 @@ pub struct ManagerConfig {
     /// A segment only in Tier 1 is hydrated back into Tier 0 once its frames were decompressed
     /// this many times over (in whole segments' worth of frames). 0 = never. Default 2.
     pub hydrate_after_passes: u64,
+    /// Object storage for Tier 2. Default `None`: Tier 1 is the final home of sealed segments.
+    pub tier2: Option<Tier2Config>,
+}
+
+/// Tier 2 (object storage) settings.
+///
+/// `url` picks the store: `s3://bucket/prefix` (credentials and region from the standard
+/// `AWS_*` environment variables, overridden by `options`), `file:///absolute/dir` or
+/// `memory://` (process-local, for tests). `options` are `object_store` configuration keys for
+/// S3, for example `("aws_endpoint", "http://127.0.0.1:9000")` and `("aws_allow_http", "true")`
+/// for an S3-compatible server.
+#[derive(Debug, Clone)]
+pub struct Tier2Config {
+    pub url: String,
+    pub options: Vec<(String, String)>,
+    /// Time limit of one request (a hung request is abandoned and retried). Default 30 s.
+    pub request_timeout: Duration,
+    /// Attempts of one operation after the first, with exponential backoff and full jitter.
+    /// Default 4.
+    pub max_retries: u32,
+    /// First backoff (doubling per attempt, capped at `backoff_max`). Default 50 ms.
+    pub backoff_base: Duration,
+    /// Default 2 s.
+    pub backoff_max: Duration,
+    /// Consecutive failed requests that open the circuit breaker. Default 5.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one probe (doubling while probes fail, capped at
+    /// 5 s). Default 1 s.
+    pub breaker_open_for: Duration,
+    /// Concurrent uploads. Default 4.
+    pub upload_concurrency: usize,
+    /// Objects at least this large are uploaded in parts. Default 16 MiB.
+    pub multipart_threshold: u64,
+    /// Part size of multipart uploads (at least 5 MiB). Default 8 MiB.
+    pub part_bytes: usize,
+    /// Opening a log for writing when another root holds its writer claim takes the claim over
+    /// instead of failing with `Error::Fenced`. The old writer is fenced from then on. Only set
+    /// this when the old writer is gone. Default false.
+    pub take_over: bool,
+}
+
+impl Tier2Config {
+    /// Defaults for a store URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Tier2Config {
+            url: url.into(),
+            options: Vec::new(),
+            request_timeout: Duration::from_secs(30),
+            max_retries: 4,
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            breaker_failures: 5,
+            breaker_open_for: Duration::from_secs(1),
+            upload_concurrency: 4,
+            multipart_threshold: 16 << 20,
+            part_bytes: 8 << 20,
+            take_over: false,
+        }
+    }
+
+    /// Add an `object_store` option (builder style).
+    pub fn with_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let scheme_ok = ["s3://", "s3a://", "file://", "memory://"]
+            .iter()
+            .any(|s| self.url.starts_with(s));
+        if !scheme_ok {
+            return Err(Error::InvalidConfig(format!(
+                "tier 2 URL {:?} must start with s3://, file:// or memory://",
+                self.url
+            )));
+        }
+        if self.request_timeout.is_zero() || self.upload_concurrency == 0 {
+            return Err(Error::InvalidConfig(
+                "tier 2 request_timeout and upload_concurrency must be non-zero".into(),
+            ));
+        }
+        if self.part_bytes < 5 << 20 || self.multipart_threshold < self.part_bytes as u64 {
+            return Err(Error::InvalidConfig(format!(
+                "tier 2 part_bytes {} must be at least 5 MiB and at most multipart_threshold {}",
+                self.part_bytes, self.multipart_threshold
+            )));
+        }
+        if self.breaker_failures == 0 {
+            return Err(Error::InvalidConfig(
+                "tier 2 breaker_failures must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl ManagerConfig {
@@ -179,12 +273,21 @@ impl ManagerConfig {
             compress_threads: (cpus / 2).clamp(1, 4),
             tier1_enabled: true,
             hydrate_after_passes: limits::HYDRATE_AFTER_PASSES,
+            tier2: None,
         }
     }
 
     /// Check ranges.
     pub fn validate(&self) -> Result<()> {
         self.compression.validate()?;
+        if let Some(tier2) = &self.tier2 {
+            tier2.validate()?;
+            if !self.tier1_enabled {
+                return Err(Error::InvalidConfig(
+                    "Tier 2 stores Tier 1 files: it needs tier1_enabled".into(),
+                ));
+            }
+        }
         if self.tier0_max_bytes < 2 * limits::MIN_SEGMENT_BYTES {
             return Err(Error::InvalidConfig(format!(
                 "tier0_max_bytes {} must hold at least two segments of the smallest size ({} bytes)",

@@ -19,6 +19,8 @@ pub enum ErrorKind {
     Backpressure,
     /// A dependency (another process holding the root, a remote tier) is unavailable: retry later.
     Unavailable,
+    /// Another writer owns the log (Tier 2 writer fencing): stop writing; do not retry.
+    Fenced,
     /// The log or manager is closed or failed after an I/O error: reopen it.
     Closed,
     /// The requested thing does not exist.
@@ -84,6 +86,11 @@ pub enum Error {
     #[error("{tier:?} unavailable: {detail}")]
     Unavailable { tier: Tier, detail: String },
 
+    /// Another writer holds the log's Tier 2 writer claim, or took it over from this one: this
+    /// handle must not write (nothing it appends would be published).
+    #[error("log {log:?} is fenced: {detail}")]
+    Fenced { log: String, detail: String },
+
     /// The requested record, log or segment does not exist.
     #[error("not found: {0}")]
     NotFound(String),
@@ -121,6 +128,7 @@ impl Error {
             Error::NotAof2File { .. } | Error::Corruption { .. } => ErrorKind::Corruption,
             Error::Backpressure { .. } => ErrorKind::Backpressure,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::Fenced { .. } => ErrorKind::Fenced,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::LogFailed { .. } | Error::Closed(_) => ErrorKind::Closed,
             Error::Io { source, .. } => match source.kind() {

@@ -25,21 +25,26 @@ mod manager;
 mod manifest;
 mod read;
 mod recovery;
+mod remote;
 mod segment;
 mod stats;
 mod sys;
 mod tier1;
+mod tier2;
 mod tiering;
 
 pub use aof::{Aof, SyncFault};
 pub use config::{
-    Compression, Durability, LogConfig, ManagerConfig, ReadVisibility, validate_log_name,
+    Compression, Durability, LogConfig, ManagerConfig, ReadVisibility, Tier2Config,
+    validate_log_name,
 };
 pub use error::{Error, ErrorKind, Result, Tier};
 pub use manager::{AofManager, LogInfo, SegmentInfo, SegmentState, TierLocation};
 pub use read::Reader;
 pub use recovery::RecoveryReport;
 pub use recovery::verify::{Problem, VerifyReport};
+pub use remote::{RemoteIter, RemoteReader, RestoreProgress, RestoreReport};
 pub use segment::Record;
 pub use stats::LogStats;
+pub use tier2::Tier2Stats;
 pub use tiering::TierStats;

@@ -168,8 +168,12 @@ impl AofManager {
         let root_id = open_root_file(&root)?;
         let logs_dir = root.join("logs");
         std::fs::create_dir_all(&logs_dir).context(|| format!("create {}", logs_dir.display()))?;
+        let tier2 = match &config.tier2 {
+            Some(t2) => Some(crate::tier2::Tier2::open(t2)?),
+            None => None,
+        };
         let workers = FlushManager::start(config.flush_threads, config.timer_tick);
-        let tiering = Tiering::start(&config);
+        let tiering = Tiering::start(&config, root_id, tier2);
         Ok(AofManager {
             inner: Arc::new(ManagerInner {
                 config,
@@ -188,6 +192,15 @@ impl AofManager {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.inner.config.root
+    }
+
+    /// The manager's configuration.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn tier2(&self) -> Option<&Arc<crate::tier2::Tier2>> {
+        self.inner.tiering.tier2.as_ref()
     }
 
     /// The root's random identity.
@@ -249,6 +262,7 @@ impl AofManager {
             read_only,
             &self.inner.tiering.budget,
             &self.inner.tiering.frame_cache,
+            self.inner.tiering.tier2.as_ref(),
         )?;
         let shared = LogShared::new(
             recovered,
@@ -257,11 +271,40 @@ impl AofManager {
             self.inner.tiering.clone(),
             self.inner.sync_fault.lock().clone(),
         );
+        if let Some(tier2) = &self.inner.tiering.tier2
+            && !read_only
+        {
+            self.claim_tier2(tier2, &shared)?;
+        }
         self.inner.workers.register(&shared);
         self.inner.tiering.register(&shared);
         logs.insert(name.to_string(), shared.clone());
         self.inner.reports.lock().insert(name.to_string(), report);
         Ok(Aof { shared })
+    }
+
+    /// Claim the log's writer epoch in Tier 2 and publish its catalog. A claim held by another
+    /// root fails the open with `Error::Fenced`; an unreachable store does not (local tiers keep
+    /// serving; the uploader claims before its first upload, and fences the log if it lost).
+    fn claim_tier2(&self, tier2: &Arc<crate::tier2::Tier2>, shared: &Arc<LogShared>) -> Result<()> {
+        let claim = Arc::new(crate::tier2::LogClaim::new(&shared.name, shared.log_id));
+        shared.set_claim(claim.clone());
+        match tier2.claim(&claim, self.inner.root_id, tier2.config().take_over) {
+            Ok(_) => {
+                if let Err(e) = self.inner.tiering.publish(tier2, shared, &claim) {
+                    tracing::warn!(log = %shared.name, error = %e, "publishing the catalog failed");
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == crate::ErrorKind::Fenced => {
+                let _ = shared.close();
+                Err(e)
+            }
+            Err(e) => {
+                tracing::warn!(log = %shared.name, error = %e, "Tier 2 writer claim deferred: the store is unavailable");
+                Ok(())
+            }
+        }
     }
 
     /// Whether a log exists in this root.
@@ -372,10 +415,42 @@ impl AofManager {
         let deadline = std::time::Instant::now() + timeout;
         self.inner.tiering.wait_progress(deadline, || {
             let pending = log.shared.segments.read().iter().any(|s| {
-                s.sealed_meta().is_some() && s.quarantine_reason().is_none() && s.tier1().is_none()
+                s.sealed_meta().is_some() && s.quarantine_reason().is_none() && !s.has_cold_copy()
             });
             !pending && log.shared.pending_seals() == 0
         })
+    }
+
+    /// Wait until every sealed segment of `log` (quarantined ones aside) is uploaded to Tier 2
+    /// and the log's catalog lists them, or `timeout` passes. Returns whether it did (always
+    /// false without Tier 2).
+    pub fn wait_for_tier2(&self, log: &Aof, timeout: std::time::Duration) -> bool {
+        if self.tier2().is_none() {
+            return false;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        self.inner.tiering.wait_progress(deadline, || {
+            let pending = log.shared.segments.read().iter().any(|s| {
+                s.sealed_meta().is_some() && s.quarantine_reason().is_none() && s.tier2().is_none()
+            });
+            !pending
+                && log.shared.pending_seals() == 0
+                && log
+                    .shared
+                    .claim()
+                    .is_some_and(|c| !c.dirty.load(std::sync::atomic::Ordering::Acquire))
+        })
+    }
+
+    /// Release every local Tier 1 copy of `log` that Tier 2 holds (as the coordinator does when
+    /// Tier 1 fills). Returns the bytes released.
+    pub fn evict_tier1(&self, log: &Aof) -> Result<u64> {
+        if log.shared.is_read_only() {
+            return Err(Error::ReadOnly {
+                log: log.name().to_string(),
+            });
+        }
+        Ok(self.inner.tiering.evict_tier1_log(&log.shared))
     }
 
     /// Release every Tier 0 copy of `log` that Tier 1 holds and no reader is using (as the

@@ -18,6 +18,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use zstd::bulk::{Compressor, Decompressor};
 use zstd::zstd_safe;
@@ -398,11 +399,35 @@ fn decompress(compressed: &[u8], capacity: usize) -> io::Result<Vec<u8>> {
     })
 }
 
-/// An open, checked Tier 1 file. Reads use `pread`, so one handle serves many threads.
+/// Positioned reads of a Tier 1 file that is not a local file (its copy in Tier 2).
+pub(crate) trait RangeRead: Send + Sync + std::fmt::Debug {
+    fn len(&self) -> u64;
+    /// Fill `buf` from `offset`; failing (not short) when the bytes are not there.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+}
+
+/// Where a Tier 1 file's bytes come from.
+#[derive(Debug)]
+enum Source {
+    Local(File),
+    Remote(Arc<dyn RangeRead>),
+}
+
+impl Source {
+    fn read_exact(&self, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
+        match self {
+            Source::Local(file) => read_exact(file, path, buf, offset),
+            Source::Remote(remote) => remote.read_at(offset, buf),
+        }
+    }
+}
+
+/// An open, checked Tier 1 file. Reads use `pread` (or ranged GETs for a copy in Tier 2), so one
+/// handle serves many threads.
 #[derive(Debug)]
 pub struct Tier1File {
     path: PathBuf,
-    file: File,
+    file: Source,
     file_len: u64,
     header: Tier1Header,
     footer: Tier1Footer,
@@ -433,14 +458,42 @@ impl Tier1File {
     /// header, footer, segment header and footer copies and the frame index must all be intact
     /// and agree. Frames are not read.
     pub fn open(path: &Path, expected_footer_crc: u32, expected_len: u64) -> Result<Tier1File> {
+        let file = File::open(path).context(|| format!("open {}", path.display()))?;
+        Self::open_source(Source::Local(file), path, expected_footer_crc, expected_len)
+    }
+
+    /// Open a Tier 1 file read through `remote` (its copy in Tier 2), checked like a local one;
+    /// `name` names it in errors.
+    pub(crate) fn open_remote(
+        remote: Arc<dyn RangeRead>,
+        name: &Path,
+        expected_footer_crc: u32,
+        expected_len: u64,
+    ) -> Result<Tier1File> {
+        Self::open_source(
+            Source::Remote(remote),
+            name,
+            expected_footer_crc,
+            expected_len,
+        )
+    }
+
+    fn open_source(
+        file: Source,
+        path: &Path,
+        expected_footer_crc: u32,
+        expected_len: u64,
+    ) -> Result<Tier1File> {
         let corrupt = |offset: u64, detail: String| {
             Error::corruption(format!("{} offset {offset}", path.display()), detail)
         };
-        let file = File::open(path).context(|| format!("open {}", path.display()))?;
-        let len = file
-            .metadata()
-            .context(|| format!("stat {}", path.display()))?
-            .len();
+        let len = match &file {
+            Source::Local(f) => f
+                .metadata()
+                .context(|| format!("stat {}", path.display()))?
+                .len(),
+            Source::Remote(r) => r.len(),
+        };
         if len != expected_len {
             return Err(Error::corruption(
                 path.display().to_string(),
@@ -457,7 +510,7 @@ impl Tier1File {
         }
 
         let mut head = [0u8; HEAD];
-        read_exact(&file, path, &mut head, 0)?;
+        file.read_exact(path, &mut head, 0)?;
         let header =
             Tier1Header::decode(&head).map_err(|e| format_error(path, 0, "tier 1 header", e))?;
         let segment_header = SegmentHeader::decode(&head[TIER1_HEADER_BYTES as usize..])
@@ -466,7 +519,7 @@ impl Tier1File {
         let tail_at = len - TAIL as u64;
         let footer_at = len - TIER1_FOOTER_BYTES;
         let mut tail = [0u8; TAIL];
-        read_exact(&file, path, &mut tail, tail_at)?;
+        file.read_exact(path, &mut tail, tail_at)?;
         let raw_footer: &[u8; TIER1_FOOTER_BYTES as usize] = tail[SEGMENT_FOOTER_BYTES as usize..]
             .try_into()
             .expect("64 bytes");
@@ -519,7 +572,7 @@ impl Tier1File {
 
         let index_at = footer.index_offset();
         let mut index = vec![0u8; footer.index_len() as usize];
-        read_exact(&file, path, &mut index, index_at)?;
+        file.read_exact(path, &mut index, index_at)?;
         let frames = decode_frame_index(&index, &footer)
             .map_err(|e| corrupt(index_at, format!("frame index: {e}")))?;
         Ok(Tier1File {
@@ -584,7 +637,7 @@ impl Tier1File {
             );
         }
         let mut buf = vec![0u8; len as usize];
-        read_exact(&self.file, &self.path, &mut buf, offset)?;
+        self.file.read_exact(&self.path, &mut buf, offset)?;
         Ok(buf)
     }
 

@@ -539,6 +539,10 @@ fn manifest_view(root: &Path) -> BTreeMap<u64, ManifestSegment> {
                 s.tier1 = false;
                 s.compressing = false;
             }
+            Edit::Tier1Evicted { segment_id } => at(&mut view, segment_id).tier1 = false,
+            Edit::Tier1Fetched { segment_id } => at(&mut view, segment_id).tier1 = true,
+            // This test runs without Tier 2.
+            Edit::Tier2Uploaded(_) => {}
             Edit::LogCreated { .. } | Edit::LogOpened { .. } => {}
         }
     }

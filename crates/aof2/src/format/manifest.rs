@@ -67,6 +67,50 @@ pub enum Edit {
     SegmentRetired {
         segment_id: u64,
     },
+    /// The segment's Tier 1 file is stored in Tier 2 (the PUT was acknowledged).
+    Tier2Uploaded(Tier2Info),
+    /// The local Tier 1 copy was released (recorded before the unlink); Tier 2 holds the
+    /// segment.
+    Tier1Evicted {
+        segment_id: u64,
+    },
+    /// The Tier 1 file was downloaded back from Tier 2 (restore), checked and made durable.
+    Tier1Fetched {
+        segment_id: u64,
+    },
+}
+
+/// What the manifest knows about a segment's object in Tier 2: the Tier 1 file it is a copy of,
+/// the CRC-32C of the whole object, and the original segment footer (so a segment held only in
+/// Tier 2 can be described without a request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tier2Info {
+    pub tier1: Tier1Info,
+    pub object_crc: u32,
+    pub segment_footer: [u8; SEGMENT_FOOTER_LEN],
+}
+
+/// Encoded length of a segment footer (`limits::SEGMENT_FOOTER_BYTES`).
+pub const SEGMENT_FOOTER_LEN: usize = crate::limits::SEGMENT_FOOTER_BYTES as usize;
+
+fn put_tier1_info(out: &mut Vec<u8>, t: &Tier1Info) {
+    out.extend_from_slice(&t.segment_id.to_le_bytes());
+    out.extend_from_slice(&t.file_len.to_le_bytes());
+    out.extend_from_slice(&t.footer_crc.to_le_bytes());
+    out.extend_from_slice(&t.frames.to_le_bytes());
+    out.extend_from_slice(&t.uncompressed_bytes.to_le_bytes());
+    out.extend_from_slice(&t.level.to_le_bytes());
+}
+
+fn get_tier1_info(c: &mut Cursor<'_>) -> FormatResult<Tier1Info> {
+    Ok(Tier1Info {
+        segment_id: c.u64()?,
+        file_len: c.u64()?,
+        footer_crc: c.u32()?,
+        frames: c.u32()?,
+        uncompressed_bytes: c.u64()?,
+        level: c.u32()? as i32,
+    })
 }
 
 /// What the manifest knows about a segment's Tier 1 file.
@@ -160,12 +204,7 @@ impl Edit {
             }
             Edit::CompressDone(t) => {
                 out.push(8);
-                out.extend_from_slice(&t.segment_id.to_le_bytes());
-                out.extend_from_slice(&t.file_len.to_le_bytes());
-                out.extend_from_slice(&t.footer_crc.to_le_bytes());
-                out.extend_from_slice(&t.frames.to_le_bytes());
-                out.extend_from_slice(&t.uncompressed_bytes.to_le_bytes());
-                out.extend_from_slice(&t.level.to_le_bytes());
+                put_tier1_info(&mut out, t);
             }
             Edit::CompressFailed { segment_id, reason } => {
                 out.push(9);
@@ -186,6 +225,20 @@ impl Edit {
             }
             Edit::SegmentRetired { segment_id } => {
                 out.push(13);
+                out.extend_from_slice(&segment_id.to_le_bytes());
+            }
+            Edit::Tier2Uploaded(t) => {
+                out.push(14);
+                put_tier1_info(&mut out, &t.tier1);
+                out.extend_from_slice(&t.object_crc.to_le_bytes());
+                out.extend_from_slice(&t.segment_footer);
+            }
+            Edit::Tier1Evicted { segment_id } => {
+                out.push(15);
+                out.extend_from_slice(&segment_id.to_le_bytes());
+            }
+            Edit::Tier1Fetched { segment_id } => {
+                out.push(16);
                 out.extend_from_slice(&segment_id.to_le_bytes());
             }
         }
@@ -225,14 +278,7 @@ impl Edit {
                 segment_id: c.u64()?,
                 level: c.u32()? as i32,
             },
-            8 => Edit::CompressDone(Tier1Info {
-                segment_id: c.u64()?,
-                file_len: c.u64()?,
-                footer_crc: c.u32()?,
-                frames: c.u32()?,
-                uncompressed_bytes: c.u64()?,
-                level: c.u32()? as i32,
-            }),
+            8 => Edit::CompressDone(get_tier1_info(&mut c)?),
             9 => Edit::CompressFailed {
                 segment_id: c.u64()?,
                 reason: get_str(&mut c)?,
@@ -247,6 +293,20 @@ impl Edit {
                 segment_id: c.u64()?,
             },
             13 => Edit::SegmentRetired {
+                segment_id: c.u64()?,
+            },
+            14 => Edit::Tier2Uploaded(Tier2Info {
+                tier1: get_tier1_info(&mut c)?,
+                object_crc: c.u32()?,
+                segment_footer: c
+                    .take(SEGMENT_FOOTER_LEN)?
+                    .try_into()
+                    .expect("footer length"),
+            }),
+            15 => Edit::Tier1Evicted {
+                segment_id: c.u64()?,
+            },
+            16 => Edit::Tier1Fetched {
                 segment_id: c.u64()?,
             },
             tag => return Err(FormatError::Invalid(format!("unknown edit tag {tag}"))),

@@ -2,6 +2,7 @@
 //! No I/O happens here, so every decoder can be fuzzed and golden-tested in isolation.
 //! Decoders never panic on any input: they return `Err(FormatError)`.
 
+pub mod catalog;
 pub mod manifest;
 pub mod root;
 pub mod segment;

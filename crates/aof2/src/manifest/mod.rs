@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::format::FormatError;
 use crate::format::manifest::{
-    Edit, SealedInfo, Tier1Info, WAL_HEADER_BYTES, WalRead, decode_snapshot, decode_wal_header,
-    decode_wal_record, encode_snapshot, encode_wal_header, encode_wal_record,
+    Edit, SealedInfo, Tier1Info, Tier2Info, WAL_HEADER_BYTES, WalRead, decode_snapshot,
+    decode_wal_header, decode_wal_record, encode_snapshot, encode_wal_header, encode_wal_record,
 };
 use crate::limits::MANIFEST_COMPACT_BYTES;
 use crate::sys;
@@ -35,6 +35,8 @@ pub struct SegmentEntry {
     /// Whether the Tier 0 (segment file) copy exists. False after `Tier0Evicted` until
     /// `Hydrated`.
     pub in_tier0: bool,
+    /// The Tier 2 object, once its upload is acknowledged.
+    pub tier2: Option<Tier2Info>,
 }
 
 impl SegmentEntry {
@@ -46,6 +48,7 @@ impl SegmentEntry {
             compressing: false,
             tier1: None,
             in_tier0: true,
+            tier2: None,
         }
     }
 }
@@ -172,9 +175,38 @@ impl ManifestState {
             }
             Edit::Tier0Evicted { segment_id } => {
                 let e = self.sealed_entry(*segment_id)?;
-                if e.tier1.is_none() || !e.in_tier0 {
+                if (e.tier1.is_none() && e.tier2.is_none()) || !e.in_tier0 {
                     return Err(format!(
-                        "evicting segment {segment_id} from Tier 0 without a Tier 1 copy"
+                        "evicting segment {segment_id} from Tier 0 without a Tier 1 or Tier 2 copy"
+                    ));
+                }
+                Ok(())
+            }
+            Edit::Tier2Uploaded(info) => {
+                let id = info.tier1.segment_id;
+                let e = self.sealed_entry(id)?;
+                if e.tier2.is_some() {
+                    return Err(format!("segment {id} is already in Tier 2"));
+                }
+                if e.quarantined.is_some() {
+                    return Err(format!("segment {id} is quarantined"));
+                }
+                Ok(())
+            }
+            Edit::Tier1Evicted { segment_id } => {
+                let e = self.sealed_entry(*segment_id)?;
+                if e.tier1.is_none() || e.tier2.is_none() {
+                    return Err(format!(
+                        "evicting the Tier 1 copy of segment {segment_id} before Tier 2 holds it"
+                    ));
+                }
+                Ok(())
+            }
+            Edit::Tier1Fetched { segment_id } => {
+                let e = self.sealed_entry(*segment_id)?;
+                if e.tier1.is_some() || e.tier2.is_none() || e.compressing {
+                    return Err(format!(
+                        "fetching segment {segment_id} from Tier 2 into an occupied Tier 1 slot"
                     ));
                 }
                 Ok(())
@@ -192,7 +224,7 @@ impl ManifestState {
             }
             Edit::Hydrated { segment_id } => {
                 let e = self.sealed_entry(*segment_id)?;
-                if e.tier1.is_none() || e.in_tier0 {
+                if (e.tier1.is_none() && e.tier2.is_none()) || e.in_tier0 {
                     return Err(format!(
                         "hydrating segment {segment_id} that is not only in Tier 1"
                     ));
@@ -290,6 +322,21 @@ impl ManifestState {
             Edit::SegmentRetired { segment_id } => {
                 self.segments.remove(segment_id);
             }
+            Edit::Tier2Uploaded(info) => {
+                if let Some(e) = self.segments.get_mut(&info.tier1.segment_id) {
+                    e.tier2 = Some(*info);
+                }
+            }
+            Edit::Tier1Evicted { segment_id } => {
+                if let Some(e) = self.segments.get_mut(segment_id) {
+                    e.tier1 = None;
+                }
+            }
+            Edit::Tier1Fetched { segment_id } => {
+                if let Some(e) = self.segments.get_mut(segment_id) {
+                    e.tier1 = e.tier2.map(|t| t.tier1);
+                }
+            }
         }
     }
 
@@ -322,9 +369,12 @@ impl ManifestState {
             }
             if let Some(info) = entry.tier1 {
                 edits.push(Edit::CompressDone(info));
-                if !entry.in_tier0 {
-                    edits.push(Edit::Tier0Evicted { segment_id });
-                }
+            }
+            if let Some(info) = entry.tier2 {
+                edits.push(Edit::Tier2Uploaded(info));
+            }
+            if !entry.in_tier0 && (entry.tier1.is_some() || entry.tier2.is_some()) {
+                edits.push(Edit::Tier0Evicted { segment_id });
             }
             if let Some(reason) = &entry.quarantined {
                 edits.push(Edit::SegmentQuarantined {

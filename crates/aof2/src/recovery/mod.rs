@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::aof::Recovered;
 use crate::config::LogConfig;
 use crate::error::{Error, IoContext, Result};
-use crate::format::manifest::{Edit, SealedInfo};
+use crate::format::manifest::{Edit, SealedInfo, Tier2Info};
 use crate::manifest::index::SegmentIndex;
 use crate::manifest::{ManifestLog, SegmentEntry};
 use crate::segment::mmap::Mapping;
@@ -30,6 +30,7 @@ use crate::segment::{
 };
 use crate::sys;
 use crate::tier1::{tier1_file_name, tier1_tmp_name};
+use crate::tier2::{Tier2, Tier2Copy};
 use crate::tiering::budget::{Lease, Tier0Budget};
 use crate::tiering::{FrameCache, Tier1Segment};
 
@@ -87,6 +88,7 @@ pub(crate) fn recover_log(
     read_only: bool,
     budget: &Arc<Tier0Budget>,
     frame_cache: &Arc<FrameCache>,
+    tier2: Option<&Arc<Tier2>>,
 ) -> Result<(Recovered, RecoveryReport)> {
     let (manifest_dir, segment_dir) = log_dirs(root, name);
     let started = std::time::Instant::now();
@@ -107,6 +109,7 @@ pub(crate) fn recover_log(
             report,
             budget,
             frame_cache,
+            tier2,
         );
     }
     let existing = if ManifestLog::exists(&manifest_dir) {
@@ -155,6 +158,7 @@ pub(crate) fn recover_log(
         report,
         budget,
         frame_cache,
+        tier2,
     )
 }
 
@@ -170,6 +174,7 @@ fn recover_segments(
     mut report: RecoveryReport,
     budget: &Arc<Tier0Budget>,
     frame_cache: &Arc<FrameCache>,
+    tier2: Option<&Arc<Tier2>>,
 ) -> Result<(Recovered, RecoveryReport)> {
     let manifest_dir = segment_dir.with_file_name("manifest");
     let tier1_dir = segment_dir.with_file_name("tier1");
@@ -233,6 +238,22 @@ fn recover_segments(
             if entry.compressing && entry.tier1.is_none() && !read_only {
                 undo_compression(&mut manifest, &tier1_dir, id, &mut report)?;
             }
+            // The Tier 2 copy (opened lazily, on the first read that needs it).
+            let tier2_copy = match (entry.tier2, tier2) {
+                (Some(info), Some(t2)) => Some(Arc::new(Tier2Copy::new(
+                    t2.clone(),
+                    name,
+                    log_id,
+                    info,
+                    frame_cache.clone(),
+                ))),
+                _ => None,
+            };
+            let attach = |segment: &Segment| {
+                if let Some(copy) = &tier2_copy {
+                    segment.set_tier2(copy.clone());
+                }
+            };
             let tier1 = match entry.tier1 {
                 Some(t1) => match Tier1Segment::open(
                     tier1_dir.join(tier1_file_name(id)),
@@ -259,6 +280,16 @@ fn recover_segments(
                         report.tier1_dropped.push((id, e.to_string()));
                         None
                     }
+                    Err(e) if tier2_copy.is_some() => {
+                        // Tier 2 holds the segment: release the unusable local copy.
+                        tracing::error!(log = name, segment = id, error = %e, "Tier 1 copy is unusable; reading from Tier 2");
+                        if !read_only {
+                            quarantine_file(root, name, &tier1_dir.join(tier1_file_name(id)))?;
+                            manifest.append(Edit::Tier1Evicted { segment_id: id })?;
+                        }
+                        report.tier1_dropped.push((id, e.to_string()));
+                        None
+                    }
                     Err(e) => {
                         let reason = format!("Tier 1 copy unusable and no Tier 0 copy: {e}");
                         tracing::error!(log = name, segment = id, %reason, "quarantining segment");
@@ -279,6 +310,29 @@ fn recover_segments(
                 },
                 None => None,
             };
+            if !entry.in_tier0 && tier1.is_none() {
+                // Only Tier 2 holds the segment.
+                let Some(copy) = tier2_copy.clone() else {
+                    return Err(Error::InvalidConfig(format!(
+                        "log {name:?}: segment {id} is only in Tier 2; open the root with its \
+                         Tier 2 store configured (--tier2 URL)"
+                    )));
+                };
+                if !read_only {
+                    // Leftovers of an eviction or an interrupted fetch.
+                    remove_if_present(&path)?;
+                    for file in [tier1_tmp_name(id), tier1_file_name(id)] {
+                        remove_if_present(&tier1_dir.join(file))?;
+                    }
+                }
+                let meta = tier2_sealed_meta(&copy.info, &info)
+                    .map_err(|detail| Error::corruption(copy.key.clone(), detail))?;
+                report.sealed_segments += 1;
+                let segment = Segment::sealed(log_name.clone(), id, path, meta, None);
+                segment.set_tier2(copy);
+                index.insert(Arc::new(segment));
+                continue;
+            }
             if !entry.in_tier0 {
                 let t1 = tier1.expect("Tier 1 copy checked above");
                 // A crash between the eviction edit and the unlink leaves the file behind.
@@ -309,6 +363,7 @@ fn recover_segments(
                 report.tier1_segments += 1;
                 let segment = Segment::sealed(log_name.clone(), id, path, meta, None);
                 segment.set_tier1(t1);
+                attach(&segment);
                 index.insert(Arc::new(segment));
                 continue;
             }
@@ -320,6 +375,7 @@ fn recover_segments(
                     if let Some(t1) = tier1 {
                         segment.set_tier1(t1);
                     }
+                    attach(&segment);
                     index.insert(Arc::new(segment));
                 }
                 Err(e)
@@ -362,6 +418,7 @@ fn recover_segments(
                     report.tier1_segments += 1;
                     let segment = Segment::sealed(log_name.clone(), id, path, meta, None);
                     segment.set_tier1(t1);
+                    attach(&segment);
                     index.insert(Arc::new(segment));
                 }
                 Err(e)
@@ -729,6 +786,28 @@ fn tier1_sealed_meta(t1: &Tier1Segment, info: &SealedInfo) -> Result<segment::Se
             t1.path().display().to_string(),
             "segment footer copy disagrees with the manifest",
         ));
+    }
+    Ok(segment::SealedMeta {
+        footer,
+        footer_crc: crc,
+        file_len: info.file_len,
+    })
+}
+
+/// The sealed-segment metadata of a segment held only in Tier 2, from the footer copy the
+/// manifest keeps with the upload.
+pub(crate) fn tier2_sealed_meta(
+    t2: &Tier2Info,
+    info: &SealedInfo,
+) -> std::result::Result<segment::SealedMeta, String> {
+    let footer = crate::format::segment::SegmentFooter::decode(&t2.segment_footer)
+        .map_err(|e| format!("segment footer copy: {e}"))?;
+    let crc = crate::format::segment::SegmentFooter::stored_crc(&t2.segment_footer);
+    if crc != info.footer_crc
+        || footer.base_seq != info.base_seq
+        || footer.file_len() != info.file_len
+    {
+        return Err("segment footer copy disagrees with the manifest".into());
     }
     Ok(segment::SealedMeta {
         footer,

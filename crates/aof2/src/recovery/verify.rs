@@ -84,10 +84,20 @@ fn verify_segment(log: &LogShared, segment: &Arc<Segment>, visible: u64) -> Resu
             }
             records.get_or_insert(n);
         }
+        if records.is_none()
+            && let Some(t2) = segment.tier2()
+        {
+            // Only Tier 2 holds it: check the object (every frame, by ranged GETs).
+            let n = t2
+                .segment()
+                .and_then(|s| s.file().verify())
+                .map_err(|e| problem(segment, e))?;
+            records = Some(n);
+        }
         return records.ok_or_else(|| Problem {
             segment_id: segment.id,
             location: segment.path.display().to_string(),
-            detail: "segment is in neither Tier 0 nor Tier 1".into(),
+            detail: "segment is in neither Tier 0, Tier 1 nor Tier 2".into(),
         });
     }
     // Active (or rolled, not yet sealed): read every visible record through the normal path.

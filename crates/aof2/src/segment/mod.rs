@@ -25,6 +25,7 @@ use crate::format::{FormatError, crc32c};
 use crate::limits::{
     FRAME_HEADER_BYTES, INDEX_INTERVAL_BYTES, SEGMENT_FOOTER_BYTES, SEGMENT_HEADER_BYTES,
 };
+use crate::tier2::Tier2Copy;
 use crate::tiering::Tier1Segment;
 use crate::tiering::budget::Lease;
 use mmap::{ActiveRegion, Mapping};
@@ -173,6 +174,8 @@ pub struct Segment {
     tier0: Mutex<Tier0Slot>,
     /// The Tier 1 copy, once compressed.
     tier1: RwLock<Option<Arc<Tier1Segment>>>,
+    /// The Tier 2 copy, once uploaded.
+    tier2: RwLock<Option<Arc<Tier2Copy>>>,
     /// Coarse clock of the last read (least-recently-used eviction).
     last_access: AtomicU64,
     /// Sparse index: grows while active; loaded from the footer for sealed segments.
@@ -230,6 +233,7 @@ impl Segment {
                 lease: tier0,
             }),
             tier1: RwLock::new(None),
+            tier2: RwLock::new(None),
             last_access: AtomicU64::new(0),
             index: RwLock::new(None),
             sealed: Mutex::new(Some(meta)),
@@ -255,6 +259,7 @@ impl Segment {
             records_end: AtomicU64::new(0),
             tier0: Mutex::new(Tier0Slot::default()),
             tier1: RwLock::new(None),
+            tier2: RwLock::new(None),
             last_access: AtomicU64::new(0),
             index: RwLock::new(Some(Vec::new())),
             sealed: Mutex::new(None),
@@ -284,6 +289,7 @@ impl Segment {
                 lease,
             }),
             tier1: RwLock::new(None),
+            tier2: RwLock::new(None),
             last_access: AtomicU64::new(access_tick()),
             index: RwLock::new(Some(index)),
             sealed: Mutex::new(None),
@@ -384,6 +390,26 @@ impl Segment {
         *self.tier1.write() = Some(tier1);
     }
 
+    /// Forget the local Tier 1 copy (released because Tier 2 holds the segment). Readers that
+    /// hold it keep reading it until they let go.
+    pub fn take_tier1(&self) -> Option<Arc<Tier1Segment>> {
+        self.tier1.write().take()
+    }
+
+    /// The Tier 2 copy, if uploaded.
+    pub fn tier2(&self) -> Option<Arc<Tier2Copy>> {
+        self.tier2.read().clone()
+    }
+
+    pub fn set_tier2(&self, tier2: Arc<Tier2Copy>) {
+        *self.tier2.write() = Some(tier2);
+    }
+
+    /// Whether a copy outside Tier 0 (Tier 1 or Tier 2) holds the segment.
+    pub fn has_cold_copy(&self) -> bool {
+        self.tier1.read().is_some() || self.tier2.read().is_some()
+    }
+
     /// Coarse time of the last read, for least-recently-used eviction.
     pub fn last_access(&self) -> u64 {
         self.last_access.load(Ordering::Relaxed)
@@ -394,7 +420,7 @@ impl Segment {
     /// so readers either got the mapping before (and the segment was skipped as in use) or see
     /// the segment in Tier 1 only.
     pub fn evict_tier0(&self, record: impl FnOnce() -> Result<()>) -> Result<EvictOutcome> {
-        if self.tier1.read().is_none() || self.sealed.lock().is_none() {
+        if !self.has_cold_copy() || self.sealed.lock().is_none() {
             return Ok(EvictOutcome::NotEligible);
         }
         let mut slot = self.tier0.lock();
@@ -440,6 +466,7 @@ impl Segment {
         slot.lease = None;
         drop(slot);
         *self.tier1.write() = None;
+        *self.tier2.write() = None;
     }
 
     /// Put a rebuilt segment file back into Tier 0 (hydration) holding `lease`.
@@ -511,9 +538,13 @@ impl Segment {
     /// Locate the frame of `seq` in the Tier 1 copy (also the fallback when the Tier 0 copy
     /// fails a checksum).
     pub fn locate_tier1(&self, seq: u64) -> Result<Position> {
-        let tier1 = self
-            .tier1()
-            .ok_or_else(|| self.corruption(None, "segment is in neither Tier 0 nor Tier 1"))?;
+        let tier1 = match (self.tier1(), self.tier2()) {
+            (Some(t1), _) => t1,
+            (None, Some(t2)) => t2.segment()?,
+            (None, None) => {
+                return Err(self.corruption(None, "segment is in neither Tier 0, 1 nor 2"));
+            }
+        };
         let (frame, base, count) = tier1.frame_for_seq(seq).ok_or_else(|| {
             self.corruption(None, format!("Tier 1 copy has no frame for seq {seq}"))
         })?;

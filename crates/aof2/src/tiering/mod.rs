@@ -17,6 +17,7 @@
 //!   [`limits::EVICT_AHEAD_PRESSURE`].
 
 pub mod budget;
+mod upload;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ use crate::format::manifest::{Edit, Tier1Info};
 use crate::limits;
 use crate::segment::{self, EvictOutcome, RolledSegment, Segment};
 use crate::tier1::{self, Tier1File};
+use crate::tier2::Tier2;
 use budget::{Lease, Tier0Budget};
 
 /// The Tier 1 copy of one segment, with per-frame single-flight decompression.
@@ -58,13 +60,28 @@ impl Tier1Segment {
     /// Open a Tier 1 file recorded in the manifest (header, footer and frame index are checked).
     pub fn open(path: PathBuf, info: Tier1Info, cache: Arc<FrameCache>) -> Result<Self> {
         let file = Tier1File::open(&path, info.footer_crc, info.file_len)?;
+        Ok(Self::from_file(file, path, info, cache))
+    }
+
+    /// Open the copy of a Tier 1 file in Tier 2 (`name` names it in errors).
+    pub(crate) fn open_remote(
+        remote: Arc<dyn tier1::RangeRead>,
+        name: PathBuf,
+        info: Tier1Info,
+        cache: Arc<FrameCache>,
+    ) -> Result<Self> {
+        let file = Tier1File::open_remote(remote, &name, info.footer_crc, info.file_len)?;
+        Ok(Self::from_file(file, name, info, cache))
+    }
+
+    fn from_file(file: Tier1File, path: PathBuf, info: Tier1Info, cache: Arc<FrameCache>) -> Self {
         let ranges: Vec<(u64, u64)> = file
             .frames()
             .iter()
             .map(|f| (f.base_seq, f.record_count as u64))
             .collect();
         let slots = (0..ranges.len()).map(|_| Mutex::new(None)).collect();
-        Ok(Tier1Segment {
+        Tier1Segment {
             file,
             path,
             info,
@@ -73,7 +90,7 @@ impl Tier1Segment {
             cache,
             frame_loads: AtomicU64::new(0),
             hydrating: AtomicBool::new(false),
-        })
+        }
     }
 
     pub fn info(&self) -> &Tier1Info {
@@ -186,6 +203,8 @@ pub struct TierStats {
     pub hydrations: u64,
     /// Appends refused with `Backpressure` after the admission timeout.
     pub admission_timeouts: u64,
+    /// Tier 2 figures, when Tier 2 is configured.
+    pub tier2: Option<crate::tier2::Tier2Stats>,
 }
 
 impl TierStats {
@@ -237,6 +256,7 @@ struct Counters {
     evicted_bytes: AtomicU64,
     hydrations: AtomicU64,
     admission_timeouts: AtomicU64,
+    tier1_evictions: AtomicU64,
 }
 
 struct Queue {
@@ -282,6 +302,13 @@ pub(crate) struct Tiering {
     hydrate_after: u64,
     workers: usize,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Tier 2, when configured: uploads run on their own threads.
+    pub(crate) tier2: Option<Arc<Tier2>>,
+    /// The root's identity (Tier 2 writer claims name it).
+    pub(crate) root_id: u128,
+    uploads: Mutex<upload::Uploads>,
+    upload_ready: Condvar,
+    upload_threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Tiering {
@@ -294,7 +321,11 @@ impl std::fmt::Debug for Tiering {
 const RETRY_PARKED: Duration = Duration::from_secs(1);
 
 impl Tiering {
-    pub(crate) fn start(config: &ManagerConfig) -> Arc<Self> {
+    pub(crate) fn start(
+        config: &ManagerConfig,
+        root_id: u128,
+        tier2: Option<Arc<Tier2>>,
+    ) -> Arc<Self> {
         let (min, max) = config.compression.bounds();
         let start_level = match config.compression {
             Compression::Fixed(level) => level,
@@ -330,6 +361,11 @@ impl Tiering {
             enabled: config.tier1_enabled,
             hydrate_after: config.hydrate_after_passes,
             threads: Mutex::new(Vec::new()),
+            tier2: tier2.clone(),
+            root_id,
+            uploads: Mutex::new(upload::Uploads::default()),
+            upload_ready: Condvar::new(),
+            upload_threads: Mutex::new(Vec::new()),
         });
         let mut threads = Vec::new();
         for i in 0..config.compress_threads {
@@ -342,6 +378,20 @@ impl Tiering {
             );
         }
         *t.threads.lock() = threads;
+        if let Some(tier2) = tier2 {
+            let mut uploaders = Vec::new();
+            for i in 0..tier2.config().upload_concurrency {
+                let me = t.clone();
+                let tier2 = tier2.clone();
+                uploaders.push(
+                    std::thread::Builder::new()
+                        .name(format!("aof2-upload-{i}"))
+                        .spawn(move || me.upload_worker(tier2))
+                        .expect("spawn aof2 upload thread"),
+                );
+            }
+            *t.upload_threads.lock() = uploaders;
+        }
         t
     }
 
@@ -352,6 +402,12 @@ impl Tiering {
         self.ready.notify_all();
         let threads: Vec<JoinHandle<()>> = self.threads.lock().drain(..).collect();
         for t in threads {
+            let _ = t.join();
+        }
+        self.uploads.lock().stopped = true;
+        self.upload_ready.notify_all();
+        let uploaders: Vec<JoinHandle<()>> = self.upload_threads.lock().drain(..).collect();
+        for t in uploaders {
             let _ = t.join();
         }
     }
@@ -384,6 +440,23 @@ impl Tiering {
             .collect();
         for segment in pending {
             self.submit_compress(log, segment);
+        }
+        if self.tier2.is_some() {
+            let pending: Vec<Arc<Segment>> = log
+                .segments
+                .read()
+                .iter()
+                .filter(|s| {
+                    s.sealed_meta().is_some()
+                        && s.quarantine_reason().is_none()
+                        && s.tier1().is_some()
+                        && s.tier2().is_none()
+                })
+                .cloned()
+                .collect();
+            for segment in pending {
+                self.submit_upload(log, segment);
+            }
         }
         self.evict_ahead();
     }
@@ -447,7 +520,28 @@ impl Tiering {
         self.counters
             .admission_timeouts
             .fetch_add(1, Ordering::Relaxed);
-        if self.tier1_full.load(Ordering::Acquire) {
+        if self.tier1_full.load(Ordering::Acquire)
+            && let Some(tier2) = &self.tier2
+        {
+            let state = tier2.breaker_state();
+            Error::Backpressure {
+                tier: if state == crate::tier2::breaker::BreakerState::Closed {
+                    Tier::Tier1
+                } else {
+                    Tier::Tier2
+                },
+                detail: format!(
+                    "log {log:?}: Tier 1 is full ({} of {} bytes) and its segments wait for \
+                     their upload to {} (circuit breaker {}, {} uploads pending); nothing was \
+                     written",
+                    self.tier1_used.load(Ordering::Relaxed),
+                    self.tier1_max,
+                    tier2.url(),
+                    state.as_str(),
+                    self.upload_backlog()
+                ),
+            }
+        } else if self.tier1_full.load(Ordering::Acquire) {
             Error::Backpressure {
                 tier: Tier::Tier1,
                 detail: format!(
@@ -501,6 +595,12 @@ impl Tiering {
             evicted_bytes: c.evicted_bytes.load(Ordering::Relaxed),
             hydrations: c.hydrations.load(Ordering::Relaxed),
             admission_timeouts: c.admission_timeouts.load(Ordering::Relaxed),
+            tier2: self.tier2.as_ref().map(|t| {
+                t.stats(
+                    self.upload_backlog(),
+                    c.tier1_evictions.load(Ordering::Relaxed),
+                )
+            }),
         }
     }
 
@@ -602,9 +702,21 @@ impl Tiering {
     /// Whether Tier 1 has room for about `bytes` more; flags (and logs once) when it does not.
     fn tier1_has_room(&self, bytes: u64) -> bool {
         let used = self.tier1_used.load(Ordering::Relaxed);
+        if used.saturating_add(bytes) > self.tier1_max
+            && self.tier2.is_some()
+            && self.evict_tier1(used.saturating_add(bytes) - self.tier1_max) > 0
+            && self
+                .tier1_used
+                .load(Ordering::Relaxed)
+                .saturating_add(bytes)
+                <= self.tier1_max
+        {
+            self.tier1_full.store(false, Ordering::Release);
+            return true;
+        }
         if used.saturating_add(bytes) > self.tier1_max {
-            // Without Tier 2 nothing can leave Tier 1: stop and say so (appends will see
-            // backpressure naming Tier 1 once Tier 0 fills).
+            // Only segments confirmed in Tier 2 can leave Tier 1: stop and say so (appends will
+            // see backpressure once Tier 0 fills).
             if !self.tier1_full.swap(true, Ordering::AcqRel) {
                 tracing::warn!(
                     used,
@@ -732,6 +844,9 @@ impl Tiering {
             before_done()?;
             log.manifest.lock().append(Edit::CompressDone(info))?;
             segment.set_tier1(Arc::new(opened));
+            if let Some(log) = log.me_arc() {
+                self.submit_upload(&log, segment.clone());
+            }
             Ok(info)
         })();
         drop(mapping);
@@ -895,7 +1010,7 @@ impl Tiering {
                 continue;
             }
             for s in log.segments.read().iter() {
-                if s.tier1().is_some() && s.in_tier0() && s.sealed_meta().is_some() {
+                if s.has_cold_copy() && s.in_tier0() && s.sealed_meta().is_some() {
                     candidates.push((s.last_access(), log.clone(), s.clone()));
                 }
             }

@@ -1,0 +1,972 @@
+//! Tier 2: object storage through `object_store` (S3 and S3-compatible servers, a local
+//! directory, or memory).
+//!
+//! Every request goes through one path ([`Tier2::call`]): a time limit per attempt, retries of
+//! transient failures with exponential backoff and full jitter, and a circuit breaker that makes
+//! callers fail fast with `Unavailable` while the store is down (see [`breaker`]). Answers that
+//! are definite ("not found", "already exists") are not retried and count as the store being up.
+//!
+//! Key layout under the URL's prefix (spec in `docs/format.md`):
+//!
+//! ```text
+//! aof2/logs/<name>/writer/<epoch:020>                          writer claims (created only if absent)
+//! aof2/logs/<name>/catalog/<epoch:020>                         the catalog each epoch publishes
+//! aof2/logs/<name>/<log_id:032x>/<segment_id:016x>-<tier1 footer crc:08x>.t1   Tier 1 file copies
+//! ```
+//!
+//! Segment objects are named by their content (the Tier 1 footer CRC covers the frame index, so
+//! two different compressions of a segment get two names): an upload retried after an unknown
+//! outcome writes the same bytes to the same key, never a second live object.
+
+pub mod breaker;
+
+use std::future::Future;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use parking_lot::Mutex;
+
+use crate::config::Tier2Config;
+use crate::error::{Error, IoContext, Result, Tier};
+use crate::format::catalog::{Catalog, CatalogSegment, Claim};
+use crate::format::crc32c;
+use crate::format::manifest::Tier2Info;
+use crate::sys;
+use crate::tier1::RangeRead;
+use crate::tiering::{FrameCache, Tier1Segment};
+use breaker::{Breaker, BreakerState};
+
+/// A definite answer from the store that is not success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    NotFound,
+    Exists,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    failures: AtomicU64,
+    retries: AtomicU64,
+    fast_failures: AtomicU64,
+    uploads: AtomicU64,
+    upload_bytes: AtomicU64,
+    upload_ns: AtomicU64,
+    ranged_gets: AtomicU64,
+    download_bytes: AtomicU64,
+    catalogs_published: AtomicU64,
+}
+
+/// Tier 2 figures, cheap to read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tier2Stats {
+    /// The store URL (without options).
+    pub url: String,
+    /// Circuit breaker state: "closed", "open" or "half-open".
+    pub breaker: &'static str,
+    pub breaker_opened: u64,
+    /// Requests sent (each attempt counts).
+    pub requests: u64,
+    /// Attempts that failed (error response, timeout, connection failure).
+    pub request_failures: u64,
+    pub retries: u64,
+    /// Calls refused at once because the breaker was open.
+    pub fast_failures: u64,
+    pub segments_uploaded: u64,
+    pub upload_bytes: u64,
+    pub upload_seconds: f64,
+    /// Sealed segments with a Tier 1 copy waiting for their upload.
+    pub upload_backlog: u64,
+    pub ranged_gets: u64,
+    pub download_bytes: u64,
+    pub catalogs_published: u64,
+    /// Local Tier 1 copies released because Tier 2 holds them.
+    pub tier1_evictions: u64,
+}
+
+impl Tier2Stats {
+    /// Upload throughput while uploads ran (summed over concurrent uploads' time).
+    pub fn upload_mb_per_sec(&self) -> f64 {
+        if self.upload_seconds > 0.0 {
+            self.upload_bytes as f64 / 1e6 / self.upload_seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One manager's Tier 2 store.
+pub(crate) struct Tier2 {
+    store: Arc<dyn ObjectStore>,
+    /// Key prefix from the URL ("" or "a/b/").
+    prefix: String,
+    url: String,
+    runtime: tokio::runtime::Runtime,
+    config: Tier2Config,
+    breaker: Breaker,
+    counters: Counters,
+    rng: AtomicU64,
+}
+
+impl std::fmt::Debug for Tier2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tier2")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(detail: String) -> Error {
+    Error::Unavailable {
+        tier: Tier::Tier2,
+        detail,
+    }
+}
+
+/// Split `scheme://bucket/prefix` into (bucket, "prefix/").
+fn split_url(url: &str, scheme_len: usize) -> (String, String) {
+    let rest = &url[scheme_len..];
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let prefix = prefix.trim_matches('/');
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    (bucket.to_string(), prefix)
+}
+
+fn build_store(config: &Tier2Config) -> Result<(Arc<dyn ObjectStore>, String)> {
+    let url = config.url.as_str();
+    if let Some(path) = url.strip_prefix("file://") {
+        let dir = Path::new(path);
+        if !dir.is_absolute() {
+            return Err(Error::InvalidConfig(format!(
+                "tier 2 URL {url:?}: a file:// URL needs an absolute path (file:///dir)"
+            )));
+        }
+        std::fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| Error::InvalidConfig(format!("tier 2 URL {url:?}: {e}")))?
+            .with_automatic_cleanup(true);
+        return Ok((Arc::new(store), String::new()));
+    }
+    if url.starts_with("memory://") {
+        return Ok((
+            Arc::new(object_store::memory::InMemory::new()),
+            String::new(),
+        ));
+    }
+    let scheme_len = if url.starts_with("s3a://") { 6 } else { 5 };
+    let (bucket, prefix) = split_url(url, scheme_len);
+    if bucket.is_empty() {
+        return Err(Error::InvalidConfig(format!(
+            "tier 2 URL {url:?} names no bucket (s3://bucket/prefix)"
+        )));
+    }
+    // aof2 retries (with the circuit breaker) itself; the client makes one attempt per call.
+    // Client options first: setting them later would reset options such as allow_http.
+    let retry = object_store::RetryConfig {
+        max_retries: 0,
+        ..Default::default()
+    };
+    let client = object_store::ClientOptions::new()
+        .with_timeout(config.request_timeout)
+        .with_connect_timeout(config.request_timeout.min(Duration::from_secs(5)));
+    let mut builder = object_store::aws::AmazonS3Builder::from_env()
+        .with_client_options(client)
+        .with_retry(retry)
+        .with_bucket_name(&bucket);
+    for (key, value) in &config.options {
+        let key: object_store::aws::AmazonS3ConfigKey = key.parse().map_err(|e| {
+            Error::InvalidConfig(format!("tier 2 option {key:?} is not an S3 setting: {e}"))
+        })?;
+        builder = builder.with_config(key, value);
+    }
+    let store = builder
+        .build()
+        .map_err(|e| Error::InvalidConfig(format!("tier 2 URL {url:?}: {e}")))?;
+    Ok((Arc::new(store), prefix))
+}
+
+/// Outcome of one attempt.
+enum Attempt<T> {
+    Done(object_store::Result<T>),
+    TimedOut,
+}
+
+impl Tier2 {
+    pub(crate) fn open(config: &Tier2Config) -> Result<Arc<Tier2>> {
+        config.validate()?;
+        let (store, prefix) = build_store(config)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("aof2-tier2-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start the Tier 2 I/O runtime", e))?;
+        Ok(Arc::new(Tier2 {
+            store,
+            prefix,
+            url: config.url.clone(),
+            runtime,
+            config: config.clone(),
+            breaker: Breaker::new(config.breaker_failures, config.breaker_open_for),
+            counters: Counters::default(),
+            rng: AtomicU64::new(sys::random_u128() as u64 | 1),
+        }))
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn config(&self) -> &Tier2Config {
+        &self.config
+    }
+
+    pub(crate) fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    pub(crate) fn stats(&self, upload_backlog: u64, tier1_evictions: u64) -> Tier2Stats {
+        let c = &self.counters;
+        Tier2Stats {
+            url: self.url.clone(),
+            breaker: self.breaker.state().as_str(),
+            breaker_opened: self.breaker.times_opened(),
+            requests: c.requests.load(Ordering::Relaxed),
+            request_failures: c.failures.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            fast_failures: c.fast_failures.load(Ordering::Relaxed),
+            segments_uploaded: c.uploads.load(Ordering::Relaxed),
+            upload_bytes: c.upload_bytes.load(Ordering::Relaxed),
+            upload_seconds: c.upload_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            upload_backlog,
+            ranged_gets: c.ranged_gets.load(Ordering::Relaxed),
+            download_bytes: c.download_bytes.load(Ordering::Relaxed),
+            catalogs_published: c.catalogs_published.load(Ordering::Relaxed),
+            tier1_evictions,
+        }
+    }
+
+    // ------------------------------------------------------------------ keys
+
+    fn log_prefix(&self, name: &str) -> String {
+        format!("{}aof2/logs/{name}/", self.prefix)
+    }
+
+    fn claims_prefix(&self, name: &str) -> String {
+        format!("{}writer/", self.log_prefix(name))
+    }
+
+    fn claim_key(&self, name: &str, epoch: u64) -> String {
+        format!("{}{epoch:020}", self.claims_prefix(name))
+    }
+
+    fn catalogs_prefix(&self, name: &str) -> String {
+        format!("{}catalog/", self.log_prefix(name))
+    }
+
+    fn catalog_key(&self, name: &str, epoch: u64) -> String {
+        format!("{}{epoch:020}", self.catalogs_prefix(name))
+    }
+
+    /// Key of a segment's Tier 1 file copy.
+    pub(crate) fn segment_key(&self, name: &str, log_id: u128, info: &Tier2Info) -> String {
+        self.segment_key_parts(name, log_id, info.tier1.segment_id, info.tier1.footer_crc)
+    }
+
+    pub(crate) fn segment_key_parts(
+        &self,
+        name: &str,
+        log_id: u128,
+        segment_id: u64,
+        footer_crc: u32,
+    ) -> String {
+        format!(
+            "{}{log_id:032x}/{segment_id:016x}-{footer_crc:08x}.t1",
+            self.log_prefix(name)
+        )
+    }
+
+    // ------------------------------------------------------------------ requests
+
+    fn jitter(&self, attempt: u32) -> Duration {
+        let cap = self
+            .config
+            .backoff_base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.config.backoff_max);
+        // xorshift64*: full jitter, uniform in [0, cap].
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Ordering::Relaxed);
+        let nanos = cap.as_nanos() as u64;
+        Duration::from_nanos(if nanos == 0 { 0 } else { x % (nanos + 1) })
+    }
+
+    /// Run one attempt on the I/O runtime and wait for it (from any thread, including threads of
+    /// another tokio runtime: the wait is a plain channel receive).
+    fn exec<T, Fut>(&self, fut: Fut, timeout: Duration) -> Attempt<T>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = object_store::Result<T>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.runtime.spawn(async move {
+            let outcome = tokio::time::timeout(timeout, fut).await;
+            let _ = tx.send(outcome);
+        });
+        match rx.recv() {
+            Ok(Ok(result)) => Attempt::Done(result),
+            Ok(Err(_)) | Err(_) => Attempt::TimedOut,
+        }
+    }
+
+    /// One operation with timeouts, retries and the breaker. The outer `Err` is the failure
+    /// callers see (`Unavailable` naming Tier 2, or a configuration problem); the inner one a
+    /// definite refusal from the store.
+    fn call<T, F, Fut>(
+        &self,
+        what: &str,
+        key: &str,
+        timeout: Duration,
+        mut op: F,
+    ) -> Result<std::result::Result<T, Refusal>>
+    where
+        T: Send + 'static,
+        F: FnMut(Arc<dyn ObjectStore>) -> Fut,
+        Fut: Future<Output = object_store::Result<T>> + Send + 'static,
+    {
+        let mut last = String::new();
+        for attempt in 0..=self.config.max_retries {
+            if let Err(rejected) = self.breaker.admit() {
+                self.counters.fast_failures.fetch_add(1, Ordering::Relaxed);
+                let when = match rejected.probe_at {
+                    Some(at) => format!(
+                        "next probe in {} ms",
+                        at.saturating_duration_since(Instant::now()).as_millis()
+                    ),
+                    None => "a probe is in flight".to_string(),
+                };
+                let cause = if last.is_empty() {
+                    String::new()
+                } else {
+                    format!("; last error: {last}")
+                };
+                return Err(unavailable(format!(
+                    "{what} {key}: circuit breaker is open after repeated failures of {} \
+                     ({when}){cause}",
+                    self.url
+                )));
+            }
+            if attempt > 0 {
+                self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            match self.exec(op(self.store.clone()), timeout) {
+                Attempt::Done(Ok(v)) => {
+                    self.breaker.success();
+                    return Ok(Ok(v));
+                }
+                Attempt::Done(Err(e)) => match e {
+                    object_store::Error::NotFound { .. } => {
+                        self.breaker.success();
+                        return Ok(Err(Refusal::NotFound));
+                    }
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. } => {
+                        self.breaker.success();
+                        return Ok(Err(Refusal::Exists));
+                    }
+                    object_store::Error::NotImplemented { .. }
+                    | object_store::Error::NotSupported { .. }
+                    | object_store::Error::InvalidPath { .. }
+                    | object_store::Error::UnknownConfigurationKey { .. }
+                    | object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. } => {
+                        self.breaker.success();
+                        return Err(unavailable(format!(
+                            "{what} {key} on {}: refused: {e}",
+                            self.url
+                        )));
+                    }
+                    other => {
+                        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                        self.breaker.failure();
+                        last = other.to_string();
+                    }
+                },
+                Attempt::TimedOut => {
+                    self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                    self.breaker.failure();
+                    last = format!("no answer within {timeout:?}");
+                }
+            }
+            if attempt < self.config.max_retries {
+                std::thread::sleep(self.jitter(attempt));
+            }
+        }
+        Err(unavailable(format!(
+            "{what} {key} on {} failed {} times; last error: {last}",
+            self.url,
+            self.config.max_retries + 1
+        )))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.config.request_timeout
+    }
+
+    /// PUT `bytes` at `key`; with `create`, only if the key is absent (`Err(Refusal::Exists)`
+    /// otherwise).
+    pub(crate) fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        create: bool,
+    ) -> Result<std::result::Result<(), Refusal>> {
+        let payload = PutPayload::from(bytes);
+        let path = ObjectPath::from(key);
+        let mode = if create {
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        };
+        self.call("PUT", key, self.timeout(), move |store| {
+            let path = path.clone();
+            let payload = payload.clone();
+            let opts = PutOptions {
+                mode: mode.clone(),
+                ..Default::default()
+            };
+            async move { store.put_opts(&path, payload, opts).await.map(|_| ()) }
+        })
+    }
+
+    /// GET a whole object.
+    pub(crate) fn get(&self, key: &str) -> Result<std::result::Result<Vec<u8>, Refusal>> {
+        let path = ObjectPath::from(key);
+        let got = self.call("GET", key, self.timeout(), move |store| {
+            let path = path.clone();
+            async move {
+                let r = store.get(&path).await?;
+                r.bytes().await.map(|b| b.to_vec())
+            }
+        })?;
+        if let Ok(bytes) = &got {
+            self.counters
+                .download_bytes
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        Ok(got)
+    }
+
+    /// GET a byte range of an object; exactly `range` comes back or the call fails.
+    pub(crate) fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        let path = ObjectPath::from(key);
+        let want = range.end - range.start;
+        let r = range.clone();
+        let got = self.call("GET range of", key, self.timeout(), move |store| {
+            let path = path.clone();
+            let r = r.clone();
+            async move { store.get_range(&path, r).await.map(|b| b.to_vec()) }
+        })?;
+        self.counters.ranged_gets.fetch_add(1, Ordering::Relaxed);
+        match got {
+            Ok(bytes) if bytes.len() as u64 == want => {
+                self.counters
+                    .download_bytes
+                    .fetch_add(want, Ordering::Relaxed);
+                Ok(bytes)
+            }
+            Ok(bytes) => Err(Error::corruption(
+                format!("{}/{key} bytes {}..{}", self.url, range.start, range.end),
+                format!("the store returned {} bytes", bytes.len()),
+            )),
+            Err(_) => Err(Error::NotFound(format!(
+                "Tier 2 object {key} in {} (a segment the manifest says is there)",
+                self.url
+            ))),
+        }
+    }
+
+    /// Whether `key` exists.
+    pub(crate) fn exists(&self, key: &str) -> Result<bool> {
+        let path = ObjectPath::from(key);
+        let got = self.call("HEAD", key, self.timeout(), move |store| {
+            let path = path.clone();
+            async move { store.head(&path).await.map(|_| ()) }
+        })?;
+        Ok(got.is_ok())
+    }
+
+    /// DELETE `key` (absent is fine).
+    pub(crate) fn delete(&self, key: &str) -> Result<()> {
+        let path = ObjectPath::from(key);
+        self.call("DELETE", key, self.timeout(), move |store| {
+            let path = path.clone();
+            async move { store.delete(&path).await }
+        })?
+        .or_else(|refusal| match refusal {
+            Refusal::NotFound => Ok(()),
+            Refusal::Exists => Ok(()),
+        })
+    }
+
+    /// Keys under `prefix` (a "directory" ending in '/').
+    pub(crate) fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let path = ObjectPath::from(prefix.trim_end_matches('/'));
+        let got = self.call("LIST", prefix, self.timeout(), move |store| {
+            let path = path.clone();
+            async move {
+                use futures::TryStreamExt;
+                let metas: Vec<object_store::ObjectMeta> =
+                    store.list(Some(&path)).try_collect().await?;
+                Ok(metas.into_iter().map(|m| m.location.to_string()).collect())
+            }
+        })?;
+        Ok(got.unwrap_or_default())
+    }
+
+    /// Upload the file at `path` (`len` bytes) to `key`: one PUT below the multipart threshold,
+    /// parts above it. Returns the CRC-32C of the object.
+    pub(crate) fn upload_file(&self, key: &str, path: &Path, len: u64) -> Result<u32> {
+        let started = Instant::now();
+        let file =
+            Arc::new(std::fs::File::open(path).context(|| format!("open {}", path.display()))?);
+        let actual = file
+            .metadata()
+            .context(|| format!("stat {}", path.display()))?
+            .len();
+        if actual != len {
+            return Err(Error::corruption(
+                path.display().to_string(),
+                format!("file is {actual} bytes, the manifest says {len}"),
+            ));
+        }
+        let crc = if len < self.config.multipart_threshold {
+            let mut bytes = vec![0u8; len as usize];
+            file.read_exact_at(&mut bytes, 0)
+                .context(|| format!("read {}", path.display()))?;
+            let crc = crc32c(&bytes);
+            self.put(key, bytes, false)?
+                .map_err(|_| unavailable(format!("PUT {key}: refused")))?;
+            crc
+        } else {
+            self.upload_parts(key, path, file, len)?
+        };
+        let c = &self.counters;
+        c.uploads.fetch_add(1, Ordering::Relaxed);
+        c.upload_bytes.fetch_add(len, Ordering::Relaxed);
+        c.upload_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(crc)
+    }
+
+    fn upload_parts(
+        &self,
+        key: &str,
+        path: &Path,
+        file: Arc<std::fs::File>,
+        len: u64,
+    ) -> Result<u32> {
+        let part = self.config.part_bytes;
+        let parts = len.div_ceil(part as u64).max(1);
+        // The time limit covers the whole upload: one request's worth per part.
+        let timeout = self.timeout().saturating_mul(parts as u32);
+        let object = ObjectPath::from(key);
+        let display = path.display().to_string();
+        let crc = self.call("multipart PUT", key, timeout, move |store| {
+            let object = object.clone();
+            let file = file.clone();
+            let display = display.clone();
+            async move {
+                let upload = store.put_multipart(&object).await?;
+                let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, part);
+                let mut offset = 0u64;
+                let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+                let mut buf = vec![0u8; part];
+                while offset < len {
+                    let n = (len - offset).min(part as u64) as usize;
+                    if let Err(e) = file.read_exact_at(&mut buf[..n], offset) {
+                        let _ = writer.abort().await;
+                        return Err(object_store::Error::Generic {
+                            store: "aof2",
+                            source: format!("read {display}: {e}").into(),
+                        });
+                    }
+                    digest.update(&buf[..n]);
+                    if let Err(e) = writer.wait_for_capacity(2).await {
+                        let _ = writer.abort().await;
+                        return Err(e);
+                    }
+                    writer.write(&buf[..n]);
+                    offset += n as u64;
+                }
+                writer.finish().await?;
+                Ok(digest.finalize() as u32)
+            }
+        })?;
+        crc.map_err(|_| unavailable(format!("multipart PUT {key}: refused")))
+    }
+
+    // ------------------------------------------------------------------ logs
+
+    /// Claim the writer epoch of log `claim.name` for the root `root_id` (see the module docs).
+    pub(crate) fn claim(&self, claim: &LogClaim, root_id: u128, take_over: bool) -> Result<u64> {
+        let name = claim.name.as_str();
+        let latest = self
+            .list(&self.claims_prefix(name))?
+            .iter()
+            .filter_map(|k| k.rsplit('/').next()?.parse::<u64>().ok())
+            .max();
+        if let Some(epoch) = latest {
+            let key = self.claim_key(name, epoch);
+            let bytes = self.get(&key)?.map_err(|_| Error::Fenced {
+                log: name.to_string(),
+                detail: format!("writer claim {key} vanished while it was read; retry the open"),
+            })?;
+            let holder = Claim::decode(&bytes).map_err(|e| {
+                Error::corruption(format!("{}/{key}", self.url), format!("writer claim: {e}"))
+            })?;
+            if holder.log_id != claim.log_id {
+                return Err(Error::Fenced {
+                    log: name.to_string(),
+                    detail: format!(
+                        "{} holds a different log named {name:?} (log id {:032x}, this one is \
+                         {:032x}); restore that log or use another Tier 2 prefix",
+                        self.url, holder.log_id, claim.log_id
+                    ),
+                });
+            }
+            if holder.root_id != root_id && !take_over {
+                return Err(Error::Fenced {
+                    log: name.to_string(),
+                    detail: format!(
+                        "root {:032x} holds the writer claim (epoch {epoch}, claimed at unix ms \
+                         {}); a second writer is refused. If that writer is gone for good, open \
+                         with take-over",
+                        holder.root_id, holder.claimed_ms
+                    ),
+                });
+            }
+        }
+        let epoch = latest.unwrap_or(0) + 1;
+        let mine = Claim {
+            epoch,
+            root_id,
+            log_id: claim.log_id,
+            claimed_ms: sys::now_ms(),
+        };
+        let key = self.claim_key(name, epoch);
+        match self.put(&key, mine.encode().to_vec(), true)? {
+            Ok(()) => {
+                claim.epoch.store(epoch, Ordering::Release);
+                tracing::info!(log = name, epoch, "claimed the Tier 2 writer epoch");
+                Ok(epoch)
+            }
+            Err(_) => Err(Error::Fenced {
+                log: name.to_string(),
+                detail: format!("another writer claimed epoch {epoch} at the same time"),
+            }),
+        }
+    }
+
+    /// The newest catalog of log `name`, if any.
+    pub(crate) fn latest_catalog(&self, name: &str) -> Result<Option<Catalog>> {
+        for _ in 0..3 {
+            let Some(epoch) = self
+                .list(&self.catalogs_prefix(name))?
+                .iter()
+                .filter_map(|k| k.rsplit('/').next()?.parse::<u64>().ok())
+                .max()
+            else {
+                return Ok(None);
+            };
+            let key = self.catalog_key(name, epoch);
+            match self.get(&key)? {
+                Ok(bytes) => {
+                    let catalog = Catalog::decode(&bytes).map_err(|e| {
+                        Error::corruption(format!("{}/{key}", self.url), format!("catalog: {e}"))
+                    })?;
+                    if catalog.name != name {
+                        return Err(Error::corruption(
+                            format!("{}/{key}", self.url),
+                            format!("catalog of log {:?} under {name:?}", catalog.name),
+                        ));
+                    }
+                    return Ok(Some(catalog));
+                }
+                // Replaced by a newer epoch between the list and the get: list again.
+                Err(_) => continue,
+            }
+        }
+        Err(unavailable(format!(
+            "the catalog of log {name:?} in {} keeps changing; retry",
+            self.url
+        )))
+    }
+
+    /// Publish `segments` as the catalog of `claim`'s epoch, unless a newer writer claimed the
+    /// log (then the claim is marked fenced and `Error::Fenced` returned).
+    /// `build` gives (created_ms, segments); it runs under the claim's publication lock, so of
+    /// two concurrent publications the later-built catalog is the one left in the store.
+    pub(crate) fn publish_catalog(
+        &self,
+        claim: &LogClaim,
+        build: impl FnOnce() -> (u64, Vec<CatalogSegment>),
+    ) -> Result<()> {
+        let epoch = claim.epoch();
+        if epoch == 0 {
+            return Err(unavailable(format!(
+                "log {:?} has no Tier 2 writer claim yet",
+                claim.name
+            )));
+        }
+        let mut generation = claim.generation.lock();
+        if self.exists(&self.claim_key(&claim.name, epoch + 1))? {
+            let detail = format!(
+                "another writer claimed epoch {} of this log in {}; this writer stops",
+                epoch + 1,
+                self.url
+            );
+            claim.fence(detail.clone());
+            return Err(Error::Fenced {
+                log: claim.name.clone(),
+                detail,
+            });
+        }
+        *generation += 1;
+        let (created_ms, segments) = build();
+        let catalog = Catalog {
+            epoch,
+            generation: *generation,
+            log_id: claim.log_id,
+            name: claim.name.clone(),
+            created_ms,
+            segments,
+        };
+        let key = self.catalog_key(&claim.name, epoch);
+        self.put(&key, catalog.encode(), false)?
+            .map_err(|_| unavailable(format!("PUT {key}: refused")))?;
+        self.counters
+            .catalogs_published
+            .fetch_add(1, Ordering::Relaxed);
+        if *generation == 1 {
+            // Older epochs' catalogs are superseded: readers take the newest.
+            for old in self.list(&self.catalogs_prefix(&claim.name))? {
+                if old
+                    .rsplit('/')
+                    .next()
+                    .and_then(|e| e.parse::<u64>().ok())
+                    .is_some_and(|e| e < epoch)
+                {
+                    let _ = self.delete(&old);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One log's standing in Tier 2: its writer epoch and whether it was fenced.
+#[derive(Debug)]
+pub(crate) struct LogClaim {
+    pub(crate) name: String,
+    pub(crate) log_id: u128,
+    epoch: AtomicU64,
+    fenced: AtomicBool,
+    fence_detail: Mutex<Option<String>>,
+    /// Catalog publications of this epoch; held while one is published (one at a time).
+    generation: Mutex<u64>,
+    /// Set when the catalog is behind the manifest.
+    pub(crate) dirty: AtomicBool,
+}
+
+impl LogClaim {
+    pub(crate) fn new(name: &str, log_id: u128) -> Self {
+        LogClaim {
+            name: name.to_string(),
+            log_id,
+            epoch: AtomicU64::new(0),
+            fenced: AtomicBool::new(false),
+            fence_detail: Mutex::new(None),
+            generation: Mutex::new(0),
+            dirty: AtomicBool::new(true),
+        }
+    }
+
+    /// The claimed epoch, 0 before the claim succeeded.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn fence(&self, detail: String) {
+        tracing::error!(log = %self.name, %detail, "log fenced");
+        self.fence_detail.lock().get_or_insert(detail);
+        self.fenced.store(true, Ordering::Release);
+    }
+
+    /// `Error::Fenced` if another writer took the log over.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.fenced.load(Ordering::Acquire) {
+            return Err(Error::Fenced {
+                log: self.name.clone(),
+                detail: self
+                    .fence_detail
+                    .lock()
+                    .clone()
+                    .unwrap_or_else(|| "another writer owns it".into()),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A segment's Tier 1 file in Tier 2, read with ranged GETs.
+#[derive(Debug)]
+pub(crate) struct RemoteObject {
+    tier2: Arc<Tier2>,
+    key: String,
+    len: u64,
+}
+
+impl RangeRead for RemoteObject {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let bytes = self
+            .tier2
+            .get_range(&self.key, offset..offset + buf.len() as u64)?;
+        buf.copy_from_slice(&bytes);
+        Ok(())
+    }
+}
+
+/// The Tier 2 copy of one segment. Opened on first read (three ranged GETs: header, tail, frame
+/// index), then each frame read is one ranged GET, single-flight per frame.
+#[derive(Debug)]
+pub struct Tier2Copy {
+    pub(crate) info: Tier2Info,
+    pub(crate) key: String,
+    tier2: Arc<Tier2>,
+    cache: Arc<FrameCache>,
+    opened: Mutex<Option<Arc<Tier1Segment>>>,
+}
+
+impl Tier2Copy {
+    pub(crate) fn new(
+        tier2: Arc<Tier2>,
+        name: &str,
+        log_id: u128,
+        info: Tier2Info,
+        cache: Arc<FrameCache>,
+    ) -> Self {
+        Tier2Copy {
+            key: tier2.segment_key(name, log_id, &info),
+            info,
+            tier2,
+            cache,
+            opened: Mutex::new(None),
+        }
+    }
+
+    /// The object's frame index and frames (opened once; concurrent first readers share it).
+    pub(crate) fn segment(&self) -> Result<Arc<Tier1Segment>> {
+        let mut opened = self.opened.lock();
+        if let Some(s) = opened.as_ref() {
+            return Ok(s.clone());
+        }
+        let source = RemoteObject {
+            tier2: self.tier2.clone(),
+            key: self.key.clone(),
+            len: self.info.tier1.file_len,
+        };
+        let name = format!("{}/{}", self.tier2.url(), self.key);
+        let segment = Arc::new(Tier1Segment::open_remote(
+            Arc::new(source),
+            name.into(),
+            self.info.tier1,
+            self.cache.clone(),
+        )?);
+        *opened = Some(segment.clone());
+        Ok(segment)
+    }
+
+    /// Download the whole object and check it against its CRC (restore, re-fetch).
+    pub(crate) fn download(&self) -> Result<Vec<u8>> {
+        let bytes = self.tier2.get(&self.key)?.map_err(|_| {
+            Error::NotFound(format!(
+                "Tier 2 object {} in {} (a segment the catalog lists)",
+                self.key,
+                self.tier2.url()
+            ))
+        })?;
+        if bytes.len() as u64 != self.info.tier1.file_len || crc32c(&bytes) != self.info.object_crc
+        {
+            return Err(Error::corruption(
+                format!("{}/{}", self.tier2.url(), self.key),
+                format!(
+                    "object of {} bytes does not match its recorded length {} and CRC {:#010x}",
+                    bytes.len(),
+                    self.info.tier1.file_len,
+                    self.info.object_crc
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_bucket_and_prefix() {
+        assert_eq!(split_url("s3://b", 5), ("b".into(), String::new()));
+        assert_eq!(split_url("s3://b/", 5), ("b".into(), String::new()));
+        assert_eq!(split_url("s3://b/x/y/", 5), ("b".into(), "x/y/".into()));
+    }
+
+    #[test]
+    fn memory_store_round_trip_and_create_only_once() {
+        let t2 = Tier2::open(&Tier2Config::new("memory://")).unwrap();
+        assert_eq!(t2.put("a/b", b"one".to_vec(), true).unwrap(), Ok(()));
+        assert_eq!(
+            t2.put("a/b", b"two".to_vec(), true).unwrap(),
+            Err(Refusal::Exists)
+        );
+        assert_eq!(t2.get("a/b").unwrap().unwrap(), b"one");
+        assert_eq!(t2.get_range("a/b", 1..3).unwrap(), b"ne");
+        assert_eq!(t2.get("a/c").unwrap(), Err(Refusal::NotFound));
+        assert_eq!(t2.list("a/").unwrap(), vec!["a/b".to_string()]);
+        t2.delete("a/b").unwrap();
+        t2.delete("a/b").unwrap();
+        assert!(!t2.exists("a/b").unwrap());
+    }
+
+    #[test]
+    fn full_jitter_stays_under_the_cap() {
+        let mut config = Tier2Config::new("memory://");
+        config.backoff_base = Duration::from_millis(10);
+        config.backoff_max = Duration::from_millis(40);
+        let t2 = Tier2::open(&config).unwrap();
+        for attempt in 0..20 {
+            let cap = Duration::from_millis((10u64 << attempt.min(16)).min(40));
+            assert!(t2.jitter(attempt) <= cap);
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Tier 2 uploads, catalog publication and Tier 1 eviction.
+//!
+//! A sealed segment with a Tier 1 copy is queued for upload (at compression, and at open for
+//! every segment the manifest shows without a Tier 2 copy: the manifest is the persisted upload
+//! queue). An upload worker PUTs the Tier 1 file under its content-named key, records
+//! `Tier2Uploaded` once the store acknowledged it, and republishes the log's catalog. Only then
+//! may the local Tier 1 copy be evicted (`Tier1Evicted`, recorded before the unlink). While the
+//! circuit breaker is open, uploads wait and retry; nothing on the append path waits for them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use super::Tiering;
+use crate::aof::LogShared;
+use crate::error::{ErrorKind, Result};
+use crate::format::catalog::CatalogSegment;
+use crate::format::manifest::{Edit, Tier2Info};
+use crate::segment::Segment;
+use crate::tier2::{LogClaim, Tier2, Tier2Copy};
+
+/// Evict local Tier 1 copies ahead of demand above this share of `tier1_max_bytes`.
+const TIER1_EVICT_AHEAD: f64 = 0.9;
+/// How long a failed upload waits before it is tried again (at least: the breaker may say later).
+const UPLOAD_RETRY: Duration = Duration::from_millis(500);
+
+pub(super) enum UploadTask {
+    Upload(Weak<LogShared>, Arc<Segment>),
+    /// Retention removed segments: publish the shorter catalog, then delete their objects.
+    Retire(Weak<LogShared>, Vec<String>),
+}
+
+#[derive(Default)]
+pub(super) struct Uploads {
+    tasks: VecDeque<UploadTask>,
+    parked: Vec<(Instant, UploadTask)>,
+    /// Upload tasks queued, parked or running.
+    pending: u64,
+    pub(super) stopped: bool,
+}
+
+enum Outcome {
+    Done,
+    /// Tier 2 is unavailable: try again later.
+    Retry,
+}
+
+impl Tiering {
+    /// Queue `segment` (sealed, with a Tier 1 copy) for upload.
+    pub(crate) fn submit_upload(&self, log: &Arc<LogShared>, segment: Arc<Segment>) {
+        if self.tier2.is_none() || log.is_read_only() {
+            return;
+        }
+        let mut u = self.uploads.lock();
+        u.pending += 1;
+        u.tasks
+            .push_back(UploadTask::Upload(Arc::downgrade(log), segment));
+        drop(u);
+        self.upload_ready.notify_one();
+    }
+
+    /// Retention removed segments whose objects are `keys`.
+    pub(crate) fn submit_retired(&self, log: &Arc<LogShared>, keys: Vec<String>) {
+        if self.tier2.is_none() || keys.is_empty() {
+            return;
+        }
+        self.uploads
+            .lock()
+            .tasks
+            .push_back(UploadTask::Retire(Arc::downgrade(log), keys));
+        self.upload_ready.notify_one();
+    }
+
+    /// Segments waiting for (or in) their upload.
+    pub(crate) fn upload_backlog(&self) -> u64 {
+        self.uploads.lock().pending
+    }
+
+    fn next_upload(&self) -> Option<UploadTask> {
+        let mut u = self.uploads.lock();
+        loop {
+            if u.stopped {
+                return None;
+            }
+            let now = Instant::now();
+            if u.parked.iter().any(|(at, _)| *at <= now) {
+                let parked = std::mem::take(&mut u.parked);
+                for (at, task) in parked {
+                    if at <= now {
+                        u.tasks.push_back(task);
+                    } else {
+                        u.parked.push((at, task));
+                    }
+                }
+            }
+            if let Some(task) = u.tasks.pop_front() {
+                return Some(task);
+            }
+            let wait = u
+                .parked
+                .iter()
+                .map(|(at, _)| at.saturating_duration_since(now))
+                .min()
+                .unwrap_or(Duration::from_secs(1));
+            self.upload_ready
+                .wait_for(&mut u, wait.max(Duration::from_millis(1)));
+        }
+    }
+
+    pub(super) fn upload_worker(self: Arc<Self>, tier2: Arc<Tier2>) {
+        while let Some(task) = self.next_upload() {
+            let outcome = match &task {
+                UploadTask::Upload(log, segment) => match log.upgrade() {
+                    Some(log) => match log.enter_background() {
+                        Some(_running) if !log.is_closed() => self.upload(&tier2, &log, segment),
+                        _ => Outcome::Done,
+                    },
+                    None => Outcome::Done,
+                },
+                UploadTask::Retire(log, keys) => match log.upgrade() {
+                    Some(log) => self.retire_objects(&tier2, &log, keys),
+                    None => Outcome::Done,
+                },
+            };
+            let mut u = self.uploads.lock();
+            match outcome {
+                Outcome::Done => {
+                    if matches!(task, UploadTask::Upload(..)) {
+                        u.pending -= 1;
+                    }
+                }
+                Outcome::Retry => u.parked.push((Instant::now() + UPLOAD_RETRY, task)),
+            }
+            drop(u);
+            self.note_progress();
+        }
+    }
+
+    /// Make sure the log holds its writer claim (claimed at open, or later if Tier 2 was down
+    /// then).
+    fn ensure_claim(&self, tier2: &Tier2, log: &LogShared) -> Result<Arc<LogClaim>> {
+        let claim = log.claim().cloned().ok_or_else(|| {
+            crate::Error::Closed(format!("log {:?} has no Tier 2 claim", log.name))
+        })?;
+        claim.check()?;
+        if claim.epoch() == 0 {
+            tier2.claim(&claim, self.root_id, tier2.config().take_over)?;
+        }
+        Ok(claim)
+    }
+
+    fn upload(&self, tier2: &Arc<Tier2>, log: &Arc<LogShared>, segment: &Arc<Segment>) -> Outcome {
+        match self.try_upload(tier2, log, segment) {
+            Ok(()) => Outcome::Done,
+            Err(e) if e.kind() == ErrorKind::Unavailable => {
+                tracing::debug!(log = %log.name, segment = segment.id, error = %e, "upload to Tier 2 deferred");
+                Outcome::Retry
+            }
+            Err(e) if e.kind() == ErrorKind::Fenced => {
+                if let Some(claim) = log.claim() {
+                    claim.fence(e.to_string());
+                }
+                Outcome::Done
+            }
+            Err(e) => {
+                // Local trouble (a Tier 1 file removed by retention, an I/O error): the segment
+                // stays in Tier 1 and is queued again at the next open.
+                tracing::error!(log = %log.name, segment = segment.id, error = %e, "upload to Tier 2 failed");
+                Outcome::Done
+            }
+        }
+    }
+
+    fn try_upload(
+        &self,
+        tier2: &Arc<Tier2>,
+        log: &Arc<LogShared>,
+        segment: &Arc<Segment>,
+    ) -> Result<()> {
+        if segment.tier2().is_some() || segment.quarantine_reason().is_some() {
+            return Ok(());
+        }
+        let (Some(t1), Some(meta)) = (segment.tier1(), segment.sealed_meta()) else {
+            // Its Tier 1 copy was dropped (it is compressed and queued again) or it was retired.
+            return Ok(());
+        };
+        let claim = self.ensure_claim(tier2, log)?;
+        let tier1 = *t1.info();
+        let key = tier2.segment_key_parts(&log.name, log.log_id, segment.id, tier1.footer_crc);
+        let object_crc = tier2.upload_file(&key, t1.path(), tier1.file_len)?;
+        let info = Tier2Info {
+            tier1,
+            object_crc,
+            segment_footer: meta.footer.encode(),
+        };
+        {
+            let mut manifest = log.manifest.lock();
+            let entry = manifest.state().segments.get(&segment.id);
+            if entry.is_none_or(|e| e.tier2.is_some() || e.sealed.is_none()) {
+                // Retired (or recorded) meanwhile.
+                return Ok(());
+            }
+            manifest.append(Edit::Tier2Uploaded(info))?;
+        }
+        segment.set_tier2(Arc::new(Tier2Copy::new(
+            tier2.clone(),
+            &log.name,
+            log.log_id,
+            info,
+            self.frame_cache.clone(),
+        )));
+        if let Err(e) = self.publish(tier2, log, &claim) {
+            // The object is safe and recorded; the catalog catches up with the next upload.
+            tracing::warn!(log = %log.name, error = %e, "publishing the catalog failed");
+            if e.kind() == ErrorKind::Fenced {
+                return Err(e);
+            }
+        }
+        self.evict_tier1_ahead();
+        Ok(())
+    }
+
+    /// Publish the log's catalog: every sealed segment in Tier 2, oldest first, up to the first
+    /// one that is not there yet.
+    pub(crate) fn publish(&self, tier2: &Tier2, log: &LogShared, claim: &LogClaim) -> Result<()> {
+        claim.dirty.store(true, Ordering::Release);
+        let published = tier2.publish_catalog(claim, || {
+            claim.dirty.store(false, Ordering::Release);
+            let manifest = log.manifest.lock();
+            let state = manifest.state();
+            let mut segments = Vec::new();
+            for entry in state.segments.values() {
+                match (entry.sealed, entry.tier2) {
+                    (Some(sealed), Some(tier2)) => segments.push(CatalogSegment { sealed, tier2 }),
+                    _ => break,
+                }
+            }
+            (state.created_ms, segments)
+        });
+        if published.is_err() {
+            claim.dirty.store(true, Ordering::Release);
+        }
+        published
+    }
+
+    fn retire_objects(&self, tier2: &Tier2, log: &LogShared, keys: &[String]) -> Outcome {
+        if let Some(claim) = log.claim()
+            && claim.epoch() > 0
+        {
+            match self.publish(tier2, log, claim) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Unavailable => return Outcome::Retry,
+                // Fenced: the new writer's catalog decides what is live; leave the objects.
+                Err(_) => return Outcome::Done,
+            }
+        } else {
+            return Outcome::Retry;
+        }
+        for key in keys {
+            if let Err(e) = tier2.delete(key) {
+                if e.kind() == ErrorKind::Unavailable {
+                    return Outcome::Retry;
+                }
+                tracing::warn!(%key, error = %e, "deleting a retired Tier 2 object failed");
+            }
+        }
+        Outcome::Done
+    }
+
+    fn evict_tier1_ahead(&self) {
+        if self.tier1_max == u64::MAX {
+            return;
+        }
+        let target = (self.tier1_max as f64 * TIER1_EVICT_AHEAD) as u64;
+        let used = self.tier1_used.load(Ordering::Relaxed);
+        if used > target {
+            self.evict_tier1(used - target);
+        }
+    }
+
+    /// Release every local Tier 1 copy of `log` that Tier 2 holds.
+    pub(crate) fn evict_tier1_log(&self, log: &Arc<LogShared>) -> u64 {
+        self.evict_tier1_of(std::slice::from_ref(log), u64::MAX)
+    }
+
+    /// Release least-recently-read local Tier 1 copies of segments that Tier 2 holds until `need`
+    /// bytes are freed (or nothing more can be). Returns the bytes freed.
+    pub(crate) fn evict_tier1(&self, need: u64) -> u64 {
+        let logs: Vec<Arc<LogShared>> = {
+            let mut l = self.logs.lock();
+            l.retain(|w| w.strong_count() > 0);
+            l.iter().filter_map(Weak::upgrade).collect()
+        };
+        self.evict_tier1_of(&logs, need)
+    }
+
+    fn evict_tier1_of(&self, logs: &[Arc<LogShared>], need: u64) -> u64 {
+        let mut candidates: Vec<(u64, Arc<LogShared>, Arc<Segment>)> = Vec::new();
+        for log in logs {
+            if log.is_read_only() || log.is_closed() {
+                continue;
+            }
+            for s in log.segments.read().iter() {
+                if s.tier1().is_some() && s.tier2().is_some() {
+                    candidates.push((s.last_access(), log.clone(), s.clone()));
+                }
+            }
+        }
+        candidates.sort_by_key(|(at, _, _)| *at);
+        let mut freed = 0;
+        for (_, log, segment) in candidates {
+            if freed >= need {
+                break;
+            }
+            let Some(_running) = log.enter_background() else {
+                continue;
+            };
+            let result = (|| -> Result<Option<u64>> {
+                let mut manifest = log.manifest.lock();
+                let entry = manifest.state().segments.get(&segment.id);
+                if entry.is_none_or(|e| e.tier1.is_none() || e.tier2.is_none()) {
+                    return Ok(None);
+                }
+                manifest.append(Edit::Tier1Evicted {
+                    segment_id: segment.id,
+                })?;
+                drop(manifest);
+                let Some(t1) = segment.take_tier1() else {
+                    return Ok(None);
+                };
+                // Recorded first: a crash before the unlink leaves a file recovery removes.
+                // Readers holding the copy keep their open descriptor.
+                if let Err(e) = std::fs::remove_file(t1.path())
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %t1.path().display(), error = %e, "removing an evicted Tier 1 file failed");
+                }
+                Ok(Some(t1.info().file_len))
+            })();
+            match result {
+                Ok(Some(bytes)) => {
+                    freed += bytes;
+                    self.forget_tier1(bytes);
+                    self.counters
+                        .tier1_evictions
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(log = %log.name, segment = segment.id, error = %e, "Tier 1 eviction failed")
+                }
+            }
+        }
+        freed
+    }
+}

@@ -1,0 +1,452 @@
+//! Tier 2 against a real S3 server on loopback (in-process s3s-fs; `.ci/run` also runs the tests
+//! not named `fault_*` against moto): uploads, reads of segments held only in Tier 2, restore
+//! onto an empty root, remote readers, writer fencing, and faults (503 storms, outages, hung and
+//! dropped connections, missing objects).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use aof2::{
+    AofManager, Durability, ErrorKind, LogConfig, ManagerConfig, RemoteReader, Tier2Config,
+};
+use support::s3::{S3Server, Tier2Target, unique_bucket};
+
+const SEGMENT: u64 = 64 << 10;
+const WAIT: Duration = Duration::from_secs(60);
+
+fn tier2_config(target: &Tier2Target) -> Tier2Config {
+    let mut c = Tier2Config::new(&target.url);
+    c.options = target.options.clone();
+    c.request_timeout = Duration::from_secs(5);
+    c.backoff_base = Duration::from_millis(10);
+    c.backoff_max = Duration::from_millis(200);
+    c.breaker_open_for = Duration::from_millis(200);
+    c
+}
+
+fn manager(root: &std::path::Path, t2: Tier2Config) -> AofManager {
+    let mut config = ManagerConfig::new(root);
+    config.tier0_max_bytes = 16 * SEGMENT;
+    config.tier1_frame_bytes = 16 << 10;
+    config.compress_threads = 1;
+    config.tier2 = Some(t2);
+    AofManager::open(config).unwrap()
+}
+
+fn log_config() -> LogConfig {
+    LogConfig {
+        durability: Durability::Always,
+        ..LogConfig::default().with_segment_bytes(SEGMENT)
+    }
+}
+
+/// Deterministic, compressible, varied payloads.
+fn payload(i: u64) -> Vec<u8> {
+    let len = (i * 37 % 900) as usize;
+    let mut p = format!("record {i} ").into_bytes();
+    p.extend((0..len).map(|j| b"abcdefghij"[(i as usize + j / 7) % 10]));
+    p
+}
+
+fn append_all(log: &aof2::Aof, range: std::ops::Range<u64>) {
+    let payloads: Vec<Vec<u8>> = range.clone().map(payload).collect();
+    for chunk in payloads.chunks(50) {
+        log.append_batch(chunk).unwrap();
+    }
+    assert_eq!(log.next_seq(), range.end);
+}
+
+/// Append, wait for Tier 2, seal what is active by reopening, and drop local copies.
+fn write_log(root: &std::path::Path, t2: &Tier2Config, name: &str, records: u64) {
+    let m = manager(root, t2.clone());
+    let log = m.open_log(name, log_config()).unwrap();
+    append_all(&log, 0..records);
+    assert!(m.wait_for_tier2(&log, WAIT), "uploads finish");
+    log.close().unwrap();
+}
+
+#[test]
+fn segments_are_uploaded_evicted_and_read_back_from_tier2() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("upload"));
+    let dir = tempfile::tempdir().unwrap();
+    let t2 = tier2_config(&target.with_prefix("team/a"));
+    let m = manager(dir.path(), t2);
+    let log = m.open_log("orders", log_config()).unwrap();
+    append_all(&log, 0..3000);
+    assert!(m.wait_for_tier2(&log, WAIT));
+    let sealed = m
+        .log_info(&log)
+        .segments
+        .iter()
+        .filter(|s| s.state != aof2::SegmentState::Active)
+        .count();
+    assert!(sealed >= 10, "{sealed} sealed segments");
+    let stats = m.tier_stats().tier2.unwrap();
+    assert!(stats.segments_uploaded >= sealed as u64, "{stats:?}");
+    assert_eq!(stats.breaker, "closed");
+
+    // Objects under the prefix, named by log identity; a catalog and a writer claim.
+    let keys = server.list_keys(target.bucket_name(), "team/a/aof2/logs/orders/");
+    let log_id = format!("{:032x}", m.log_info(&log).log_id);
+    let segments = keys.iter().filter(|k| k.contains(&log_id)).count();
+    assert_eq!(segments, sealed, "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains("/catalog/")));
+    assert!(keys.iter().any(|k| k.contains("/writer/")));
+
+    // Only Tier 2 left for sealed segments: every record still reads back, byte for byte.
+    m.evict_tier0(&log).unwrap();
+    assert!(m.evict_tier1(&log).unwrap() > 0);
+    if !server.external() {
+        server.faults().reset_counters();
+    }
+    for seq in (0..3000).step_by(7) {
+        assert_eq!(log.read(seq).unwrap().payload(), payload(seq), "seq {seq}");
+    }
+    let all: Vec<Vec<u8>> = log
+        .reader(0)
+        .map(|r| r.unwrap().payload().to_vec())
+        .collect();
+    assert_eq!(all.len(), 3000);
+    for (i, p) in all.iter().enumerate() {
+        assert_eq!(p, &payload(i as u64));
+    }
+    if !server.external() {
+        assert!(server.faults().ranged_gets() > 0);
+        assert_eq!(
+            server.faults().requests_with_method("GET"),
+            server.faults().ranged_gets(),
+            "reads fetch ranges, never whole objects"
+        );
+    }
+    drop(log);
+    drop(m);
+
+    // Reopen: Tier-2-only segments come back from the manifest without a request to open.
+    let m = manager(dir.path(), tier2_config(&target.with_prefix("team/a")));
+    let log = m.open_log("orders", log_config()).unwrap();
+    assert_eq!(log.read(1234).unwrap().payload(), payload(1234));
+    let verify = m.verify_log(&log);
+    assert!(verify.problems.is_empty(), "{:?}", verify.problems);
+}
+
+#[test]
+fn restore_onto_an_empty_root_and_continue_appending() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("restore"));
+    let t2 = tier2_config(&target);
+    let a = tempfile::tempdir().unwrap();
+    write_log(a.path(), &t2, "events", 2500);
+    // What Tier 2 holds: the sealed segments (the active one is not uploaded).
+    let uploaded_end = {
+        let m = manager(a.path(), t2.clone());
+        let log = m.open_log_read_only("events").unwrap();
+        let info = m.log_info(&log);
+        info.segments
+            .iter()
+            .filter(|s| s.state != aof2::SegmentState::Active)
+            .map(|s| s.end_seq)
+            .max()
+            .unwrap()
+    };
+
+    let b = tempfile::tempdir().unwrap();
+    let mut take_over = t2.clone();
+    take_over.take_over = true;
+    let m = manager(b.path(), take_over);
+    let mut calls = 0;
+    let report = m
+        .restore_log("events", &mut |_| {
+            calls += 1;
+        })
+        .unwrap();
+    assert_eq!(report.first_seq, 0);
+    assert_eq!(report.end_seq, uploaded_end);
+    assert_eq!(report.segments, report.segments_downloaded);
+    assert!(calls as u64 > report.segments);
+    let log = m.open_log("events", log_config()).unwrap();
+    assert_eq!(log.next_seq(), uploaded_end);
+    for (i, r) in log.reader(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), payload(i as u64), "seq {i}");
+    }
+    append_all(&log, uploaded_end..uploaded_end + 700);
+    assert_eq!(
+        log.read(uploaded_end + 5).unwrap().payload(),
+        payload(uploaded_end + 5)
+    );
+    assert!(m.verify_log(&log).problems.is_empty());
+    // A second restore of a log that exists is refused.
+    assert_eq!(
+        m.restore_log("events", &mut |_| {}).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+}
+
+#[test]
+fn remote_reader_reads_and_follows_a_running_writer() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("remote"));
+    let t2 = tier2_config(&target);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), t2.clone());
+    let log = m.open_log("clicks", log_config()).unwrap();
+    append_all(&log, 0..1500);
+    assert!(m.wait_for_tier2(&log, WAIT));
+
+    let reader = RemoteReader::open(t2.clone(), "clicks").unwrap();
+    let end = reader.end_seq();
+    assert!(end > 0 && end <= 1500);
+    let mut n = 0;
+    for (i, r) in reader.iter_from(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), payload(i as u64));
+        n += 1;
+    }
+    assert_eq!(n, end);
+    assert_eq!(reader.read(end / 2).unwrap().payload(), payload(end / 2));
+    assert_eq!(reader.read(end).unwrap_err().kind(), ErrorKind::NotFound);
+
+    // Follow: records appended (and sealed, and uploaded) later arrive.
+    let mut follow = reader.iter_from(end);
+    let writer = std::thread::spawn(move || {
+        append_all(&log, 1500..4000);
+        assert!(m.wait_for_tier2(&log, WAIT));
+        (m, log)
+    });
+    let deadline = Instant::now() + WAIT;
+    while follow.next_seq() < 3500 && Instant::now() < deadline {
+        if let Some(r) = follow
+            .next_timeout(Duration::from_secs(1), Duration::from_millis(50))
+            .unwrap()
+        {
+            assert_eq!(r.payload(), payload(r.seq()));
+        }
+    }
+    assert!(
+        follow.next_seq() >= 3500,
+        "followed to {}",
+        follow.next_seq()
+    );
+    let _ = writer.join().unwrap();
+}
+
+#[test]
+fn a_second_writer_is_fenced_and_a_stale_writer_stops() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("fence"));
+    let t2 = tier2_config(&target);
+    let a = tempfile::tempdir().unwrap();
+    let ma = manager(a.path(), t2.clone());
+    let la = ma.open_log("ledger", log_config()).unwrap();
+    append_all(&la, 0..1200);
+    assert!(ma.wait_for_tier2(&la, WAIT));
+
+    // Another root with the same log (restored) is refused while root A holds the claim.
+    let b = tempfile::tempdir().unwrap();
+    let mb = manager(b.path(), t2.clone());
+    mb.restore_log("ledger", &mut |_| {}).unwrap();
+    let err = mb.open_log("ledger", log_config()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Fenced, "{err}");
+    assert!(err.to_string().contains("holds the writer claim"), "{err}");
+    // A different log under the same name is refused too.
+    let c = tempfile::tempdir().unwrap();
+    let mc = manager(c.path(), t2.clone());
+    let err = mc.open_log("ledger", log_config()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Fenced, "{err}");
+    drop(mb);
+
+    // Root B takes over; root A is fenced at its next catalog publication.
+    let mut take_over = t2.clone();
+    take_over.take_over = true;
+    let mb = manager(b.path(), take_over);
+    let lb = mb.open_log("ledger", log_config()).unwrap();
+    let before = RemoteReader::open(t2.clone(), "ledger").unwrap().epoch();
+    let deadline = Instant::now() + WAIT;
+    let mut fenced = None;
+    let mut seq = 1200;
+    while fenced.is_none() && Instant::now() < deadline {
+        match la.append(&payload(seq)) {
+            Ok(_) => seq += 1,
+            Err(e) => fenced = Some(e),
+        }
+    }
+    let e = fenced.expect("the stale writer is fenced");
+    assert_eq!(e.kind(), ErrorKind::Fenced, "{e}");
+    // Readers follow the new writer's catalog, not the stale one.
+    append_all(&lb, lb.next_seq()..lb.next_seq() + 1500);
+    assert!(mb.wait_for_tier2(&lb, WAIT));
+    let reader = RemoteReader::open(t2, "ledger").unwrap();
+    assert!(reader.epoch() >= before);
+    assert!(reader.end_seq() > 1200);
+    for (i, r) in reader.iter_from(0).take(1200).enumerate() {
+        assert_eq!(r.unwrap().payload(), payload(i as u64));
+    }
+}
+
+#[test]
+fn retention_removes_objects_after_the_catalog_drops_them() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("retain"));
+    let t2 = tier2_config(&target);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), t2.clone());
+    let log = m.open_log("logs", log_config()).unwrap();
+    append_all(&log, 0..2000);
+    assert!(m.wait_for_tier2(&log, WAIT));
+    let objects = |server: &S3Server| {
+        server
+            .list_keys(target.bucket_name(), "aof2/logs/logs/")
+            .into_iter()
+            .filter(|k| k.ends_with(".t1"))
+            .count()
+    };
+    let before = objects(&server);
+    let first = log.truncate_before(1000).unwrap();
+    assert!(first > 0 && first <= 1000);
+    let deadline = Instant::now() + WAIT;
+    while objects(&server) >= before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(objects(&server) < before);
+    let reader = RemoteReader::open(t2, "logs").unwrap();
+    assert_eq!(reader.first_seq(), first);
+    assert_eq!(reader.read(first).unwrap().payload(), payload(first));
+}
+
+#[test]
+fn fault_slowdown_storm_and_dropped_connections_lose_nothing() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("storm"));
+    let mut t2 = tier2_config(&target);
+    t2.breaker_failures = 1000; // retries only: this test is about them
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), t2);
+    let log = m.open_log("storm", log_config()).unwrap();
+    server.faults().slow_down(0.3);
+    server.faults().drop_connections(0.1);
+    append_all(&log, 0..2500);
+    assert!(m.wait_for_tier2(&log, WAIT));
+    assert!(server.faults().injected() > 0);
+    server.faults().clear();
+    let stats = m.tier_stats().tier2.unwrap();
+    assert!(stats.retries > 0, "{stats:?}");
+    m.evict_tier0(&log).unwrap();
+    m.evict_tier1(&log).unwrap();
+    for (i, r) in log.reader(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), payload(i as u64));
+    }
+}
+
+#[test]
+fn fault_outage_opens_the_breaker_and_the_backlog_drains_after() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("outage"));
+    let t2 = tier2_config(&target);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), t2);
+    let log = m.open_log("outage", log_config()).unwrap();
+    append_all(&log, 0..800);
+    assert!(m.wait_for_tier2(&log, WAIT));
+    m.evict_tier0(&log).unwrap();
+    m.evict_tier1(&log).unwrap();
+
+    // A 30-second outage: appends go on, Tier-2-only reads fail fast, uploads wait.
+    server.faults().outage(true);
+    let outage_started = Instant::now();
+    let mut appended = 800;
+    let mut fast_read = None;
+    while outage_started.elapsed() < Duration::from_secs(30) {
+        append_all(&log, appended..appended + 100);
+        appended += 100;
+        if m.tier_stats().tier2.unwrap().breaker == "open" && fast_read.is_none() {
+            let t = Instant::now();
+            let e = log.read(3).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+            assert!(e.to_string().contains("circuit breaker"), "{e}");
+            fast_read = Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stats = m.tier_stats().tier2.unwrap();
+    assert!(stats.breaker_opened > 0, "{stats:?}");
+    assert!(stats.upload_backlog > 0, "{stats:?}");
+    assert!(
+        fast_read.expect("read while open") < Duration::from_millis(100),
+        "{fast_read:?}"
+    );
+    // Local tiers keep serving the records not yet uploaded.
+    assert_eq!(
+        log.read(appended - 1).unwrap().payload(),
+        payload(appended - 1)
+    );
+
+    server.faults().outage(false);
+    assert!(m.wait_for_tier2(&log, WAIT), "backlog drains");
+    let deadline = Instant::now() + WAIT;
+    while m.tier_stats().tier2.unwrap().upload_backlog > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = m.tier_stats().tier2.unwrap();
+    assert_eq!(stats.breaker, "closed");
+    assert_eq!(stats.upload_backlog, 0, "{stats:?}");
+    m.evict_tier0(&log).unwrap();
+    m.evict_tier1(&log).unwrap();
+    for (i, r) in log.reader(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), payload(i as u64));
+    }
+}
+
+#[test]
+fn fault_hung_requests_time_out_and_missing_objects_are_reported() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("hang"));
+    let mut t2 = tier2_config(&target);
+    t2.request_timeout = Duration::from_millis(300);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), t2);
+    let log = m.open_log("hang", log_config()).unwrap();
+    server.faults().hang(true);
+    append_all(&log, 0..600);
+    std::thread::sleep(Duration::from_secs(1));
+    let stats = m.tier_stats().tier2.unwrap();
+    assert!(stats.request_failures > 0, "{stats:?}");
+    server.faults().hang(false);
+    assert!(
+        m.wait_for_tier2(&log, WAIT),
+        "uploads resume after the hang"
+    );
+
+    // An object deleted behind aof2's back: a clear error naming it, other segments unharmed.
+    m.evict_tier0(&log).unwrap();
+    m.evict_tier1(&log).unwrap();
+    let keys: Vec<String> = server
+        .list_keys(target.bucket_name(), "aof2/logs/hang/")
+        .into_iter()
+        .filter(|k| k.ends_with(".t1"))
+        .collect();
+    server.delete_object(target.bucket_name(), &keys[0]);
+    let e = log.read(0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains(&keys[0]), "{e}");
+    let last_sealed = m
+        .log_info(&log)
+        .segments
+        .iter()
+        .filter(|s| s.state != aof2::SegmentState::Active)
+        .map(|s| s.end_seq)
+        .max()
+        .unwrap();
+    assert_eq!(
+        log.read(last_sealed - 1).unwrap().payload(),
+        payload(last_sealed - 1)
+    );
+}
