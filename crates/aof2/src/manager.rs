@@ -95,9 +95,30 @@ pub struct SegmentInfo {
     pub tier1_bytes: u64,
     /// zstd level of the Tier 1 file.
     pub tier1_level: Option<i32>,
+    /// Whether Tier 2 holds the segment (its upload was acknowledged).
+    pub in_tier2: bool,
 }
 
 impl SegmentInfo {
+    /// Every tier holding the segment: `0`, `0+1`, `1+2`, `2`, ... or `-` (quarantined).
+    pub fn tiers(&self) -> String {
+        let mut parts: Vec<&str> = Vec::new();
+        if matches!(self.tier, TierLocation::Tier0 | TierLocation::Tier0And1) {
+            parts.push("0");
+        }
+        if matches!(self.tier, TierLocation::Tier1 | TierLocation::Tier0And1) {
+            parts.push("1");
+        }
+        if self.in_tier2 && self.state != SegmentState::Quarantined {
+            parts.push("2");
+        }
+        if parts.is_empty() {
+            "-".to_string()
+        } else {
+            parts.join("+")
+        }
+    }
+
     /// Uncompressed frame bytes ÷ Tier 1 file bytes (`None` without a Tier 1 copy).
     pub fn compression_ratio(&self) -> Option<f64> {
         (self.tier1_bytes > 0).then(|| self.record_bytes as f64 / self.tier1_bytes as f64)
@@ -392,6 +413,7 @@ impl AofManager {
                     tier,
                     tier1_bytes: tier1.as_ref().map_or(0, |t| t.info().file_len),
                     tier1_level: tier1.as_ref().map(|t| t.info().level),
+                    in_tier2: s.tier2().is_some(),
                 }
             })
             .collect();

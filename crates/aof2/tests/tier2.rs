@@ -104,6 +104,15 @@ fn segments_are_uploaded_evicted_and_read_back_from_tier2() {
     for seq in (0..3000).step_by(7) {
         assert_eq!(log.read(seq).unwrap().payload(), payload(seq), "seq {seq}");
     }
+    if !server.external() {
+        // One pass of point reads: ranged GETs of frames (and frame indexes), no whole objects.
+        assert!(server.faults().ranged_gets() > 0);
+        assert_eq!(
+            server.faults().requests_with_method("GET"),
+            server.faults().ranged_gets(),
+            "reads fetch ranges, never whole objects"
+        );
+    }
     let all: Vec<Vec<u8>> = log
         .reader(0)
         .map(|r| r.unwrap().payload().to_vec())
@@ -111,14 +120,6 @@ fn segments_are_uploaded_evicted_and_read_back_from_tier2() {
     assert_eq!(all.len(), 3000);
     for (i, p) in all.iter().enumerate() {
         assert_eq!(p, &payload(i as u64));
-    }
-    if !server.external() {
-        assert!(server.faults().ranged_gets() > 0);
-        assert_eq!(
-            server.faults().requests_with_method("GET"),
-            server.faults().ranged_gets(),
-            "reads fetch ranges, never whole objects"
-        );
     }
     drop(log);
     drop(m);
@@ -129,6 +130,138 @@ fn segments_are_uploaded_evicted_and_read_back_from_tier2() {
     assert_eq!(log.read(1234).unwrap().payload(), payload(1234));
     let verify = m.verify_log(&log);
     assert!(verify.problems.is_empty(), "{:?}", verify.problems);
+}
+
+#[test]
+fn large_segments_go_up_in_parts_with_their_checksum_in_metadata() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("multipart"));
+    let mut t2 = tier2_config(&target);
+    t2.multipart_threshold = 5 << 20;
+    t2.part_bytes = 5 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ManagerConfig::new(dir.path());
+    config.tier2 = Some(t2);
+    config.compression = aof2::Compression::Fixed(1);
+    let m = AofManager::open(config).unwrap();
+    let log = m
+        .open_log(
+            "big",
+            LogConfig {
+                durability: Durability::None,
+                ..LogConfig::default().with_segment_bytes(16 << 20)
+            },
+        )
+        .unwrap();
+    // Incompressible payloads: the Tier 1 file is about as large as the segment.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let payloads: Vec<Vec<u8>> = (0..400).map(|_| random(64 << 10)).collect();
+    for p in &payloads {
+        log.append(p).unwrap();
+    }
+    log.flush().unwrap();
+    assert!(m.wait_for_tier2(&log, WAIT));
+    let stats = m.tier_stats().tier2.unwrap();
+    assert!(stats.upload_bytes > 10 << 20, "{stats:?}");
+    if !server.external() {
+        // CreateMultipartUpload and CompleteMultipartUpload are POSTs.
+        assert!(server.faults().requests_with_method("POST") >= 2);
+    }
+    // The checksum is stored with each object and matches its bytes.
+    let (store, _) = target.store();
+    let keys: Vec<String> = server
+        .list_keys(target.bucket_name(), "aof2/logs/big/")
+        .into_iter()
+        .filter(|k| k.ends_with(".t1"))
+        .collect();
+    assert!(!keys.is_empty());
+    for key in &keys {
+        let bytes = server.object_bytes(target.bucket_name(), key).unwrap();
+        let got = futures_lite_block_on(store.get_opts(
+            &object_store::path::Path::from(key.as_str()),
+            object_store::GetOptions {
+                head: true,
+                ..Default::default()
+            },
+        ));
+        let attrs = got.unwrap().attributes;
+        let stored = attrs
+            .get(&object_store::Attribute::Metadata("aof2-crc32c".into()))
+            .expect("checksum metadata");
+        assert_eq!(
+            stored.as_ref(),
+            format!("{:08x}", aof2::format::crc32c(&bytes)),
+            "{key}"
+        );
+    }
+    m.evict_tier0(&log).unwrap();
+    m.evict_tier1(&log).unwrap();
+    for (i, r) in log.reader(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), payload_ref(&payloads, i), "seq {i}");
+    }
+}
+
+fn payload_ref(payloads: &[Vec<u8>], i: usize) -> &[u8] {
+    &payloads[i]
+}
+
+/// Run a future to completion on a small runtime of its own.
+fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn segments_read_repeatedly_from_tier2_come_back_to_tier1() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("fetch"));
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), tier2_config(&target));
+    let log = m.open_log("hot", log_config()).unwrap();
+    append_all(&log, 0..1500);
+    assert!(m.wait_for_tier2(&log, WAIT));
+    m.evict_tier0(&log).unwrap();
+    m.evict_tier1(&log).unwrap();
+    let tier1_only = |m: &AofManager| {
+        m.log_info(&log)
+            .segments
+            .iter()
+            .filter(|s| s.tier1_bytes > 0)
+            .count()
+    };
+    assert_eq!(tier1_only(&m), 0);
+    let deadline = Instant::now() + WAIT;
+    while m.tier_stats().tier2.unwrap().fetches == 0 && Instant::now() < deadline {
+        for (i, r) in log.reader(0).enumerate() {
+            assert_eq!(r.unwrap().payload(), payload(i as u64));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(m.tier_stats().tier2.unwrap().fetches > 0);
+    assert!(tier1_only(&m) > 0);
+    for (i, r) in log.reader(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), payload(i as u64));
+    }
+    drop(log);
+    drop(m);
+    // The fetched copies are recorded: they are Tier 1 copies after a reopen too.
+    let m = manager(dir.path(), tier2_config(&target));
+    let log = m.open_log("hot", log_config()).unwrap();
+    assert!(m.log_info(&log).segments.iter().any(|s| s.tier1_bytes > 0));
+    assert!(m.verify_log(&log).problems.is_empty());
 }
 
 #[test]
@@ -327,6 +460,7 @@ fn fault_slowdown_storm_and_dropped_connections_lose_nothing() {
     let log = m.open_log("storm", log_config()).unwrap();
     server.faults().slow_down(0.3);
     server.faults().drop_connections(0.1);
+    server.faults().latency(Duration::from_millis(3));
     append_all(&log, 0..2500);
     assert!(m.wait_for_tier2(&log, WAIT));
     assert!(server.faults().injected() > 0);

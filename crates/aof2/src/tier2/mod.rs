@@ -88,6 +88,8 @@ pub struct Tier2Stats {
     pub catalogs_published: u64,
     /// Local Tier 1 copies released because Tier 2 holds them.
     pub tier1_evictions: u64,
+    /// Segments downloaded back into Tier 1 because they were read repeatedly.
+    pub fetches: u64,
 }
 
 impl Tier2Stats {
@@ -112,7 +114,14 @@ pub(crate) struct Tier2 {
     breaker: Breaker,
     counters: Counters,
     rng: AtomicU64,
+    /// Set when the manager closes: calls stop retrying.
+    stopping: AtomicBool,
+    /// Whether the store keeps object metadata (the checksum goes there too).
+    metadata: bool,
 }
+
+/// User metadata key of a segment object's CRC-32C (hex), e.g. `x-amz-meta-aof2-crc32c`.
+const CRC_METADATA: &str = "aof2-crc32c";
 
 impl std::fmt::Debug for Tier2 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -195,6 +204,11 @@ fn build_store(config: &Tier2Config) -> Result<(Arc<dyn ObjectStore>, String)> {
     Ok((Arc::new(store), prefix))
 }
 
+/// The epoch a claim or catalog key ends with.
+fn epoch_of(key: &str) -> Option<u64> {
+    key.rsplit('/').next()?.parse().ok()
+}
+
 /// Outcome of one attempt.
 enum Attempt<T> {
     Done(object_store::Result<T>),
@@ -220,7 +234,14 @@ impl Tier2 {
             breaker: Breaker::new(config.breaker_failures, config.breaker_open_for),
             counters: Counters::default(),
             rng: AtomicU64::new(sys::random_u128() as u64 | 1),
+            stopping: AtomicBool::new(false),
+            metadata: !config.url.starts_with("file://"),
         }))
+    }
+
+    /// The manager is closing: calls in flight give up instead of retrying.
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
     }
 
     pub(crate) fn url(&self) -> &str {
@@ -235,7 +256,12 @@ impl Tier2 {
         self.breaker.state()
     }
 
-    pub(crate) fn stats(&self, upload_backlog: u64, tier1_evictions: u64) -> Tier2Stats {
+    pub(crate) fn stats(
+        &self,
+        upload_backlog: u64,
+        tier1_evictions: u64,
+        fetches: u64,
+    ) -> Tier2Stats {
         let c = &self.counters;
         Tier2Stats {
             url: self.url.clone(),
@@ -253,6 +279,7 @@ impl Tier2 {
             download_bytes: c.download_bytes.load(Ordering::Relaxed),
             catalogs_published: c.catalogs_published.load(Ordering::Relaxed),
             tier1_evictions,
+            fetches,
         }
     }
 
@@ -412,6 +439,11 @@ impl Tier2 {
                     last = format!("no answer within {timeout:?}");
                 }
             }
+            if self.stopping.load(Ordering::Acquire) {
+                return Err(unavailable(format!(
+                    "{what} {key}: the manager is closing; last error: {last}"
+                )));
+            }
             if attempt < self.config.max_retries {
                 std::thread::sleep(self.jitter(attempt));
             }
@@ -435,6 +467,31 @@ impl Tier2 {
         bytes: Vec<u8>,
         create: bool,
     ) -> Result<std::result::Result<(), Refusal>> {
+        self.put_with(key, bytes, create, None)
+    }
+
+    /// Object metadata holding the object's CRC-32C, where the store keeps metadata (S3,
+    /// memory; a local directory cannot).
+    fn checksum_attributes(&self, crc: Option<u32>) -> object_store::Attributes {
+        match crc {
+            Some(crc) if self.metadata => [(
+                object_store::Attribute::Metadata(CRC_METADATA.into()),
+                format!("{crc:08x}"),
+            )]
+            .into_iter()
+            .collect(),
+            _ => object_store::Attributes::new(),
+        }
+    }
+
+    fn put_with(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        create: bool,
+        crc: Option<u32>,
+    ) -> Result<std::result::Result<(), Refusal>> {
+        let attributes = self.checksum_attributes(crc);
         let payload = PutPayload::from(bytes);
         let path = ObjectPath::from(key);
         let mode = if create {
@@ -447,6 +504,7 @@ impl Tier2 {
             let payload = payload.clone();
             let opts = PutOptions {
                 mode: mode.clone(),
+                attributes: attributes.clone(),
                 ..Default::default()
             };
             async move { store.put_opts(&path, payload, opts).await.map(|_| ()) }
@@ -500,16 +558,6 @@ impl Tier2 {
         }
     }
 
-    /// Whether `key` exists.
-    pub(crate) fn exists(&self, key: &str) -> Result<bool> {
-        let path = ObjectPath::from(key);
-        let got = self.call("HEAD", key, self.timeout(), move |store| {
-            let path = path.clone();
-            async move { store.head(&path).await.map(|_| ()) }
-        })?;
-        Ok(got.is_ok())
-    }
-
     /// DELETE `key` (absent is fine).
     pub(crate) fn delete(&self, key: &str) -> Result<()> {
         let path = ObjectPath::from(key);
@@ -559,7 +607,7 @@ impl Tier2 {
             file.read_exact_at(&mut bytes, 0)
                 .context(|| format!("read {}", path.display()))?;
             let crc = crc32c(&bytes);
-            self.put(key, bytes, false)?
+            self.put_with(key, bytes, false, Some(crc))?
                 .map_err(|_| unavailable(format!("PUT {key}: refused")))?;
             crc
         } else {
@@ -582,16 +630,35 @@ impl Tier2 {
     ) -> Result<u32> {
         let part = self.config.part_bytes;
         let parts = len.div_ceil(part as u64).max(1);
+        // The checksum goes with the object's metadata, so it is computed first (the file is in
+        // the page cache: one fast pass).
+        let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+        let mut buf = vec![0u8; part];
+        let mut offset = 0u64;
+        while offset < len {
+            let n = (len - offset).min(part as u64) as usize;
+            file.read_exact_at(&mut buf[..n], offset)
+                .context(|| format!("read {}", path.display()))?;
+            digest.update(&buf[..n]);
+            offset += n as u64;
+        }
+        drop(buf);
+        let crc = digest.finalize() as u32;
+        let attributes = self.checksum_attributes(Some(crc));
         // The time limit covers the whole upload: one request's worth per part.
         let timeout = self.timeout().saturating_mul(parts as u32);
         let object = ObjectPath::from(key);
         let display = path.display().to_string();
-        let crc = self.call("multipart PUT", key, timeout, move |store| {
+        let uploaded = self.call("multipart PUT", key, timeout, move |store| {
             let object = object.clone();
             let file = file.clone();
             let display = display.clone();
+            let opts = object_store::PutMultipartOptions {
+                attributes: attributes.clone(),
+                ..Default::default()
+            };
             async move {
-                let upload = store.put_multipart(&object).await?;
+                let upload = store.put_multipart_opts(&object, opts).await?;
                 let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, part);
                 let mut offset = 0u64;
                 let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
@@ -617,7 +684,15 @@ impl Tier2 {
                 Ok(digest.finalize() as u32)
             }
         })?;
-        crc.map_err(|_| unavailable(format!("multipart PUT {key}: refused")))
+        let sent = uploaded.map_err(|_| unavailable(format!("multipart PUT {key}: refused")))?;
+        if sent != crc {
+            // The file changed under the upload: a local problem, never a silent bad object.
+            return Err(Error::corruption(
+                path.display().to_string(),
+                format!("CRC {sent:#010x} while uploading, {crc:#010x} before"),
+            ));
+        }
+        Ok(crc)
     }
 
     // ------------------------------------------------------------------ logs
@@ -625,11 +700,7 @@ impl Tier2 {
     /// Claim the writer epoch of log `claim.name` for the root `root_id` (see the module docs).
     pub(crate) fn claim(&self, claim: &LogClaim, root_id: u128, take_over: bool) -> Result<u64> {
         let name = claim.name.as_str();
-        let latest = self
-            .list(&self.claims_prefix(name))?
-            .iter()
-            .filter_map(|k| k.rsplit('/').next()?.parse::<u64>().ok())
-            .max();
+        let latest = self.newest_claim(name)?;
         if let Some(epoch) = latest {
             let key = self.claim_key(name, epoch);
             let bytes = self.get(&key)?.map_err(|_| Error::Fenced {
@@ -673,6 +744,13 @@ impl Tier2 {
             Ok(()) => {
                 claim.epoch.store(epoch, Ordering::Release);
                 tracing::info!(log = name, epoch, "claimed the Tier 2 writer epoch");
+                // Keep the previous claim (who held the log before); older ones only lengthen
+                // the listing every publication reads.
+                for old in self.list(&self.claims_prefix(name)).unwrap_or_default() {
+                    if epoch_of(&old).is_some_and(|e| e + 1 < epoch) {
+                        let _ = self.delete(&old);
+                    }
+                }
                 Ok(epoch)
             }
             Err(_) => Err(Error::Fenced {
@@ -682,13 +760,22 @@ impl Tier2 {
         }
     }
 
+    /// The highest writer epoch claimed for log `name`.
+    fn newest_claim(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self
+            .list(&self.claims_prefix(name))?
+            .iter()
+            .filter_map(|k| epoch_of(k))
+            .max())
+    }
+
     /// The newest catalog of log `name`, if any.
     pub(crate) fn latest_catalog(&self, name: &str) -> Result<Option<Catalog>> {
         for _ in 0..3 {
             let Some(epoch) = self
                 .list(&self.catalogs_prefix(name))?
                 .iter()
-                .filter_map(|k| k.rsplit('/').next()?.parse::<u64>().ok())
+                .filter_map(|k| epoch_of(k))
                 .max()
             else {
                 return Ok(None);
@@ -734,10 +821,11 @@ impl Tier2 {
             )));
         }
         let mut generation = claim.generation.lock();
-        if self.exists(&self.claim_key(&claim.name, epoch + 1))? {
+        let newest = self.newest_claim(&claim.name)?.unwrap_or(0);
+        if newest > epoch {
             let detail = format!(
-                "another writer claimed epoch {} of this log in {}; this writer stops",
-                epoch + 1,
+                "another writer claimed epoch {newest} of this log in {} (this writer holds \
+                 epoch {epoch}); this writer stops",
                 self.url
             );
             claim.fence(detail.clone());
@@ -765,12 +853,7 @@ impl Tier2 {
         if *generation == 1 {
             // Older epochs' catalogs are superseded: readers take the newest.
             for old in self.list(&self.catalogs_prefix(&claim.name))? {
-                if old
-                    .rsplit('/')
-                    .next()
-                    .and_then(|e| e.parse::<u64>().ok())
-                    .is_some_and(|e| e < epoch)
-                {
+                if epoch_of(&old).is_some_and(|e| e < epoch) {
                     let _ = self.delete(&old);
                 }
             }
@@ -905,6 +988,11 @@ impl Tier2Copy {
         Ok(segment)
     }
 
+    /// The opened remote segment, if a read opened it.
+    pub(crate) fn opened(&self) -> Option<Arc<Tier1Segment>> {
+        self.opened.lock().clone()
+    }
+
     /// Download the whole object and check it against its CRC (restore, re-fetch).
     pub(crate) fn download(&self) -> Result<Vec<u8>> {
         let bytes = self.tier2.get(&self.key)?.map_err(|_| {
@@ -955,7 +1043,7 @@ mod tests {
         assert_eq!(t2.list("a/").unwrap(), vec!["a/b".to_string()]);
         t2.delete("a/b").unwrap();
         t2.delete("a/b").unwrap();
-        assert!(!t2.exists("a/b").unwrap());
+        assert_eq!(t2.get("a/b").unwrap(), Err(Refusal::NotFound));
     }
 
     #[test]

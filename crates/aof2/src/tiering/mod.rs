@@ -243,6 +243,8 @@ enum Task {
     /// Seal (by compressing) a rolled segment of a `None` log: runs even if the log closed.
     Seal(Arc<LogShared>, RolledSegment),
     Hydrate(Weak<LogShared>, Arc<Segment>),
+    /// Download a segment read repeatedly from Tier 2 back into Tier 1.
+    Fetch(Weak<LogShared>, Arc<Segment>),
 }
 
 #[derive(Default)]
@@ -257,6 +259,7 @@ struct Counters {
     hydrations: AtomicU64,
     admission_timeouts: AtomicU64,
     tier1_evictions: AtomicU64,
+    tier2_fetches: AtomicU64,
 }
 
 struct Queue {
@@ -398,6 +401,9 @@ impl Tiering {
     /// Stop the workers after the task in hand (queued work resumes at the next open: the
     /// manifest remembers what is pending).
     pub(crate) fn shutdown(&self) {
+        if let Some(tier2) = &self.tier2 {
+            tier2.stop();
+        }
         self.queue.lock().stopped = true;
         self.ready.notify_all();
         let threads: Vec<JoinHandle<()>> = self.threads.lock().drain(..).collect();
@@ -503,13 +509,22 @@ impl Tiering {
             // Hydration writes files: never for a read-only handle.
             return;
         }
-        if let Some(t1) = segment.tier1()
-            && t1.wants_hydration(self.hydrate_after)
+        if let Some(t1) = segment.tier1() {
+            if t1.wants_hydration(self.hydrate_after) {
+                self.queue
+                    .lock()
+                    .tasks
+                    .push_back(Task::Hydrate(Arc::downgrade(log), segment.clone()));
+                self.ready.notify_one();
+            }
+        } else if let Some(remote) = segment.tier2().and_then(|c| c.opened())
+            && remote.wants_hydration(self.hydrate_after)
         {
+            // Read often from Tier 2: bring the Tier 1 copy back (then Tier 0, if it stays hot).
             self.queue
                 .lock()
                 .tasks
-                .push_back(Task::Hydrate(Arc::downgrade(log), segment.clone()));
+                .push_back(Task::Fetch(Arc::downgrade(log), segment.clone()));
             self.ready.notify_one();
         }
     }
@@ -599,6 +614,7 @@ impl Tiering {
                 t.stats(
                     self.upload_backlog(),
                     c.tier1_evictions.load(Ordering::Relaxed),
+                    c.tier2_fetches.load(Ordering::Relaxed),
                 )
             }),
         }
@@ -693,6 +709,17 @@ impl Tiering {
                     }
                     if let Some(t1) = segment.tier1() {
                         t1.hydration_done();
+                    }
+                }
+                Task::Fetch(log, segment) => {
+                    if let Some(log) = log.upgrade()
+                        && !log.is_closed()
+                        && let Some(_running) = log.enter_background()
+                    {
+                        self.fetch(&log, &segment);
+                    }
+                    if let Some(remote) = segment.tier2().and_then(|c| c.opened()) {
+                        remote.hydration_done();
                     }
                 }
             }
@@ -1044,6 +1071,52 @@ impl Tiering {
             }
         }
         freed
+    }
+
+    /// Download a Tier-2-only segment back into Tier 1 if the Tier 1 budget has room.
+    fn fetch(&self, log: &LogShared, segment: &Arc<Segment>) {
+        let Some(copy) = segment.tier2() else {
+            return;
+        };
+        if segment.tier1().is_some() || !self.tier1_has_room(copy.info.tier1.file_len) {
+            return;
+        }
+        let dir = log.tier1_dir();
+        let path = dir.join(tier1::tier1_file_name(segment.id));
+        let result = (|| -> Result<Tier1Segment> {
+            let bytes = copy.download()?;
+            crate::sys::write_atomic(&path, &bytes)?;
+            let opened =
+                Tier1Segment::open(path.clone(), copy.info.tier1, self.frame_cache.clone())?;
+            let mut manifest = log.manifest.lock();
+            if manifest
+                .state()
+                .segments
+                .get(&segment.id)
+                .is_none_or(|e| e.tier1.is_some() || e.tier2.is_none())
+            {
+                return Err(Error::NotFound(format!(
+                    "segment {} changed meanwhile",
+                    segment.id
+                )));
+            }
+            manifest.append(Edit::Tier1Fetched {
+                segment_id: segment.id,
+            })?;
+            Ok(opened)
+        })();
+        match result {
+            Ok(opened) => {
+                self.tier1_used
+                    .fetch_add(copy.info.tier1.file_len, Ordering::Relaxed);
+                segment.set_tier1(Arc::new(opened));
+                self.counters.tier2_fetches.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(log = %log.name, segment = segment.id, error = %e, "fetching from Tier 2 failed; reads stay on Tier 2");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 
     /// Rebuild a Tier 1 segment into Tier 0 if the budget has room (evicting colder segments).
