@@ -152,6 +152,9 @@ struct ManagerInner {
     closed: std::sync::atomic::AtomicBool,
 }
 
+/// How long opening a log waits for its Tier 2 writer claim.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Owns a data root and the logs in it.
 #[derive(Clone)]
 pub struct AofManager {
@@ -310,19 +313,42 @@ impl AofManager {
     fn claim_tier2(&self, tier2: &Arc<crate::tier2::Tier2>, shared: &Arc<LogShared>) -> Result<()> {
         let claim = Arc::new(crate::tier2::LogClaim::new(&shared.name, shared.log_id));
         shared.set_claim(claim.clone());
-        match tier2.claim(&claim, self.inner.root_id, tier2.config().take_over) {
-            Ok(_) => {
+        // The claim runs on its own thread; the open waits for it a bounded time, so a hung
+        // store delays an open by at most `CLAIM_WAIT` (the claim finishes in the background and
+        // fences the log if it is refused).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let root_id = self.inner.root_id;
+        let take_over = tier2.config().take_over;
+        let (t2, c) = (tier2.clone(), claim.clone());
+        std::thread::Builder::new()
+            .name("aof2-claim".into())
+            .spawn(move || {
+                let result = t2.claim(&c, root_id, take_over);
+                if let Err(e) = &result
+                    && e.kind() == crate::ErrorKind::Fenced
+                {
+                    c.fence(e.to_string());
+                }
+                let _ = tx.send(result);
+            })
+            .map_err(|e| Error::io("spawn the Tier 2 claim thread", e))?;
+        match rx.recv_timeout(CLAIM_WAIT) {
+            Ok(Ok(_)) => {
                 if let Err(e) = self.inner.tiering.publish(tier2, shared, &claim) {
                     tracing::warn!(log = %shared.name, error = %e, "publishing the catalog failed");
                 }
                 Ok(())
             }
-            Err(e) if e.kind() == crate::ErrorKind::Fenced => {
+            Ok(Err(e)) if e.kind() == crate::ErrorKind::Fenced => {
                 let _ = shared.close();
                 Err(e)
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(log = %shared.name, error = %e, "Tier 2 writer claim deferred: the store is unavailable");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(log = %shared.name, "Tier 2 writer claim still running; the log opens meanwhile");
                 Ok(())
             }
         }

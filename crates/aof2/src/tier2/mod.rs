@@ -699,6 +699,11 @@ impl Tier2 {
 
     /// Claim the writer epoch of log `claim.name` for the root `root_id` (see the module docs).
     pub(crate) fn claim(&self, claim: &LogClaim, root_id: u128, take_over: bool) -> Result<u64> {
+        // One claim per log handle at a time (the open and the uploader may both try).
+        let _one = claim.claiming.lock();
+        if claim.epoch() > 0 {
+            return Ok(claim.epoch());
+        }
         let name = claim.name.as_str();
         let latest = self.newest_claim(name)?;
         if let Some(epoch) = latest {
@@ -872,6 +877,8 @@ pub(crate) struct LogClaim {
     fence_detail: Mutex<Option<String>>,
     /// Catalog publications of this epoch; held while one is published (one at a time).
     generation: Mutex<u64>,
+    /// Held while the claim is being made.
+    claiming: Mutex<()>,
     /// Set when the catalog is behind the manifest.
     pub(crate) dirty: AtomicBool,
 }
@@ -885,6 +892,7 @@ impl LogClaim {
             fenced: AtomicBool::new(false),
             fence_detail: Mutex::new(None),
             generation: Mutex::new(0),
+            claiming: Mutex::new(()),
             dirty: AtomicBool::new(true),
         }
     }

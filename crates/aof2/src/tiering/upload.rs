@@ -111,12 +111,11 @@ impl Tiering {
     pub(super) fn upload_worker(self: Arc<Self>, tier2: Arc<Tier2>) {
         while let Some(task) = self.next_upload() {
             let outcome = match &task {
+                // No background guard around the network calls: closing a log never waits for a
+                // slow store (the manifest edit takes the guard; see `try_upload`).
                 UploadTask::Upload(log, segment) => match log.upgrade() {
-                    Some(log) => match log.enter_background() {
-                        Some(_running) if !log.is_closed() => self.upload(&tier2, &log, segment),
-                        _ => Outcome::Done,
-                    },
-                    None => Outcome::Done,
+                    Some(log) if !log.is_closed() => self.upload(&tier2, &log, segment),
+                    _ => Outcome::Done,
                 },
                 UploadTask::Retire(log, keys) => match log.upgrade() {
                     Some(log) => self.retire_objects(&tier2, &log, keys),
@@ -195,6 +194,11 @@ impl Tiering {
             segment_footer: meta.footer.encode(),
         };
         {
+            // A closed log is done; its next open queues the segment again (same key, same
+            // bytes: the repeated upload is harmless).
+            let Some(_running) = log.enter_background() else {
+                return Ok(());
+            };
             let mut manifest = log.manifest.lock();
             let entry = manifest.state().segments.get(&segment.id);
             if entry.is_none_or(|e| e.tier2.is_some() || e.sealed.is_none()) {
