@@ -122,3 +122,74 @@ fn golden_encodings() {
     check("manifest-wal-v1.bin", &wal);
     check("manifest-snapshot-v1.bin", &encode_snapshot(8, &edits));
 }
+
+#[test]
+fn golden_tier2_encodings() {
+    use aof2::format::catalog::{Catalog, CatalogSegment, Claim};
+    use aof2::format::manifest::{Tier1Info, Tier2Info};
+    let tier1 = Tier1Info {
+        segment_id: 3,
+        file_len: 4242,
+        footer_crc: 0x0bad_cafe,
+        frames: 2,
+        uncompressed_bytes: 9000,
+        level: 3,
+    };
+    let footer = SegmentFooter {
+        segment_id: 3,
+        base_seq: 1000,
+        record_count: 50,
+        records_end: 128 + 9000,
+        last_timestamp_ms: 1_700_000_000_003,
+        index_entries: 1,
+        index_crc: 0x1234_5678,
+        first_timestamp_ms: 1_700_000_000_002,
+        sealed_ms: 1_700_000_000_004,
+    };
+    let tier2 = Tier2Info {
+        tier1,
+        object_crc: 0xdead_beef,
+        segment_footer: footer.encode(),
+    };
+    let sealed = SealedInfo {
+        segment_id: 3,
+        base_seq: 1000,
+        record_count: 50,
+        file_len: 128 + 9000 + 24 + 96,
+        first_timestamp_ms: 1_700_000_000_002,
+        last_timestamp_ms: 1_700_000_000_003,
+        footer_crc: SegmentFooter::stored_crc(&footer.encode()),
+    };
+    let mut edits = Vec::new();
+    for edit in [
+        Edit::SegmentRetired { segment_id: 2 },
+        Edit::Tier2Uploaded(tier2),
+        Edit::Tier1Evicted { segment_id: 3 },
+        Edit::Tier1Fetched { segment_id: 3 },
+    ] {
+        edits.extend_from_slice(&encode_wal_record(&edit));
+    }
+    check("manifest-tier2-edits-v1.bin", &edits);
+    check(
+        "catalog-v1.bin",
+        &Catalog {
+            epoch: 4,
+            generation: 9,
+            log_id: 0xfeed_beef,
+            name: "orders".into(),
+            created_ms: 1_700_000_000_000,
+            segments: vec![CatalogSegment { sealed, tier2 }],
+        }
+        .encode(),
+    );
+    check(
+        "claim-v1.bin",
+        &Claim {
+            epoch: 4,
+            root_id: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+            log_id: 0xfeed_beef,
+            claimed_ms: 1_700_000_000_005,
+        }
+        .encode(),
+    );
+}

@@ -781,4 +781,67 @@ mod tests {
         let err = ManifestLog::open(&d).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Corruption, "{err}");
     }
+
+    #[test]
+    fn tier2_edits_keep_a_copy_and_survive_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("m");
+        let mut m = ManifestLog::create(&d, created()).unwrap();
+        for id in 0..3 {
+            m.append(Edit::SegmentPrepared {
+                segment_id: id,
+                capacity: 100,
+            })
+            .unwrap();
+            m.append(sealed(id, id * 10, 10)).unwrap();
+        }
+        let t1 = |id| Tier1Info {
+            segment_id: id,
+            file_len: 50,
+            footer_crc: 7,
+            frames: 1,
+            uncompressed_bytes: 90,
+            level: 3,
+        };
+        let t2 = |id| Tier2Info {
+            tier1: t1(id),
+            object_crc: 9,
+            segment_footer: [id as u8; 96],
+        };
+        for id in 0..2 {
+            m.append(Edit::CompressStarted {
+                segment_id: id,
+                level: 3,
+            })
+            .unwrap();
+            m.append(Edit::CompressDone(t1(id))).unwrap();
+        }
+        assert!(
+            m.append(Edit::Tier1Evicted { segment_id: 0 }).is_err(),
+            "Tier 1 copy released before Tier 2 holds it"
+        );
+        m.append(Edit::Tier2Uploaded(t2(0))).unwrap();
+        assert!(
+            m.append(Edit::Tier2Uploaded(t2(0))).is_err(),
+            "uploaded twice"
+        );
+        m.append(Edit::Tier0Evicted { segment_id: 0 }).unwrap();
+        m.append(Edit::Tier1Evicted { segment_id: 0 }).unwrap();
+        assert!(
+            m.append(Edit::Tier1Evicted { segment_id: 0 }).is_err(),
+            "no Tier 1 copy left"
+        );
+        // Segment 2 went to Tier 2 from Tier 0 (its Tier 1 copy was never made or was dropped).
+        m.append(Edit::Tier2Uploaded(t2(2))).unwrap();
+        m.append(Edit::Tier0Evicted { segment_id: 2 }).unwrap();
+        m.append(Edit::Tier1Fetched { segment_id: 2 }).unwrap();
+        assert!(m.append(Edit::Tier1Fetched { segment_id: 2 }).is_err());
+        let want = m.state().clone();
+        let e0 = &want.segments[&0];
+        assert!(e0.tier1.is_none() && !e0.in_tier0 && e0.tier2.is_some());
+        assert_eq!(want.segments[&2].tier1, Some(t1(2)));
+        m.compact().unwrap();
+        drop(m);
+        assert_eq!(ManifestLog::open(&d).unwrap().state(), &want);
+    }
 }
