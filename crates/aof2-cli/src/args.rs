@@ -5,12 +5,14 @@
 //! [`aof2::Compression::parse`], sizes through [`parse_size`]. A parse failure is a clap usage
 //! error, which exits with status 2. Ranges and combinations that only the library knows (segment
 //! size bounds, a Tier 0 budget too small for two segments, log-name rules) are checked by
-//! `open::check_options` before anything touches disk, and also exit 2.
+//! `open::check_options` before anything touches disk, and also exit 2. `--tier2` is checked by
+//! [`parse_tier2`] (scheme, an absolute `file://` path, an `s3://` bucket) and by
+//! [`aof2::Tier2Config::validate`] when the configuration is built.
 //! `--root` and the log options are accepted after the subcommand.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use aof2::{Compression, Durability};
+use aof2::{Compression, Durability, Tier2Config};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// aof2: inspect and drive a durable append-only log from the shell.
@@ -38,9 +40,11 @@ pub enum Command {
     /// Check every record checksum, in segment files and Tier 1 copies; exit 3 if anything is
     /// corrupt.
     Verify(VerifyArgs),
-    /// Measure append latency and throughput, read-back speed, reopen time, Tier 1 compression
-    /// and read-back from Tier 1.
+    /// Measure append latency and throughput, read-back speed, reopen time, Tier 1 compression,
+    /// read-back from Tier 1, Tier 2 uploads and read-back from Tier 2.
     Bench(BenchArgs),
+    /// Rebuild a log in a root (typically on a new machine) from its catalog in Tier 2 alone.
+    Restore(RestoreArgs),
 }
 
 /// The data root every command works on.
@@ -51,9 +55,18 @@ pub struct RootArg {
     pub root: PathBuf,
 }
 
-/// How the manager stores segments: their size, the Tier 0 and Tier 1 budgets and the
-/// compression of Tier 1 copies. Every command that opens a root accepts these.
-#[derive(Debug, Clone, Copy, Args)]
+/// Which Tier 2 store `--tier2` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tier2Store {
+    /// `--tier2 none`: run without Tier 2 (Tier 1 is the final home of sealed segments).
+    Disabled,
+    /// A store URL, already checked by [`parse_tier2`].
+    Url(String),
+}
+
+/// How the manager stores segments: their size, the Tier 0 and Tier 1 budgets, the compression
+/// of Tier 1 copies and the Tier 2 store. Every command that opens a root accepts these.
+#[derive(Debug, Clone, Args)]
 pub struct StorageOptions {
     /// Capacity of each new segment file, bytes (suffixes K, M, G, KiB, MiB, GiB allowed).
     #[arg(long, value_name = "N", value_parser = parse_size, default_value = "64MiB")]
@@ -71,11 +84,26 @@ pub struct StorageOptions {
     #[arg(long, value_name = "LEVEL", value_parser = parse_compression, default_value = "adaptive",
           allow_negative_numbers = true)]
     pub compression: Compression,
+    /// Tier 2 object store that sealed segments are uploaded to: s3://BUCKET/PREFIX (credentials
+    /// and region from the AWS_* environment variables), file:///ABSOLUTE/DIR, or none to run
+    /// without Tier 2. Default: file://ROOT/tier2, a directory in
+    /// the data root (reading commands do not create it).
+    #[arg(long, value_name = "URL|none", value_parser = parse_tier2)]
+    pub tier2: Option<Tier2Store>,
+    /// An object_store setting of an s3:// store, for example aws_endpoint=http://127.0.0.1:9000
+    /// and aws_allow_http=true for an S3-compatible server (repeatable).
+    #[arg(long = "tier2-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub tier2_options: Vec<(String, String)>,
+    /// Take the log's Tier 2 writer claim from the root that holds it. That writer is fenced:
+    /// everything it appends afterwards is never published. Only for when the old writer is gone
+    /// for good (its machine lost, or the log restored elsewhere with `aof2 restore`).
+    #[arg(long)]
+    pub take_over: bool,
 }
 
 /// How a log is opened. Reading commands accept these too (they open the root with the same
 /// budgets; the log itself is opened read-only).
-#[derive(Debug, Clone, Copy, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct LogOptions {
     #[command(flatten)]
     pub storage: StorageOptions,
@@ -96,6 +124,16 @@ pub struct AppendArgs {
     /// (compression otherwise runs in the background and resumes at the next writable open).
     #[arg(long)]
     pub wait_tier1: bool,
+    /// Before exiting, wait until every sealed segment of the log is uploaded to Tier 2 and the
+    /// log's catalog lists it (uploads otherwise run in the background and resume at the next
+    /// writable open). Records of the active segment are not in Tier 2 until it is sealed.
+    #[arg(long)]
+    pub wait_tier2: bool,
+    /// At the end of input, seal the active segment (even if not full), so that it is
+    /// compressed and uploaded too: with --wait-tier2, every appended record is then in Tier 2
+    /// when append exits. Each sealed segment holds at least one record.
+    #[arg(long)]
+    pub seal: bool,
     #[command(flatten)]
     pub options: LogOptions,
 }
@@ -112,8 +150,22 @@ pub enum CatFormat {
 /// `aof2 cat`.
 #[derive(Debug, Args)]
 pub struct CatArgs {
-    #[command(flatten)]
-    pub root: RootArg,
+    /// Data root directory (required unless --remote; with --remote it only supplies the
+    /// default Tier 2 store, ROOT/tier2, and is not opened).
+    #[arg(long, value_name = "DIR", required_unless_present = "remote")]
+    pub root: Option<PathBuf>,
+    /// Read the log from Tier 2 alone (no local root; `--tier2 URL` names the store), while its
+    /// writer may run elsewhere. Tier 2 holds the sealed segments the writer's catalog lists.
+    #[arg(long)]
+    pub remote: bool,
+    /// Keep printing records as the log's Tier 2 catalog grows, until interrupted or --limit
+    /// records were printed.
+    #[arg(long, requires = "remote")]
+    pub follow: bool,
+    /// How often --follow reads the catalog again, milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000, requires = "follow",
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub poll_ms: u64,
     /// Log to read (must exist).
     #[arg(long, value_name = "NAME")]
     pub log: String,
@@ -157,6 +209,21 @@ pub struct VerifyArgs {
     pub options: LogOptions,
 }
 
+/// `aof2 restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub root: RootArg,
+    /// Log to restore (must not exist in the root).
+    #[arg(long, value_name = "NAME")]
+    pub log: String,
+    /// Print one JSON object instead of a summary line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub storage: StorageOptions,
+}
+
 /// `aof2 bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -191,6 +258,50 @@ pub fn parse_durability(text: &str) -> Result<Durability, String> {
 /// clap value parser for `--compression`.
 pub fn parse_compression(text: &str) -> Result<Compression, String> {
     Compression::parse(text).map_err(|e| e.to_string())
+}
+
+/// clap value parser for `--tier2`: `none`, or a URL the library accepts, with an absolute
+/// `file://` path and an `s3://` bucket (checked here so that a bad URL creates nothing).
+/// `memory://` is refused: that store lives only as long as one manager, and every command
+/// outlives one (`bench` reopens, the others' uploads must still be there for the next run,
+/// after Tier 1 copies may have been released because Tier 2 "holds" them).
+pub fn parse_tier2(text: &str) -> Result<Tier2Store, String> {
+    if text == "none" {
+        return Ok(Tier2Store::Disabled);
+    }
+    if text.starts_with("memory://") {
+        return Err(format!(
+            "{text:?}: a memory:// store vanishes with the process; use file:///dir or s3://"
+        ));
+    }
+    Tier2Config::new(text)
+        .validate()
+        .map_err(|e| e.to_string())?;
+    if let Some(path) = text.strip_prefix("file://")
+        && !Path::new(path).is_absolute()
+    {
+        return Err(format!(
+            "{text:?}: a file:// URL needs an absolute path (file:///dir)"
+        ));
+    }
+    let bucket = text
+        .strip_prefix("s3://")
+        .or_else(|| text.strip_prefix("s3a://"))
+        .map(|rest| rest.split('/').next().unwrap_or(""));
+    if bucket == Some("") {
+        return Err(format!("{text:?} names no bucket (s3://bucket/prefix)"));
+    }
+    Ok(Tier2Store::Url(text.to_string()))
+}
+
+/// clap value parser for `--tier2-option`: `KEY=VALUE` with a non-empty key.
+pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
 }
 
 /// How `--compression` spells a setting (the inverse of [`parse_compression`]).
@@ -271,6 +382,75 @@ mod tests {
     }
 
     #[test]
+    fn tier2_urls() {
+        assert_eq!(parse_tier2("none"), Ok(Tier2Store::Disabled));
+        for good in [
+            "s3://bucket",
+            "s3://bucket/a/b",
+            "s3a://b/p",
+            "file:///tmp/t2",
+        ] {
+            assert_eq!(
+                parse_tier2(good),
+                Ok(Tier2Store::Url(good.into())),
+                "{good}"
+            );
+        }
+        for bad in [
+            "",
+            "None",
+            "http://x",
+            "/tmp/t2",
+            "file://relative/dir",
+            "s3://",
+            "s3:///p",
+            "memory://",
+        ] {
+            assert!(parse_tier2(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_key_value("aws_endpoint=http://h:9000/?a=b"),
+            Ok(("aws_endpoint".into(), "http://h:9000/?a=b".into()))
+        );
+        assert_eq!(parse_key_value("k="), Ok(("k".into(), String::new())));
+        for bad in ["k", "=v", ""] {
+            assert!(parse_key_value(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cat_root_is_optional_only_with_remote() {
+        assert!(Cli::try_parse_from(["aof2", "cat", "--log", "x"]).is_err());
+        assert!(
+            Cli::try_parse_from(["aof2", "cat", "--log", "x", "--follow", "--root", "/r"]).is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "aof2",
+            "cat",
+            "--log",
+            "x",
+            "--remote",
+            "--tier2",
+            "s3://b/p",
+            "--follow",
+            "--poll-ms",
+            "50",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Cat(a) => {
+                assert!(a.root.is_none() && a.remote && a.follow);
+                assert_eq!(a.poll_ms, 50);
+                assert_eq!(
+                    a.options.storage.tier2,
+                    Some(Tier2Store::Url("s3://b/p".into()))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn grammar_is_consistent() {
         Cli::command().debug_assert();
     }
@@ -291,7 +471,7 @@ mod tests {
         match cli.command {
             Command::Append(a) => {
                 assert_eq!(a.root.root, PathBuf::from("/tmp/r"));
-                let storage = a.options.storage;
+                let storage = &a.options.storage;
                 assert_eq!(storage.segment_bytes, aof2::limits::DEFAULT_SEGMENT_BYTES);
                 // The defaults are the library's.
                 assert_eq!(
@@ -300,7 +480,11 @@ mod tests {
                 );
                 assert_eq!(storage.tier1_max_bytes, None);
                 assert_eq!(storage.compression, Compression::default());
+                assert_eq!(storage.tier2, None);
+                assert!(storage.tier2_options.is_empty());
+                assert!(!storage.take_over);
                 assert!(!a.wait_tier1);
+                assert!(!a.wait_tier2);
             }
             other => panic!("{other:?}"),
         }

@@ -1,7 +1,9 @@
 //! How a command fails: an exit status and a message for stderr.
 //!
 //! Contract: every command returns `Result<(), Failure>`. Library errors map by
-//! [`aof2::Error::kind`]: `InvalidInput` -> 2, `Corruption` -> 3, anything else -> 4. I/O errors
+//! [`aof2::Error::kind`]: `InvalidInput` -> 2, `Corruption` -> 3, anything else -> 4 (among them
+//! `Fenced`: another root owns the log's Tier 2 writer claim, and `Unavailable`: a locked root or
+//! Tier 2 down). I/O errors
 //! of the CLI itself map to 4, except a broken stdout pipe, which is [`Failure::Quiet`]: the
 //! reader went away (`aof2 cat | head`), so the command stops and exits 0 without a message.
 //! `main` prints messages as `aof2: error: <message>`.
@@ -84,7 +86,12 @@ pub fn status_of(kind: ErrorKind) -> Status {
     match kind {
         ErrorKind::InvalidInput => Status::Usage,
         ErrorKind::Corruption => Status::Corruption,
-        _ => Status::Environment,
+        ErrorKind::Backpressure
+        | ErrorKind::Unavailable
+        | ErrorKind::Fenced
+        | ErrorKind::Closed
+        | ErrorKind::NotFound
+        | ErrorKind::Io => Status::Environment,
     }
 }
 
@@ -139,6 +146,25 @@ mod tests {
             }
             Failure::Quiet => panic!("locked is not quiet"),
         }
+        let fenced = aof2::Error::Fenced {
+            log: "x".into(),
+            detail: "root 1 took the writer claim over".into(),
+        };
+        let unavailable = aof2::Error::Unavailable {
+            tier: aof2::Tier::Tier2,
+            detail: "circuit breaker open".into(),
+        };
+        for (error, word) in [(fenced, "fenced"), (unavailable, "unavailable")] {
+            match Failure::from(error) {
+                Failure::Error { status, message } => {
+                    assert_eq!(status, Status::Environment);
+                    assert!(message.contains(word), "{message}");
+                }
+                Failure::Quiet => panic!("{word} is not quiet"),
+            }
+        }
+        assert_eq!(status_of(ErrorKind::Fenced).code(), 4);
+        assert_eq!(status_of(ErrorKind::Unavailable).code(), 4);
     }
 
     #[test]

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Verify(a) => commands::verify::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Restore(a) => commands::restore::run(a),
     };
     match outcome {
         Ok(()) | Err(Failure::Quiet) => ExitCode::SUCCESS,

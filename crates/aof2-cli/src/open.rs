@@ -1,20 +1,30 @@
 //! Opening roots and logs the way every command needs them.
 //!
 //! Contract: [`check_options`] / [`check_config`] validate every option (segment size, Tier 0
-//! and Tier 1 budgets, compression) before anything touches disk: an invalid value or a Tier 0
-//! budget that cannot hold two segments is exit 2 and creates nothing. [`open_root`] takes the
-//! root's lock (a second process gets `Error::Locked`, exit 4). [`open_existing_root`]
-//! additionally refuses a directory that does not exist (exit 2), so that reading commands never
-//! create a root. [`require_log`] validates the name (exit 2 on a bad one) and refuses a log that
-//! does not exist (exit 2), so reading commands never create a log. [`log_config`] and
-//! [`manager_config`] build the library configuration from the command-line options.
+//! and Tier 1 budgets, compression, the Tier 2 store) before anything touches disk: an invalid
+//! value or a Tier 0 budget that cannot hold two segments is exit 2 and creates nothing.
+//! [`open_root`] takes the root's lock (a second process gets `Error::Locked`, exit 4).
+//! [`open_existing_root`] additionally refuses a directory that does not exist (exit 2), so that
+//! reading commands never create a root, and runs without Tier 2 when its `file://` store (by
+//! default `ROOT/tier2`) does not exist, so that they never create it either (an absent store
+//! holds nothing to read). [`require_log`] validates the name (exit 2 on a bad one) and refuses a log
+//! that does not exist (exit 2), so reading commands never create a log. [`log_config`],
+//! [`manager_config`] and [`tier2_config`] build the library configuration from the
+//! command-line options.
+//!
+//! Tier 2: without `--tier2`, a root's store is `file://<absolute root>/tier2`; `--tier2 none`
+//! turns Tier 2 off, and then `--tier2-option` and `--take-over` are usage errors (they would be
+//! silently ignored).
 
 use std::path::Path;
 
-use aof2::{AofManager, LogConfig, ManagerConfig};
+use aof2::{AofManager, LogConfig, ManagerConfig, Tier2Config};
 
-use crate::args::{LogOptions, StorageOptions};
+use crate::args::{LogOptions, StorageOptions, Tier2Store};
 use crate::failure::Failure;
+
+/// Directory of the default Tier 2 store inside a data root.
+pub const DEFAULT_TIER2_DIR: &str = "tier2";
 
 /// Library configuration for a log opened with these options.
 pub fn log_config(options: &LogOptions) -> LogConfig {
@@ -25,18 +35,76 @@ pub fn log_config(options: &LogOptions) -> LogConfig {
 }
 
 /// Library configuration for a manager of `root` with these options.
-pub fn manager_config(root: &Path, storage: &StorageOptions) -> ManagerConfig {
-    ManagerConfig {
+pub fn manager_config(root: &Path, storage: &StorageOptions) -> Result<ManagerConfig, Failure> {
+    Ok(ManagerConfig {
         tier0_max_bytes: storage.tier0_max_bytes,
         tier1_max_bytes: storage.tier1_max_bytes.unwrap_or(u64::MAX),
         compression: storage.compression,
+        tier2: tier2_config(Some(root), storage)?,
         ..ManagerConfig::new(root)
+    })
+}
+
+/// The Tier 2 store these options name (`None` with `--tier2 none`). Without `--tier2` the store
+/// is the default one of `root`; without a root either, that is a usage error.
+pub fn tier2_config(
+    root: Option<&Path>,
+    storage: &StorageOptions,
+) -> Result<Option<Tier2Config>, Failure> {
+    let url = match &storage.tier2 {
+        Some(Tier2Store::Disabled) => {
+            if storage.take_over || !storage.tier2_options.is_empty() {
+                return Err(Failure::usage(
+                    "--take-over and --tier2-option need a Tier 2 store, not --tier2 none",
+                ));
+            }
+            return Ok(None);
+        }
+        Some(Tier2Store::Url(url)) => url.clone(),
+        None => match root {
+            Some(root) => default_tier2_url(root)?,
+            None => return Err(Failure::usage("give the Tier 2 store with --tier2 URL")),
+        },
+    };
+    let config = Tier2Config {
+        options: storage.tier2_options.clone(),
+        take_over: storage.take_over,
+        ..Tier2Config::new(url)
+    };
+    config.validate()?;
+    Ok(Some(config))
+}
+
+/// `file://<absolute root>/tier2`.
+fn default_tier2_url(root: &Path) -> Result<String, Failure> {
+    let dir = std::path::absolute(root)
+        .map(|root| root.join(DEFAULT_TIER2_DIR))
+        .map_err(|e| Failure::usage(format!("root {}: {e}", root.display())))?;
+    let text = dir.to_str().ok_or_else(|| {
+        Failure::usage(format!(
+            "root {} is not valid UTF-8, so it has no default Tier 2 URL: give --tier2 URL or \
+             --tier2 none",
+            root.display()
+        ))
+    })?;
+    Ok(format!("file://{text}"))
+}
+
+/// For commands that only read a store: a `file://` store must already exist (opening it would
+/// create the directory).
+pub fn require_store(config: &Tier2Config) -> Result<(), Failure> {
+    match config.url.strip_prefix("file://") {
+        Some(dir) if !Path::new(dir).is_dir() => Err(Failure::usage(format!(
+            "Tier 2 store {} does not exist (no directory {dir})",
+            config.url
+        ))),
+        _ => Ok(()),
     }
 }
 
 /// Open (creating if needed) the root and take its lock.
 pub fn open_root(root: &Path, storage: &StorageOptions) -> Result<AofManager, Failure> {
-    Ok(AofManager::open(manager_config(root, storage))?)
+    Ok(AofManager::open(manager_config(root, storage)?)?)
 }
 
 /// Open a root that must already exist.
@@ -47,7 +115,16 @@ pub fn open_existing_root(root: &Path, storage: &StorageOptions) -> Result<AofMa
             root.display()
         )));
     }
-    open_root(root, storage)
+    let mut config = manager_config(root, storage)?;
+    if config
+        .tier2
+        .as_ref()
+        .is_some_and(|t| require_store(t).is_err())
+    {
+        // An absent file:// store holds nothing to read; opening it would create it.
+        config.tier2 = None;
+    }
+    Ok(AofManager::open(config)?)
 }
 
 /// Check that `name` is a valid name of a log that exists in the root.
@@ -82,5 +159,73 @@ pub fn check_config(log: &LogConfig, storage: &StorageOptions) -> Result<(), Fai
             log.segment_bytes.saturating_mul(2)
         )));
     }
-    Ok(manager_config(Path::new(""), storage).validate()?)
+    // Any absolute root stands in for the real one: only the default Tier 2 URL depends on it,
+    // and the real root's is checked when the command builds its configuration.
+    Ok(manager_config(Path::new("/"), storage)?.validate()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{Cli, Command};
+    use clap::Parser;
+
+    fn storage(extra: &[&str]) -> StorageOptions {
+        let mut args = vec!["aof2", "restore", "--root", "r", "--log", "x"];
+        args.extend_from_slice(extra);
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Restore(a) => a.storage,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_store_is_in_the_root() {
+        let config = tier2_config(Some(Path::new("/data/r")), &storage(&[]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.url, "file:///data/r/tier2");
+        assert!(!config.take_over);
+        // A relative root is made absolute.
+        let config = tier2_config(Some(Path::new("rel")), &storage(&[]))
+            .unwrap()
+            .unwrap();
+        let expected = std::env::current_dir().unwrap().join("rel").join("tier2");
+        assert_eq!(config.url, format!("file://{}", expected.display()));
+        assert!(tier2_config(None, &storage(&[])).is_err());
+    }
+
+    #[test]
+    fn explicit_store_options_and_none() {
+        let s = storage(&[
+            "--tier2",
+            "s3://b/p",
+            "--tier2-option",
+            "aws_endpoint=http://127.0.0.1:9000",
+            "--tier2-option",
+            "aws_allow_http=true",
+            "--take-over",
+        ]);
+        let config = tier2_config(None, &s).unwrap().unwrap();
+        assert_eq!(config.url, "s3://b/p");
+        assert!(config.take_over);
+        assert_eq!(
+            config.options,
+            vec![
+                ("aws_endpoint".into(), "http://127.0.0.1:9000".into()),
+                ("aws_allow_http".into(), "true".into())
+            ]
+        );
+        assert!(
+            tier2_config(Some(Path::new("/r")), &storage(&["--tier2", "none"]))
+                .unwrap()
+                .is_none()
+        );
+        for bad in [
+            &["--tier2", "none", "--take-over"][..],
+            &["--tier2", "none", "--tier2-option", "a=b"],
+        ] {
+            assert!(tier2_config(Some(Path::new("/r")), &storage(bad)).is_err());
+        }
+    }
 }

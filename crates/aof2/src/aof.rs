@@ -349,6 +349,42 @@ impl LogShared {
         Ok(first)
     }
 
+    /// Seal the active segment now (if it holds records), as a full one would be: it is then
+    /// compressed, and uploaded when Tier 2 is configured. Appends continue in a new segment.
+    /// Waits for Tier 0 room like a rollover. Returns whether a segment was sealed.
+    pub(crate) fn seal_active(&self) -> Result<bool> {
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                log: self.name.to_string(),
+            });
+        }
+        self.check_open()?;
+        let deadline = Instant::now() + self.tiering.admission_timeout;
+        loop {
+            let mut w = self.write.lock();
+            self.check_open()?;
+            let Some(active) = w.active.as_ref() else {
+                return Ok(false);
+            };
+            if active.record_count() == 0 {
+                return Ok(false);
+            }
+            if self.roll(&mut w)? {
+                return Ok(true);
+            }
+            drop(w);
+            self.wait_prepared(deadline)?;
+        }
+    }
+
+    /// Wait until every rolled segment of this log is sealed.
+    pub(crate) fn wait_seals(&self) {
+        let mut pending = self.pending_seals.lock();
+        while *pending > 0 {
+            self.seals_done.wait(&mut pending);
+        }
+    }
+
     /// Swap in the prepared segment and hand the full one to the sealer. Called with the write
     /// lock held; no frame of the batch has been written yet. `Ok(false)`: no segment is ready.
     fn roll(&self, w: &mut WriteState) -> Result<bool> {
@@ -1132,6 +1168,17 @@ impl Aof {
             )));
         }
         Ok(())
+    }
+
+    /// Seal the active segment now, if it holds any record, instead of waiting for it to fill
+    /// (or for `segment_max_age`); appends continue in a new segment. Returns once the seal is
+    /// recorded, with whether there was anything to seal. The sealed segment then moves through
+    /// the tiers like any other (with Tier 2: uploaded and listed in the catalog, so a restore or
+    /// a `RemoteReader` sees every record appended before this call).
+    pub fn seal(&self) -> Result<bool> {
+        let sealed = self.shared.seal_active()?;
+        self.shared.wait_seals();
+        Ok(sealed)
     }
 
     /// Sync everything written so far (any durability mode).

@@ -237,6 +237,33 @@ impl Tier2Config {
                 self.url
             )));
         }
+        if let Some(path) = self.url.strip_prefix("file://")
+            && !path.starts_with('/')
+        {
+            return Err(Error::InvalidConfig(format!(
+                "tier 2 URL {:?}: a file:// URL needs an absolute path (file:///dir)",
+                self.url
+            )));
+        }
+        if let Some(rest) = self
+            .url
+            .strip_prefix("s3://")
+            .or_else(|| self.url.strip_prefix("s3a://"))
+            && rest.split('/').next().is_none_or(str::is_empty)
+        {
+            return Err(Error::InvalidConfig(format!(
+                "tier 2 URL {:?} names no bucket (s3://bucket/prefix)",
+                self.url
+            )));
+        }
+        for (key, _) in &self.options {
+            if key.parse::<object_store::aws::AmazonS3ConfigKey>().is_err() {
+                return Err(Error::InvalidConfig(format!(
+                    "tier 2 option {key:?} is not an S3 setting (for example aws_endpoint, \
+                     aws_allow_http, aws_region, aws_access_key_id)"
+                )));
+            }
+        }
         if self.request_timeout.is_zero() || self.upload_concurrency == 0 {
             return Err(Error::InvalidConfig(
                 "tier 2 request_timeout and upload_concurrency must be non-zero".into(),

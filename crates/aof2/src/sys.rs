@@ -16,6 +16,15 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Lower the calling thread's CPU priority (nice +`by`): background tiering work yields to
+/// appends and reads. Best effort (a failure only logs).
+pub fn lower_thread_priority(by: i32) {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), by) {
+        tracing::debug!(error = %e, "could not lower a background thread's priority");
+    }
+}
+
 /// 128 random bits from the kernel.
 pub fn random_u128() -> u128 {
     let mut buf = [0u8; 16];

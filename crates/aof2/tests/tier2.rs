@@ -265,6 +265,27 @@ fn segments_read_repeatedly_from_tier2_come_back_to_tier1() {
 }
 
 #[test]
+fn seal_puts_every_record_in_tier2() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("seal"));
+    let t2 = tier2_config(&target);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), t2.clone());
+    let log = m.open_log("tail", log_config()).unwrap();
+    append_all(&log, 0..777);
+    assert!(log.seal().unwrap());
+    assert!(!log.seal().unwrap(), "nothing left to seal");
+    assert!(m.wait_for_tier2(&log, WAIT));
+    let reader = RemoteReader::open(t2, "tail").unwrap();
+    assert_eq!(reader.end_seq(), 777);
+    for (i, r) in reader.iter_from(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), payload(i as u64));
+    }
+    append_all(&log, 777..800);
+    assert_eq!(log.read(799).unwrap().payload(), payload(799));
+}
+
+#[test]
 fn restore_onto_an_empty_root_and_continue_appending() {
     let server = S3Server::start();
     let target = server.bucket(&unique_bucket("restore"));

@@ -15,13 +15,20 @@
 //! (an interrupted compression resumes at the next writable open). With `--wait-tier1`, after a
 //! successful append the command waits until every sealed segment has its Tier 1 copy, at most
 //! [`WAIT_TIER1_TIMEOUT`]; running out of time is exit 4.
+//!
+//! With Tier 2 (the default store is `ROOT/tier2`), opening the log claims its Tier 2 writer
+//! epoch. If another root holds the claim the log is fenced: exit 4 with a message saying so;
+//! `--take-over` takes the claim instead (for when the other writer is gone). Uploads run in the
+//! background; with `--wait-tier2` the command waits, at most [`WAIT_TIER2_TIMEOUT`] (exit 4
+//! after that), until every sealed segment is uploaded and the log's catalog lists it. The
+//! active segment's records reach Tier 2 only once it is sealed.
 
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::time::Duration;
 
-use aof2::{Aof, AofManager, Durability};
+use aof2::{Aof, AofManager, Durability, ErrorKind};
 
-use crate::args::AppendArgs;
+use crate::args::{AppendArgs, Tier2Store};
 use crate::failure::Failure;
 use crate::open::{check_options, log_config, open_root};
 
@@ -31,14 +38,27 @@ pub const BATCH: usize = 1024;
 /// Longest `--wait-tier1` waits for compression.
 pub const WAIT_TIER1_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Longest `--wait-tier2` waits for uploads.
+pub const WAIT_TIER2_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Run `aof2 append`.
 pub fn run(args: &AppendArgs) -> Result<(), Failure> {
     aof2::validate_log_name(&args.log)?;
     check_options(&args.options)?;
+    if args.wait_tier2 && args.options.storage.tier2 == Some(Tier2Store::Disabled) {
+        return Err(Failure::usage(
+            "--wait-tier2 needs Tier 2, not --tier2 none",
+        ));
+    }
     let manager = open_root(&args.root.root, &args.options.storage)?;
     let result = manager
         .open_log(&args.log, log_config(&args.options))
-        .map_err(Failure::from)
+        .map_err(|e| match e.kind() {
+            ErrorKind::Fenced => {
+                Failure::environment(format!("{e} (to take the claim over: --take-over)"))
+            }
+            _ => Failure::from(e),
+        })
         .and_then(|log| {
             let stdin = io::stdin();
             let stdout = io::stdout();
@@ -47,8 +67,14 @@ pub fn run(args: &AppendArgs) -> Result<(), Failure> {
                 BufReader::with_capacity(64 * 1024, stdin.lock()),
                 &mut BufWriter::with_capacity(64 * 1024, stdout.lock()),
             )?;
+            if args.seal {
+                log.seal()?;
+            }
             if args.wait_tier1 {
                 wait_tier1(&manager, &log)?;
+            }
+            if args.wait_tier2 {
+                wait_tier2(&manager, &log)?;
             }
             Ok(())
         });
@@ -69,6 +95,28 @@ fn wait_tier1(manager: &AofManager, log: &Aof) -> Result<(), Failure> {
             WAIT_TIER1_TIMEOUT.as_secs()
         )))
     }
+}
+
+/// Wait until every sealed segment of `log` is in Tier 2 and its catalog lists them.
+fn wait_tier2(manager: &AofManager, log: &Aof) -> Result<(), Failure> {
+    if manager.wait_for_tier2(log, WAIT_TIER2_TIMEOUT) {
+        return Ok(());
+    }
+    let state = manager.tier_stats().tier2.map_or_else(
+        || "no Tier 2 store".to_string(),
+        |t| {
+            format!(
+                "{}: circuit breaker {}, {} segments waiting, {} failed requests",
+                t.url, t.breaker, t.upload_backlog, t.request_failures
+            )
+        },
+    );
+    Err(Failure::environment(format!(
+        "--wait-tier2: sealed segments of log {:?} are still not all in Tier 2 after {} s \
+         ({state}); uploads resume at the next writable open",
+        log.name(),
+        WAIT_TIER2_TIMEOUT.as_secs()
+    )))
 }
 
 /// Append every line of `input` to `log`, writing acknowledged sequence numbers to `out`.

@@ -7,21 +7,34 @@
 //! Default output is a human table; `--json` prints exactly one JSON document:
 //! `{"root": "...", "logs": [{"name", "log_id" (32 hex digits), "next_seq", "durable_seq",
 //! "segments": [{"id", "state", "base_seq", "end_seq", "file_bytes", "record_bytes", "path",
-//! "tier" ("0", "0+1", "1" or "-"), "tier1_bytes" (0 without a Tier 1 copy),
+//! "tier" (the tiers holding it: "0", "0+1", "1", "1+2", "2", ... or "-"), "tier1_bytes" (0 without a Tier 1 copy),
 //! "compression_ratio" (record bytes / Tier 1 bytes, null without a Tier 1 copy),
 //! "tier1_level" (zstd level, null without a Tier 1 copy)}],
 //! "recovery": {"sealed_segments", "scanned_segments", "cut_tails",
 //! "dropped_incomplete_frames", "dropped_segments", "recovery_ms",
 //! "quarantined": [{"segment_id", "reason"}], "tier1_segments", "compressions_restarted",
 //! "tier0_dropped": [{"segment_id", "reason"}], "tier1_dropped": [{"segment_id", "reason"}]}}],
+//! "tier2_catalog": null without Tier 2, else {"epoch", "first_seq", "end_seq", "error"}}],
 //! "tiers": {"tier0_used_bytes", "tier0_max_bytes", "tier1_used_bytes", "tier1_max_bytes" (null
-//! when unlimited), "compression_level"}}`.
+//! when unlimited), "compression_level", "tier2": null without Tier 2, else {"url", "breaker"
+//! ("closed", "open" or "half-open"), "breaker_opened", "requests", "request_failures",
+//! "retries", "fast_failures", "segments_uploaded", "upload_bytes", "upload_backlog",
+//! "ranged_gets", "download_bytes", "catalogs_published", "tier1_evictions"}}}`.
 //! The tier statistics are those of this command's own manager (the budgets given on its command
-//! line, the Tier 0 bytes its read-only opens hold, the Tier 1 files of the logs it opened).
+//! line, the Tier 0 bytes its read-only opens hold, the Tier 1 files of the logs it opened, the
+//! Tier 2 requests it made: read-only opens upload nothing, so the upload figures are 0 and the
+//! breaker shows whether this command reached the store).
+//!
+//! What Tier 2 holds of each log is read from the log's newest catalog (what a restore or a
+//! remote reader would see): its writer epoch and the records `first_seq..end_seq` of the sealed
+//! segments it lists; `epoch` and the sequences are null when the store has no catalog of the
+//! log, and `error` says why the catalog could not be read (each request is given
+//! [`CATALOG_TIMEOUT`], retried once), else null.
 
 use std::io::{self, Write};
+use std::time::Duration;
 
-use aof2::{AofManager, LogInfo, RecoveryReport, TierStats};
+use aof2::{AofManager, ErrorKind, LogInfo, RecoveryReport, RemoteReader, Tier2Config, TierStats};
 use serde::Serialize;
 
 use crate::args::InspectArgs;
@@ -46,6 +59,39 @@ struct TiersDoc {
     tier1_max_bytes: Option<u64>,
     /// zstd level the next compression would use.
     compression_level: i32,
+    /// `None` (JSON null) without Tier 2.
+    tier2: Option<Tier2Doc>,
+}
+
+/// Time limit of one request of the catalog read per log.
+pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The manager's Tier 2 statistics.
+#[derive(Debug, Serialize)]
+struct Tier2Doc {
+    url: String,
+    breaker: &'static str,
+    breaker_opened: u64,
+    requests: u64,
+    request_failures: u64,
+    retries: u64,
+    fast_failures: u64,
+    segments_uploaded: u64,
+    upload_bytes: u64,
+    upload_backlog: u64,
+    ranged_gets: u64,
+    download_bytes: u64,
+    catalogs_published: u64,
+    tier1_evictions: u64,
+}
+
+/// What a log's newest Tier 2 catalog lists.
+#[derive(Debug, Serialize, Default)]
+struct CatalogDoc {
+    epoch: Option<u64>,
+    first_seq: Option<u64>,
+    end_seq: Option<u64>,
+    error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,6 +102,8 @@ struct LogDoc {
     durable_seq: u64,
     segments: Vec<SegmentDoc>,
     recovery: RecoveryDoc,
+    /// `None` (JSON null) without Tier 2.
+    tier2_catalog: Option<CatalogDoc>,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,7 +115,7 @@ struct SegmentDoc {
     file_bytes: u64,
     record_bytes: u64,
     path: String,
-    tier: &'static str,
+    tier: String,
     tier1_bytes: u64,
     compression_ratio: Option<f64>,
     tier1_level: Option<i32>,
@@ -138,13 +186,40 @@ fn collect(manager: &AofManager, args: &InspectArgs) -> Result<Document, Failure
         let info = manager.log_info(&log);
         tier1_bytes += info.segments.iter().map(|s| s.tier1_bytes).sum::<u64>();
         let report = manager.recovery_report(&name).unwrap_or_default();
-        logs.push(log_doc(info, report));
+        let catalog = manager
+            .config()
+            .tier2
+            .as_ref()
+            .map(|t2| catalog_doc(t2, &name));
+        logs.push(log_doc(info, report, catalog));
     }
     Ok(Document {
         root: manager.root().display().to_string(),
         logs,
         tiers: tiers_doc(&manager.tier_stats(), tier1_bytes),
     })
+}
+
+/// Read the newest catalog of log `name`.
+fn catalog_doc(config: &Tier2Config, name: &str) -> CatalogDoc {
+    let config = Tier2Config {
+        request_timeout: CATALOG_TIMEOUT,
+        max_retries: 1,
+        ..config.clone()
+    };
+    match RemoteReader::open(config, name) {
+        Ok(reader) => CatalogDoc {
+            epoch: Some(reader.epoch()),
+            first_seq: Some(reader.first_seq()),
+            end_seq: Some(reader.end_seq()),
+            error: None,
+        },
+        Err(e) if e.kind() == ErrorKind::NotFound => CatalogDoc::default(),
+        Err(e) => CatalogDoc {
+            error: Some(e.to_string()),
+            ..CatalogDoc::default()
+        },
+    }
 }
 
 fn tiers_doc(stats: &TierStats, tier1_bytes: u64) -> TiersDoc {
@@ -154,6 +229,22 @@ fn tiers_doc(stats: &TierStats, tier1_bytes: u64) -> TiersDoc {
         tier1_used_bytes: tier1_bytes,
         tier1_max_bytes: (stats.tier1_max_bytes != u64::MAX).then_some(stats.tier1_max_bytes),
         compression_level: stats.compression_level,
+        tier2: stats.tier2.as_ref().map(|t| Tier2Doc {
+            url: t.url.clone(),
+            breaker: t.breaker,
+            breaker_opened: t.breaker_opened,
+            requests: t.requests,
+            request_failures: t.request_failures,
+            retries: t.retries,
+            fast_failures: t.fast_failures,
+            segments_uploaded: t.segments_uploaded,
+            upload_bytes: t.upload_bytes,
+            upload_backlog: t.upload_backlog,
+            ranged_gets: t.ranged_gets,
+            download_bytes: t.download_bytes,
+            catalogs_published: t.catalogs_published,
+            tier1_evictions: t.tier1_evictions,
+        }),
     }
 }
 
@@ -163,7 +254,7 @@ fn reasons(list: Vec<(u64, String)>) -> Vec<SegmentReasonDoc> {
         .collect()
 }
 
-fn log_doc(info: LogInfo, report: RecoveryReport) -> LogDoc {
+fn log_doc(info: LogInfo, report: RecoveryReport, tier2_catalog: Option<CatalogDoc>) -> LogDoc {
     LogDoc {
         name: info.name,
         log_id: format!("{:032x}", info.log_id),
@@ -180,7 +271,7 @@ fn log_doc(info: LogInfo, report: RecoveryReport) -> LogDoc {
                 file_bytes: s.file_bytes,
                 record_bytes: s.record_bytes,
                 path: s.path.display().to_string(),
-                tier: s.tier.name(),
+                tier: s.tiers(),
                 tier1_bytes: s.tier1_bytes,
                 compression_ratio: s.compression_ratio(),
                 tier1_level: s.tier1_level,
@@ -199,6 +290,7 @@ fn log_doc(info: LogInfo, report: RecoveryReport) -> LogDoc {
             tier0_dropped: reasons(report.tier0_dropped),
             tier1_dropped: reasons(report.tier1_dropped),
         },
+        tier2_catalog,
     }
 }
 
@@ -221,7 +313,7 @@ fn write_table<W: Write>(out: &mut W, doc: &Document) -> io::Result<()> {
         )?;
         writeln!(
             out,
-            "  {:<16}  {:<11}  {:>20}  {:>20}  {:>12}  {:>12}  {:<4}  {:>12}  {:>7}  {:>5}  PATH",
+            "  {:<16}  {:<11}  {:>20}  {:>20}  {:>12}  {:>12}  {:<6}  {:>12}  {:>7}  {:>5}  PATH",
             "SEGMENT",
             "STATE",
             "BASE_SEQ",
@@ -242,7 +334,7 @@ fn write_table<W: Write>(out: &mut W, doc: &Document) -> io::Result<()> {
                 .map_or_else(|| "-".to_string(), |l| l.to_string());
             writeln!(
                 out,
-                "  {:016x}  {:<11}  {:>20}  {:>20}  {:>12}  {:>12}  {:<4}  {:>12}  {:>7}  {:>5}  {}",
+                "  {:016x}  {:<11}  {:>20}  {:>20}  {:>12}  {:>12}  {:<6}  {:>12}  {:>7}  {:>5}  {}",
                 s.id,
                 s.state,
                 s.base_seq,
@@ -281,6 +373,16 @@ fn write_table<W: Write>(out: &mut W, doc: &Document) -> io::Result<()> {
                 writeln!(out, "  {what} {:016x}: {}", q.segment_id, q.reason)?;
             }
         }
+        if let Some(c) = &log.tier2_catalog {
+            match (&c.error, c.epoch, c.first_seq, c.end_seq) {
+                (Some(error), ..) => writeln!(out, "  tier 2: catalog unreadable: {error}")?,
+                (None, Some(epoch), Some(first), Some(end)) => writeln!(
+                    out,
+                    "  tier 2: catalog of writer epoch {epoch} lists records {first}..{end}"
+                )?,
+                _ => writeln!(out, "  tier 2: no catalog (nothing uploaded yet)")?,
+            }
+        }
     }
     let t = &doc.tiers;
     writeln!(
@@ -292,5 +394,28 @@ fn write_table<W: Write>(out: &mut W, doc: &Document) -> io::Result<()> {
         t.tier1_max_bytes
             .map_or_else(|| "unlimited".to_string(), |b| b.to_string()),
         t.compression_level
-    )
+    )?;
+    match &t.tier2 {
+        None => writeln!(out, "tier 2: none"),
+        Some(t2) => writeln!(
+            out,
+            "tier 2: {}, circuit breaker {} (opened {} times), {} segments uploaded ({} bytes), \
+             upload backlog {}, {} requests ({} failed, {} retries, {} refused fast), {} ranged \
+             GETs ({} bytes), {} catalogs published, {} Tier 1 copies released",
+            t2.url,
+            t2.breaker,
+            t2.breaker_opened,
+            t2.segments_uploaded,
+            t2.upload_bytes,
+            t2.upload_backlog,
+            t2.requests,
+            t2.request_failures,
+            t2.retries,
+            t2.fast_failures,
+            t2.ranged_gets,
+            t2.download_bytes,
+            t2.catalogs_published,
+            t2.tier1_evictions
+        ),
+    }
 }

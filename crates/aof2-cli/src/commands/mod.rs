@@ -8,4 +8,5 @@ pub mod append;
 pub mod bench;
 pub mod cat;
 pub mod inspect;
+pub mod restore;
 pub mod verify;

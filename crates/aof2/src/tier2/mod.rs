@@ -222,6 +222,9 @@ impl Tier2 {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("aof2-tier2-io")
+            .on_thread_start(|| {
+                crate::sys::lower_thread_priority(crate::tiering::BACKGROUND_NICE);
+            })
             .enable_all()
             .build()
             .map_err(|e| Error::io("start the Tier 2 I/O runtime", e))?;

@@ -19,6 +19,8 @@
 pub mod budget;
 mod upload;
 
+pub(crate) use upload::BACKGROUND_NICE;
+
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};

@@ -22,6 +22,8 @@ use crate::tier2::{LogClaim, Tier2, Tier2Copy};
 
 /// Evict local Tier 1 copies ahead of demand above this share of `tier1_max_bytes`.
 const TIER1_EVICT_AHEAD: f64 = 0.9;
+/// Niceness of upload threads (and the Tier 2 I/O runtime's threads).
+pub(crate) const BACKGROUND_NICE: i32 = 10;
 /// How long a failed upload waits before it is tried again (at least: the breaker may say later).
 const UPLOAD_RETRY: Duration = Duration::from_millis(500);
 
@@ -109,6 +111,7 @@ impl Tiering {
     }
 
     pub(super) fn upload_worker(self: Arc<Self>, tier2: Arc<Tier2>) {
+        crate::sys::lower_thread_priority(BACKGROUND_NICE);
         while let Some(task) = self.next_upload() {
             let outcome = match &task {
                 // No background guard around the network calls: closing a log never waits for a

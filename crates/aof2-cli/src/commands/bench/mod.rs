@@ -16,13 +16,23 @@
 //! 5. wait (at most [`TIER1_TIMEOUT`], else exit 4) until every sealed segment has its Tier 1
 //!    copy — compression runs in the background from the first sealed segment on — and take the
 //!    manager's tier statistics (compression ratio and speed, level, Tier 0 peak);
-//! 6. close the manager, then time `AofManager::open` + `open_log` and check the record count;
+//!    With Tier 2, then wait (at most [`TIER2_TIMEOUT`], else exit 4) until every sealed segment
+//!    is uploaded and the catalog lists it — uploads run in the background from the first Tier 1
+//!    copy on — and take the Tier 2 statistics (upload speed, breaker state);
+//! 6. close the manager, then time `AofManager::open` + `open_log` and check the record count
+//!    (with Tier 2 this includes claiming the log's writer epoch and publishing its catalog);
 //! 7. evict every Tier 0 copy that Tier 1 holds (`evict_tier0`), then read back and verify every
-//!    record of this run again, now decompressed from Tier 1 (the active segment stays in Tier 0).
+//!    record of this run again, now decompressed from Tier 1 (the active segment stays in Tier 0);
+//! 8. with Tier 2: release every Tier 1 copy that Tier 2 holds (`evict_tier1`), then read back and
+//!    verify every record of this run's sealed segments, now only in Tier 2 (one ranged GET per
+//!    frame, then decompression); the active segment is not read. Without Tier 2
+//!    (`--tier2 none`) the Tier 2 fields of the report are null.
 //!
 //! Every manager is opened with the storage options (`--tier0-max-bytes`, `--tier1-max-bytes`,
-//! `--compression`). The peak RSS is the process's `VmHWM` after the run, reset once the warm-up's
-//! memory was returned (see [`rss`]); it includes the mapped segment pages.
+//! `--compression`, `--tier2`; the default Tier 2 store is a directory in the data root, so the
+//! run exercises all three tiers with no set-up). The peak RSS is the process's `VmHWM` after
+//! the run, reset once the warm-up's memory was returned (see [`rss`]); it includes the mapped
+//! segment pages.
 //!
 //! The report goes to stdout (one JSON object with `--json`); the progress bar goes to stderr and
 //! is hidden when stderr is not a terminal.
@@ -36,7 +46,7 @@ use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use aof2::{Aof, AofManager, LogConfig};
+use aof2::{Aof, AofManager, LogConfig, SegmentState, TierLocation};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{BenchArgs, compression_name};
@@ -56,6 +66,8 @@ const BUFFERED_LATENCY_SAMPLE: u64 = 8;
 const PROGRESS_STEP: u64 = 65_536;
 /// Longest wait for the Tier 1 copies after the read phase.
 const TIER1_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for the Tier 2 uploads after the Tier 1 copies.
+const TIER2_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Run `aof2 bench`.
 pub fn run(args: &BenchArgs) -> Result<(), Failure> {
@@ -129,7 +141,8 @@ fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, 
         records: (args.records / 10).min(10_000),
         ..plan
     };
-    let manager = AofManager::open(manager_config(root, &args.storage))?;
+    let manager = AofManager::open(manager_config(root, &args.storage)?)?;
+    let tier2_url = manager.config().tier2.as_ref().map(|t| t.url.clone());
 
     // 1. Warm-up.
     let warm_log = manager.open_log(WARMUP_LOG, config.clone())?;
@@ -164,7 +177,7 @@ fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, 
 
     // 4. Read back and verify.
     let progress = progress_bar(plan.records, "read");
-    let read_time = read_phase(&log, start_seq, plan, &progress)?;
+    let read_time = read_phase(&log, start_seq, plan.records, plan, &progress)?;
     progress.finish_and_clear();
 
     // 5. Let compression catch up.
@@ -176,6 +189,19 @@ fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, 
         )));
     }
     let tier1_wait = wait_started.elapsed();
+    let mut tier2_wait = None;
+    if tier2_url.is_some() {
+        let wait_started = Instant::now();
+        if !manager.wait_for_tier2(&log, TIER2_TIMEOUT) {
+            let breaker = manager.tier_stats().tier2.map_or("-", |t| t.breaker);
+            return Err(Failure::environment(format!(
+                "sealed segments of log {BENCH_LOG:?} are still not all in Tier 2 after {} s \
+                 (circuit breaker {breaker})",
+                TIER2_TIMEOUT.as_secs()
+            )));
+        }
+        tier2_wait = Some(wait_started.elapsed());
+    }
     let tiers = manager.tier_stats();
 
     // 6. Reopen.
@@ -184,7 +210,7 @@ fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, 
     manager.close()?;
     drop(manager);
     let reopen_started = Instant::now();
-    let manager = AofManager::open(manager_config(root, &args.storage))?;
+    let manager = AofManager::open(manager_config(root, &args.storage)?)?;
     let log = manager.open_log(BENCH_LOG, config.clone())?;
     let reopen = reopen_started.elapsed();
     if log.next_seq() != end_seq {
@@ -197,8 +223,15 @@ fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, 
     // 7. Read back from Tier 1.
     let evicted = manager.evict_tier0(&log)?;
     let progress = progress_bar(plan.records, "tier 1");
-    let read_tier1_time = read_phase(&log, start_seq, plan, &progress)?;
+    let read_tier1_time = read_phase(&log, start_seq, plan.records, plan, &progress)?;
     progress.finish_and_clear();
+
+    // 8. Read back from Tier 2.
+    let tier2_read = if tier2_url.is_some() {
+        Some(tier2_read_phase(&manager, &log, start_seq, plan)?)
+    } else {
+        None
+    };
     drop(log);
     manager.close()?;
     let peak_rss_bytes = rss::peak_rss_bytes();
@@ -240,7 +273,87 @@ fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, 
         read_tier1_secs: read_tier1_time.as_secs_f64(),
         read_tier1_records_per_sec: per_sec(plan.records as f64, read_tier1_time),
         read_tier1_mb_per_sec: per_sec(payload_mb, read_tier1_time),
+        tier2: tier2_url,
+        tier2_wait_secs: tier2_wait.map(|d| d.as_secs_f64()),
+        tier2_segments_uploaded: tiers.tier2.as_ref().map(|t| t.segments_uploaded),
+        tier2_upload_bytes: tiers.tier2.as_ref().map(|t| t.upload_bytes),
+        tier2_upload_mb_per_sec: tiers.tier2.as_ref().map(|t| t.upload_mb_per_sec()),
+        tier2_breaker: tiers.tier2.as_ref().map(|t| t.breaker.to_string()),
+        tier2_request_failures: tiers.tier2.as_ref().map(|t| t.request_failures),
+        tier1_evicted_bytes: tier2_read.as_ref().map(|r| r.tier1_evicted_bytes),
+        read_tier2_segments: tier2_read.as_ref().map(|r| r.segments),
+        read_tier2_records: tier2_read.as_ref().map(|r| r.records),
+        read_tier2_secs: tier2_read.as_ref().map(|r| r.time.as_secs_f64()),
+        read_tier2_records_per_sec: tier2_read
+            .as_ref()
+            .map(|r| per_sec(r.records as f64, r.time)),
+        read_tier2_mb_per_sec: tier2_read
+            .as_ref()
+            .map(|r| per_sec(r.records as f64 * plan.size as f64 / 1e6, r.time)),
+        tier2_ranged_gets: tier2_read.as_ref().map(|r| r.ranged_gets),
+        tier2_download_bytes: tier2_read.as_ref().map(|r| r.download_bytes),
         peak_rss_bytes,
+    })
+}
+
+/// What the Tier 2 read phase measured.
+#[derive(Debug)]
+struct Tier2Read {
+    tier1_evicted_bytes: u64,
+    /// Sealed segments read, every one only in Tier 2.
+    segments: u64,
+    records: u64,
+    time: Duration,
+    /// Ranged GETs and bytes of the read (the reopened manager's counters).
+    ranged_gets: u64,
+    download_bytes: u64,
+}
+
+/// Release the Tier 1 copies that Tier 2 holds, then read and verify every record of this run's
+/// sealed segments (`start_seq` up to the active segment), which are now only in Tier 2.
+fn tier2_read_phase(
+    manager: &AofManager,
+    log: &Aof,
+    start_seq: u64,
+    plan: Plan,
+) -> Result<Tier2Read, Failure> {
+    let tier1_evicted_bytes = manager.evict_tier1(log)?;
+    let info = manager.log_info(log);
+    let sealed: Vec<_> = info
+        .segments
+        .iter()
+        .filter(|s| s.state == SegmentState::Sealed && s.end_seq > start_seq)
+        .collect();
+    // Only Tier 2 holds a sealed segment that neither Tier 0 nor Tier 1 does.
+    if let Some(local) = sealed.iter().find(|s| s.tier != TierLocation::None) {
+        return Err(Failure::environment(format!(
+            "segment {:016x} of log {BENCH_LOG:?} is still in Tier {} after the Tier 0 and \
+             Tier 1 evictions",
+            local.id,
+            local.tier.name()
+        )));
+    }
+    let end = sealed.iter().map(|s| s.end_seq).max().unwrap_or(start_seq);
+    let records = end.saturating_sub(start_seq);
+    let before = manager.tier_stats().tier2;
+    let progress = progress_bar(records, "tier 2");
+    let time = read_phase(log, start_seq, records, plan, &progress)?;
+    progress.finish_and_clear();
+    let after = manager.tier_stats().tier2;
+    let (ranged_gets, download_bytes) = match (before, after) {
+        (Some(b), Some(a)) => (
+            a.ranged_gets.saturating_sub(b.ranged_gets),
+            a.download_bytes.saturating_sub(b.download_bytes),
+        ),
+        _ => (0, 0),
+    };
+    Ok(Tier2Read {
+        tier1_evicted_bytes,
+        segments: sealed.len() as u64,
+        records,
+        time,
+        ranged_gets,
+        download_bytes,
     })
 }
 
@@ -349,10 +462,12 @@ fn writer(
     Ok(latencies)
 }
 
-/// Read every record from `start_seq` and check it; returns the time taken.
+/// Read `records` records from `start_seq` and check each (payload, and every id at most once);
+/// returns the time taken.
 fn read_phase(
     log: &Aof,
     start_seq: u64,
+    records: u64,
     plan: Plan,
     progress: &ProgressBar,
 ) -> Result<Duration, Failure> {
@@ -360,7 +475,8 @@ fn read_phase(
     let mut seen = IdSet::new(plan.records);
     let mut count = 0u64;
     let started = Instant::now();
-    for record in log.reader(start_seq) {
+    let limit = usize::try_from(records).unwrap_or(usize::MAX);
+    for record in log.reader(start_seq).take(limit) {
         let record = record?;
         let bad = |detail: String| {
             Failure::corruption(format!(
@@ -380,10 +496,9 @@ fn read_phase(
         }
     }
     let elapsed = started.elapsed();
-    if count != plan.records {
+    if count != records {
         return Err(Failure::corruption(format!(
-            "read back {count} records from log {BENCH_LOG:?}, expected {}",
-            plan.records
+            "read back {count} records from log {BENCH_LOG:?}, expected {records}"
         )));
     }
     Ok(elapsed)

@@ -5,7 +5,9 @@
 //! `append_records_per_sec`, `append_mb_per_sec`, `append_latency_us.{p50,p99,p999,max,mean}`,
 //! `fsyncs`, `fsync_mean_us`, `read_records_per_sec`, `reopen_ms`, `compression_ratio`,
 //! `tier1_compress_mb_per_sec`, `read_tier1_records_per_sec`, `peak_rss_bytes`,
-//! `tier0_peak_bytes`, `compression_level`, among others). MB is 10^6 bytes (of payload, except
+//! `tier0_peak_bytes`, `compression_level`, `tier2_upload_mb_per_sec`,
+//! `read_tier2_records_per_sec`, `tier2_segments_uploaded`, `tier2_breaker`, among others; the
+//! `tier2*` and `read_tier2*` fields are null with `--tier2 none`). MB is 10^6 bytes (of payload, except
 //! for compression, which counts the uncompressed bytes it compressed). [`Report::write_human`]
 //! prints the same numbers for people.
 
@@ -67,6 +69,35 @@ pub struct Report {
     pub read_tier1_secs: f64,
     pub read_tier1_records_per_sec: f64,
     pub read_tier1_mb_per_sec: f64,
+    /// Tier 2 store URL; `None` with `--tier2 none` (and then every `tier2*`/`read_tier2*` field
+    /// is null too).
+    pub tier2: Option<String>,
+    /// How long uploads still had to run after the Tier 1 copies were complete.
+    pub tier2_wait_secs: Option<f64>,
+    /// Segments uploaded by the first manager (both logs).
+    pub tier2_segments_uploaded: Option<u64>,
+    /// Bytes (Tier 1 files) uploaded by the first manager.
+    pub tier2_upload_bytes: Option<u64>,
+    /// Upload speed: `tier2_upload_bytes` ÷ the time uploads took, summed over concurrent
+    /// uploads (`Tier2Stats::upload_mb_per_sec`), so the speed of one upload stream, not the
+    /// wall-clock rate (uploads overlap the appends and the compression).
+    pub tier2_upload_mb_per_sec: Option<f64>,
+    /// Circuit breaker state after the uploads: "closed", "open" or "half-open".
+    pub tier2_breaker: Option<String>,
+    /// Failed Tier 2 request attempts of the first manager.
+    pub tier2_request_failures: Option<u64>,
+    /// Tier 1 bytes released by `evict_tier1` before the Tier 2 read.
+    pub tier1_evicted_bytes: Option<u64>,
+    /// Sealed segments read back from Tier 2 (each one only there).
+    pub read_tier2_segments: Option<u64>,
+    /// Records read back from Tier 2: this run's records in sealed segments (not the active one).
+    pub read_tier2_records: Option<u64>,
+    pub read_tier2_secs: Option<f64>,
+    pub read_tier2_records_per_sec: Option<f64>,
+    pub read_tier2_mb_per_sec: Option<f64>,
+    /// Ranged GETs of the Tier 2 read, and the bytes they returned (compressed frames).
+    pub tier2_ranged_gets: Option<u64>,
+    pub tier2_download_bytes: Option<u64>,
     /// Peak resident set size of the process after the warm-up (`VmHWM`), bytes; 0 if unknown.
     pub peak_rss_bytes: u64,
 }
@@ -143,6 +174,36 @@ impl Report {
             "  read tier 1:   {:.3} s, {:.0} records/s, {:.1} MB/s",
             self.read_tier1_secs, self.read_tier1_records_per_sec, self.read_tier1_mb_per_sec
         )?;
+        match (&self.tier2, self.read_tier2_secs) {
+            (Some(url), Some(read_secs)) => {
+                writeln!(
+                    out,
+                    "  tier 2:        {} segments uploaded ({:.1} MB) to {}, {:.1} MB/s per \
+                     upload, breaker {}, {} failed requests; waited {:.3} s after Tier 1",
+                    self.tier2_segments_uploaded.unwrap_or(0),
+                    self.tier2_upload_bytes.unwrap_or(0) as f64 / 1e6,
+                    url,
+                    self.tier2_upload_mb_per_sec.unwrap_or(0.0),
+                    self.tier2_breaker.as_deref().unwrap_or("-"),
+                    self.tier2_request_failures.unwrap_or(0),
+                    self.tier2_wait_secs.unwrap_or(0.0)
+                )?;
+                writeln!(
+                    out,
+                    "  read tier 2:   {:.3} s, {:.0} records/s, {:.1} MB/s ({} records of {} \
+                     segments, {} ranged GETs, {:.1} MB fetched; {:.1} MiB of Tier 1 released)",
+                    read_secs,
+                    self.read_tier2_records_per_sec.unwrap_or(0.0),
+                    self.read_tier2_mb_per_sec.unwrap_or(0.0),
+                    self.read_tier2_records.unwrap_or(0),
+                    self.read_tier2_segments.unwrap_or(0),
+                    self.tier2_ranged_gets.unwrap_or(0),
+                    self.tier2_download_bytes.unwrap_or(0) as f64 / 1e6,
+                    mib(self.tier1_evicted_bytes.unwrap_or(0))
+                )?;
+            }
+            _ => writeln!(out, "  tier 2:        none")?,
+        }
         writeln!(out, "  peak RSS:      {:.1} MiB", mib(self.peak_rss_bytes))
     }
 }
