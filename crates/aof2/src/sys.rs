@@ -79,7 +79,11 @@ pub fn retry_transient<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().expect("path has a parent");
-    let tmp = path.with_extension("tmp");
+    // `<name>.tmp` (the whole name: a Tier 1 file `<id>.t1` uses `<id>.t1.tmp`, which recovery
+    // knows to remove).
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     {
         let mut f = File::create(&tmp).context(|| format!("create {}", tmp.display()))?;
         f.write_all(bytes)

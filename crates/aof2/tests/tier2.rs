@@ -605,3 +605,48 @@ fn fault_hung_requests_time_out_and_missing_objects_are_reported() {
         payload(last_sealed - 1)
     );
 }
+
+#[test]
+fn fault_retention_interrupted_by_an_outage_is_finished_at_the_next_open() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("sweep"));
+    let t2 = tier2_config(&target);
+    let dir = tempfile::tempdir().unwrap();
+    let objects = || {
+        server
+            .list_keys(target.bucket_name(), "aof2/logs/swept/")
+            .into_iter()
+            .filter(|k| k.ends_with(".t1"))
+            .count()
+    };
+    let m = manager(dir.path(), t2.clone());
+    let log = m.open_log("swept", log_config()).unwrap();
+    append_all(&log, 0..2000);
+    assert!(m.wait_for_tier2(&log, WAIT));
+    let before = objects();
+    server.faults().outage(true);
+    let first = log.truncate_before(1500).unwrap();
+    assert!(first > 0);
+    log.close().unwrap();
+    drop(log);
+    drop(m);
+    server.faults().outage(false);
+    assert_eq!(objects(), before, "the outage kept every object");
+
+    let m = manager(dir.path(), t2.clone());
+    let log = m.open_log("swept", log_config()).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while objects() >= before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        objects() < before,
+        "retired objects deleted after the reopen"
+    );
+    assert_eq!(log.read(first).unwrap().payload(), payload(first));
+    let reader = RemoteReader::open(t2, "swept").unwrap();
+    assert_eq!(reader.first_seq(), first);
+}

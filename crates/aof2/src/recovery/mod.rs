@@ -237,6 +237,12 @@ fn recover_segments(
             }
             if entry.compressing && entry.tier1.is_none() && !read_only {
                 undo_compression(&mut manifest, &tier1_dir, id, &mut report)?;
+            } else if entry.tier1.is_none() && !read_only {
+                // Leftovers of a Tier 1 release (recorded, then a crash before the unlink) or of
+                // an unfinished fetch from Tier 2.
+                for file in [tier1_tmp_name(id), tier1_file_name(id)] {
+                    remove_if_present(&tier1_dir.join(file))?;
+                }
             }
             // The Tier 2 copy (opened lazily, on the first read that needs it).
             let tier2_copy = match (entry.tier2, tier2) {
@@ -319,11 +325,8 @@ fn recover_segments(
                     )));
                 };
                 if !read_only {
-                    // Leftovers of an eviction or an interrupted fetch.
+                    // Leftover of a Tier 0 eviction (recorded, then a crash before the unlink).
                     remove_if_present(&path)?;
-                    for file in [tier1_tmp_name(id), tier1_file_name(id)] {
-                        remove_if_present(&tier1_dir.join(file))?;
-                    }
                 }
                 let meta = tier2_sealed_meta(&copy.info, &info)
                     .map_err(|detail| Error::corruption(copy.key.clone(), detail))?;

@@ -313,6 +313,11 @@ impl Tier2 {
         self.segment_key_parts(name, log_id, info.tier1.segment_id, info.tier1.footer_crc)
     }
 
+    /// Prefix of every segment object of a log.
+    pub(crate) fn segments_prefix(&self, name: &str, log_id: u128) -> String {
+        format!("{}{log_id:032x}/", self.log_prefix(name))
+    }
+
     pub(crate) fn segment_key_parts(
         &self,
         name: &str,
@@ -707,6 +712,21 @@ impl Tier2 {
         if claim.epoch() > 0 {
             return Ok(claim.epoch());
         }
+        // A create can lose to a request of this same root that landed late (a process killed
+        // while claiming): then claim the next epoch.
+        for _ in 0..3 {
+            if let Some(epoch) = self.claim_once(claim, root_id, take_over)? {
+                return Ok(epoch);
+            }
+        }
+        Err(Error::Fenced {
+            log: claim.name.clone(),
+            detail: "the writer claim keeps losing races; retry the open".into(),
+        })
+    }
+
+    /// One claim attempt: `Ok(None)` if the create lost to a claim of this same root.
+    fn claim_once(&self, claim: &LogClaim, root_id: u128, take_over: bool) -> Result<Option<u64>> {
         let name = claim.name.as_str();
         let latest = self.newest_claim(name)?;
         if let Some(epoch) = latest {
@@ -759,12 +779,21 @@ impl Tier2 {
                         let _ = self.delete(&old);
                     }
                 }
-                Ok(epoch)
+                Ok(Some(epoch))
             }
-            Err(_) => Err(Error::Fenced {
-                log: name.to_string(),
-                detail: format!("another writer claimed epoch {epoch} at the same time"),
-            }),
+            Err(_) => {
+                let winner = self
+                    .get(&key)?
+                    .ok()
+                    .and_then(|bytes| Claim::decode(&bytes).ok());
+                match winner {
+                    Some(w) if w.root_id == root_id && w.log_id == claim.log_id => Ok(None),
+                    _ => Err(Error::Fenced {
+                        log: name.to_string(),
+                        detail: format!("another writer claimed epoch {epoch} at the same time"),
+                    }),
+                }
+            }
         }
     }
 
@@ -855,6 +884,13 @@ impl Tier2 {
         let key = self.catalog_key(&claim.name, epoch);
         self.put(&key, catalog.encode(), false)?
             .map_err(|_| unavailable(format!("PUT {key}: refused")))?;
+        claim.published_first.store(
+            catalog
+                .segments
+                .first()
+                .map_or(u64::MAX, |s| s.sealed.segment_id),
+            Ordering::Release,
+        );
         self.counters
             .catalogs_published
             .fetch_add(1, Ordering::Relaxed);
@@ -882,6 +918,8 @@ pub(crate) struct LogClaim {
     generation: Mutex<u64>,
     /// Held while the claim is being made.
     claiming: Mutex<()>,
+    /// Oldest segment the last published catalog lists (`u64::MAX`: none, or nothing published).
+    pub(crate) published_first: AtomicU64,
     /// Set when the catalog is behind the manifest.
     pub(crate) dirty: AtomicBool,
 }
@@ -896,6 +934,7 @@ impl LogClaim {
             fence_detail: Mutex::new(None),
             generation: Mutex::new(0),
             claiming: Mutex::new(()),
+            published_first: AtomicU64::new(u64::MAX),
             dirty: AtomicBool::new(true),
         }
     }

@@ -441,7 +441,7 @@ impl Tiering {
             .filter(|s| {
                 s.sealed_meta().is_some()
                     && s.quarantine_reason().is_none()
-                    && s.tier1().is_none()
+                    && !s.has_cold_copy()
                     && s.in_tier0()
             })
             .cloned()
@@ -465,6 +465,7 @@ impl Tiering {
             for segment in pending {
                 self.submit_upload(log, segment);
             }
+            self.submit_sweep(log);
         }
         self.evict_ahead();
     }
@@ -769,9 +770,8 @@ impl Tiering {
         let Some(meta) = segment.sealed_meta() else {
             return Ok(false);
         };
-        if segment.tier1().is_some() || segment.quarantine_reason().is_some() || !segment.in_tier0()
-        {
-            // Already done, damaged, or retired meanwhile.
+        if segment.has_cold_copy() || segment.quarantine_reason().is_some() || !segment.in_tier0() {
+            // Already done (Tier 1 or Tier 2 holds it), damaged, or retired meanwhile.
             return Ok(false);
         }
         if !self.tier1_has_room(meta.file_len) {

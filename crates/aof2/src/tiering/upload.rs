@@ -31,6 +31,8 @@ pub(super) enum UploadTask {
     Upload(Weak<LogShared>, Arc<Segment>),
     /// Retention removed segments: publish the shorter catalog, then delete their objects.
     Retire(Weak<LogShared>, Vec<String>),
+    /// At open: delete objects of segments retention removed before a crash could delete them.
+    Sweep(Weak<LogShared>),
 }
 
 #[derive(Default)]
@@ -71,6 +73,18 @@ impl Tiering {
             .lock()
             .tasks
             .push_back(UploadTask::Retire(Arc::downgrade(log), keys));
+        self.upload_ready.notify_one();
+    }
+
+    /// Queue the open-time sweep of objects that retention left behind.
+    pub(crate) fn submit_sweep(&self, log: &Arc<LogShared>) {
+        if self.tier2.is_none() || log.is_read_only() {
+            return;
+        }
+        self.uploads
+            .lock()
+            .tasks
+            .push_back(UploadTask::Sweep(Arc::downgrade(log)));
         self.upload_ready.notify_one();
     }
 
@@ -123,6 +137,10 @@ impl Tiering {
                 UploadTask::Retire(log, keys) => match log.upgrade() {
                     Some(log) => self.retire_objects(&tier2, &log, keys),
                     None => Outcome::Done,
+                },
+                UploadTask::Sweep(log) => match log.upgrade() {
+                    Some(log) if !log.is_closed() => self.sweep(&tier2, &log),
+                    _ => Outcome::Done,
                 },
             };
             let mut u = self.uploads.lock();
@@ -271,6 +289,68 @@ impl Tiering {
                 }
                 tracing::warn!(%key, error = %e, "deleting a retired Tier 2 object failed");
             }
+        }
+        Outcome::Done
+    }
+
+    /// Delete the log's segment objects below its oldest live segment: retention removed them
+    /// from the manifest, but the process stopped before their deletion (which follows the
+    /// catalog publication). Runs once the current catalog no longer lists them.
+    fn sweep(&self, tier2: &Tier2, log: &LogShared) -> Outcome {
+        let Some(claim) = log.claim() else {
+            return Outcome::Done;
+        };
+        if claim.check().is_err() {
+            return Outcome::Done;
+        }
+        if claim.epoch() == 0 || claim.dirty.load(Ordering::Acquire) {
+            match self
+                .ensure_claim(tier2, log)
+                .and_then(|c| self.publish(tier2, log, &c))
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Unavailable => return Outcome::Retry,
+                Err(_) => return Outcome::Done,
+            }
+        }
+        // Below both the oldest live segment and the oldest one the published catalog lists:
+        // retention may have moved on since the last publication (its own deletions follow the
+        // next one).
+        let first_live = {
+            let manifest = log.manifest.lock();
+            let state = manifest.state();
+            state
+                .segments
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(state.next_segment_id)
+        }
+        .min(claim.published_first.load(Ordering::Acquire));
+        let keys = match tier2.list(&tier2.segments_prefix(&log.name, log.log_id)) {
+            Ok(keys) => keys,
+            Err(e) if e.kind() == ErrorKind::Unavailable => return Outcome::Retry,
+            Err(_) => return Outcome::Done,
+        };
+        let mut removed = 0;
+        for key in keys {
+            let id = key
+                .rsplit('/')
+                .next()
+                .and_then(|name| name.get(..16))
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            if id.is_some_and(|id| id < first_live) {
+                match tier2.delete(&key) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == ErrorKind::Unavailable => return Outcome::Retry,
+                    Err(e) => {
+                        tracing::warn!(%key, error = %e, "deleting a retired Tier 2 object failed")
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(log = %log.name, removed, "deleted Tier 2 objects of segments retired before a restart");
         }
         Outcome::Done
     }
