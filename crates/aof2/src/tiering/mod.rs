@@ -428,45 +428,24 @@ impl Tiering {
             // Read-only handles neither compress nor count toward the Tier 1 budget.
             return;
         }
-        for segment in log.segments.read().iter() {
+        // Pending work from the manifest: compressions of sealed segments no colder tier holds,
+        // uploads of Tier 1 copies Tier 2 does not hold yet.
+        let segments: Vec<Arc<Segment>> = log.segments.read().iter().cloned().collect();
+        for segment in segments {
             if let Some(t1) = segment.tier1() {
                 self.tier1_used
                     .fetch_add(t1.info().file_len, Ordering::Relaxed);
             }
-        }
-        let pending: Vec<Arc<Segment>> = log
-            .segments
-            .read()
-            .iter()
-            .filter(|s| {
-                s.sealed_meta().is_some()
-                    && s.quarantine_reason().is_none()
-                    && !s.has_cold_copy()
-                    && s.in_tier0()
-            })
-            .cloned()
-            .collect();
-        for segment in pending {
-            self.submit_compress(log, segment);
-        }
-        if self.tier2.is_some() {
-            let pending: Vec<Arc<Segment>> = log
-                .segments
-                .read()
-                .iter()
-                .filter(|s| {
-                    s.sealed_meta().is_some()
-                        && s.quarantine_reason().is_none()
-                        && s.tier1().is_some()
-                        && s.tier2().is_none()
-                })
-                .cloned()
-                .collect();
-            for segment in pending {
+            if segment.sealed_meta().is_none() || segment.quarantine_reason().is_some() {
+                continue;
+            }
+            if !segment.has_cold_copy() && segment.in_tier0() {
+                self.submit_compress(log, segment);
+            } else if segment.tier1().is_some() && segment.tier2().is_none() {
                 self.submit_upload(log, segment);
             }
-            self.submit_sweep(log);
         }
+        self.submit_sweep(log);
         self.evict_ahead();
     }
 
@@ -955,6 +934,13 @@ impl Tiering {
         }
     }
 
+    /// The logs registered and still alive.
+    fn live_logs(&self) -> Vec<Arc<LogShared>> {
+        let mut l = self.logs.lock();
+        l.retain(|w| w.strong_count() > 0);
+        l.iter().filter_map(Weak::upgrade).collect()
+    }
+
     /// Evict while Tier 0 is above the evict-ahead pressure.
     fn evict_ahead(&self) {
         let max = self.budget.max();
@@ -1028,25 +1014,11 @@ impl Tiering {
     /// (or nothing more can be). Returns the bytes freed.
     pub(crate) fn evict(&self, need: u64) -> u64 {
         let _one_at_a_time = self.evicting.lock();
-        let logs: Vec<Arc<LogShared>> = {
-            let mut l = self.logs.lock();
-            l.retain(|w| w.strong_count() > 0);
-            l.iter().filter_map(Weak::upgrade).collect()
-        };
-        let mut candidates: Vec<(u64, Arc<LogShared>, Arc<Segment>)> = Vec::new();
-        for log in &logs {
-            if log.is_read_only() || log.is_closed() {
-                continue;
-            }
-            for s in log.segments.read().iter() {
-                if s.has_cold_copy() && s.in_tier0() && s.sealed_meta().is_some() {
-                    candidates.push((s.last_access(), log.clone(), s.clone()));
-                }
-            }
-        }
-        candidates.sort_by_key(|(at, _, _)| *at);
+        let candidates = lru_candidates(&self.live_logs(), |s| {
+            s.has_cold_copy() && s.in_tier0() && s.sealed_meta().is_some()
+        });
         let mut freed = 0;
-        for (_, log, segment) in candidates {
+        for (log, segment) in candidates {
             if freed >= need {
                 break;
             }
@@ -1153,6 +1125,29 @@ impl Tiering {
             }
         }
     }
+}
+
+/// Sealed segments of writable, open `logs` that pass `eligible`, least recently read first.
+fn lru_candidates(
+    logs: &[Arc<LogShared>],
+    eligible: impl Fn(&Segment) -> bool,
+) -> Vec<(Arc<LogShared>, Arc<Segment>)> {
+    let mut candidates: Vec<(u64, Arc<LogShared>, Arc<Segment>)> = Vec::new();
+    for log in logs {
+        if log.is_read_only() || log.is_closed() {
+            continue;
+        }
+        for s in log.segments.read().iter() {
+            if eligible(s) {
+                candidates.push((s.last_access(), log.clone(), s.clone()));
+            }
+        }
+    }
+    candidates.sort_by_key(|(at, _, _)| *at);
+    candidates
+        .into_iter()
+        .map(|(_, log, segment)| (log, segment))
+        .collect()
 }
 
 fn ewma(slot: &AtomicU64, sample: u64) {

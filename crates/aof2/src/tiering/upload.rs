@@ -374,29 +374,14 @@ impl Tiering {
     /// Release least-recently-read local Tier 1 copies of segments that Tier 2 holds until `need`
     /// bytes are freed (or nothing more can be). Returns the bytes freed.
     pub(crate) fn evict_tier1(&self, need: u64) -> u64 {
-        let logs: Vec<Arc<LogShared>> = {
-            let mut l = self.logs.lock();
-            l.retain(|w| w.strong_count() > 0);
-            l.iter().filter_map(Weak::upgrade).collect()
-        };
-        self.evict_tier1_of(&logs, need)
+        self.evict_tier1_of(&self.live_logs(), need)
     }
 
     fn evict_tier1_of(&self, logs: &[Arc<LogShared>], need: u64) -> u64 {
-        let mut candidates: Vec<(u64, Arc<LogShared>, Arc<Segment>)> = Vec::new();
-        for log in logs {
-            if log.is_read_only() || log.is_closed() {
-                continue;
-            }
-            for s in log.segments.read().iter() {
-                if s.tier1().is_some() && s.tier2().is_some() {
-                    candidates.push((s.last_access(), log.clone(), s.clone()));
-                }
-            }
-        }
-        candidates.sort_by_key(|(at, _, _)| *at);
+        let candidates =
+            super::lru_candidates(logs, |s| s.tier1().is_some() && s.tier2().is_some());
         let mut freed = 0;
-        for (_, log, segment) in candidates {
+        for (log, segment) in candidates {
             if freed >= need {
                 break;
             }
