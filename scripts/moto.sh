@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs a moto S3 server on 127.0.0.1 for the Tier 2 tests (tests/support/s3.rs reads
-# AOF2_TEST_S3_ENDPOINT and then uses it instead of its in-process server).
+# Runs a moto S3 server on 127.0.0.1 for the Tier 2 tests (crates/aof2-s3-local, which the
+# tests reach as support::s3, reads AOF2_TEST_S3_ENDPOINT and then uses it instead of its
+# in-process server).
 #
 #   scripts/moto.sh start        start (or reuse) a server; prints its endpoint
 #   scripts/moto.sh stop         stop the server started by `start`

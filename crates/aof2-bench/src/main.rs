@@ -15,6 +15,7 @@ mod payload;
 mod report;
 mod stats;
 mod systems;
+mod tier2;
 mod tiering;
 mod workloads;
 

@@ -3,7 +3,7 @@
 //!
 //! Contract:
 //! - `report.json` is a JSON array of [`Row`] objects. Field names are an interface: `system`,
-//!   `class` (`aof2` | `peer` | `baseline`), `workload` (`w1`…`w5`), `operation`, `record_size`
+//!   `class` (`aof2` | `peer` | `baseline`), `workload` (`w1`…`w7`), `operation`, `record_size`
 //!   (bytes), `writers`, `durable` (the ack waited for fdatasync), `payload`, `records`, `secs`,
 //!   `records_per_sec`, `mb_per_sec` (10^6 payload bytes/s), `p50_us`, `p99_us`, `p999_us`,
 //!   `max_us`, `fsyncs` (the system's own fdatasync count; null when it keeps none),
@@ -57,17 +57,20 @@ pub enum Workload {
     W5,
     /// Tiering: compression, Tier 1 reads, ingest through a Tier 0 budget (aof2 only).
     W6,
+    /// Tier 2 against a local S3 server: upload, cold reads, scan, restore (aof2 only).
+    W7,
 }
 
 impl Workload {
     /// Every workload, in order.
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::W1,
         Workload::W2,
         Workload::W3,
         Workload::W4,
         Workload::W5,
         Workload::W6,
+        Workload::W7,
     ];
 
     /// Short id (`w1`).
@@ -79,6 +82,7 @@ impl Workload {
             Workload::W4 => "w4",
             Workload::W5 => "w5",
             Workload::W6 => "w6",
+            Workload::W7 => "w7",
         }
     }
 
@@ -94,6 +98,9 @@ impl Workload {
             Workload::W5 => "W5 reopen after kill -9 of an appending child process",
             Workload::W6 => {
                 "W6 tiering: Tier 1 compression and reads vs plain zstd, ingest through a Tier 0 budget"
+            }
+            Workload::W7 => {
+                "W7 Tier 2 on a local S3 server (s3s-fs, loopback): upload, cold reads, scan, restore vs plain object_store requests"
             }
         }
     }

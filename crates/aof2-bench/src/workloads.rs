@@ -26,6 +26,8 @@
 //! - W5: a child process (this executable, hidden subcommand) appends until `volume` bytes are
 //!   acknowledged, keeps appending, and is killed with SIGKILL; then the time to reopen the
 //!   system (until it accepts appends) is measured and the records it recovered are counted.
+//! - W6 (tiering, aof2 only) is in [`crate::tiering`], W7 (Tier 2 on a local S3 server, aof2
+//!   only) in [`crate::tier2`].
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -88,6 +90,10 @@ pub struct Settings {
     pub tier_ingest_bytes: u64,
     /// W6: the Tier 0 budget of the ingest rows.
     pub tier_budget: u64,
+    /// W7: bytes of payload written, uploaded, read back, scanned and restored.
+    pub tier2_bytes: u64,
+    /// W7: random point reads per frame size.
+    pub tier2_point_reads: u64,
 }
 
 impl Settings {
@@ -111,6 +117,8 @@ impl Settings {
             tier_fill_bytes: 256 << 20,
             tier_ingest_bytes: 1 << 30,
             tier_budget: 256 << 20,
+            tier2_bytes: 256 << 20,
+            tier2_point_reads: 300,
         }
     }
 
@@ -126,6 +134,8 @@ impl Settings {
             reopen_volumes: vec![400 << 20, 4 << 30],
             tier_fill_bytes: 1 << 30,
             tier_ingest_bytes: 4 << 30,
+            tier2_bytes: 1 << 30,
+            tier2_point_reads: 1000,
             ..Settings::quick(data_dir)
         }
     }
@@ -349,6 +359,7 @@ impl<'a> Bench<'a> {
             Workload::W4 => self.w4(),
             Workload::W5 => self.w5(),
             Workload::W6 => crate::tiering::w6(self.settings),
+            Workload::W7 => crate::tier2::w7(self.settings),
         }
     }
 
