@@ -602,6 +602,11 @@ impl Tier1File {
         &self.footer
     }
 
+    /// Whether the bytes come from Tier 2 (each read is a request).
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self.file, Source::Remote(_))
+    }
+
     /// The original segment's footer (from the raw copy, checked at open).
     pub fn segment_footer(&self) -> &SegmentFooter {
         &self.segment_footer

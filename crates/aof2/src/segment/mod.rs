@@ -549,6 +549,7 @@ impl Segment {
             self.corruption(None, format!("Tier 1 copy has no frame for seq {seq}"))
         })?;
         let backing = Backing::Frame(tier1.frame(frame)?);
+        tier1.read_ahead(frame);
         let offset = self.step_to(&backing, base, 0, seq)?;
         Ok(Position {
             backing,

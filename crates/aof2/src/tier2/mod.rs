@@ -844,7 +844,9 @@ impl Tier2 {
     /// Publish `segments` as the catalog of `claim`'s epoch, unless a newer writer claimed the
     /// log (then the claim is marked fenced and `Error::Fenced` returned).
     /// `build` gives (created_ms, segments); it runs under the claim's publication lock, so of
-    /// two concurrent publications the later-built catalog is the one left in the store.
+    /// two concurrent publications the later-built catalog is the one left in the store. The
+    /// caller sets `claim.dirty` first and `build` clears it: a publication that finds it clear
+    /// once it holds the lock has nothing new to publish.
     pub(crate) fn publish_catalog(
         &self,
         claim: &LogClaim,
@@ -858,6 +860,11 @@ impl Tier2 {
             )));
         }
         let mut generation = claim.generation.lock();
+        if !claim.dirty.load(Ordering::Acquire) {
+            // A publication that started while this one waited already covers it (uploads
+            // finishing together publish once).
+            return Ok(());
+        }
         let newest = self.newest_claim(&claim.name)?.unwrap_or(0);
         if newest > epoch {
             let detail = format!(

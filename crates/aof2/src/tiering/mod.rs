@@ -56,7 +56,22 @@ pub struct Tier1Segment {
     /// Frames decompressed since the last hydration attempt.
     frame_loads: AtomicU64,
     hydrating: AtomicBool,
+    /// Frame a reader moved to last (Tier 2 copies: sequential readers get frames ahead).
+    last_frame: std::sync::atomic::AtomicUsize,
+    /// Frames being fetched ahead, and those fetched and not yet passed (kept alive here).
+    ahead: Mutex<ReadAhead>,
 }
+
+/// Frames fetched ahead of a sequential reader of a Tier 2 copy.
+#[derive(Debug, Default)]
+struct ReadAhead {
+    in_flight: Vec<usize>,
+    ready: VecDeque<(usize, Arc<Vec<u8>>)>,
+}
+
+/// Frames a sequential reader of a Tier 2 copy has fetched ahead of it (each a ranged GET in
+/// flight at the same time: one GET stream is slower than decompressing and reading).
+const READ_AHEAD_FRAMES: usize = 3;
 
 impl Tier1Segment {
     /// Open a Tier 1 file recorded in the manifest (header, footer and frame index are checked).
@@ -92,6 +107,51 @@ impl Tier1Segment {
             cache,
             frame_loads: AtomicU64::new(0),
             hydrating: AtomicBool::new(false),
+            // No frame yet: the first read (often a random one) fetches nothing ahead.
+            last_frame: std::sync::atomic::AtomicUsize::new(usize::MAX - 1),
+            ahead: Mutex::new(ReadAhead::default()),
+        }
+    }
+
+    /// A reader moved to frame `i`. If it came from frame `i - 1` of a copy in Tier 2 (a scan),
+    /// fetch the next [`READ_AHEAD_FRAMES`] frames in the background, so their requests overlap
+    /// this frame's reading (a reader arriving at a frame being fetched waits on that frame's
+    /// slot and shares the result). Random reads fetch nothing extra.
+    pub(crate) fn read_ahead(self: &Arc<Self>, i: usize) {
+        let previous = self.last_frame.swap(i, Ordering::Relaxed);
+        if !self.file.is_remote() || previous.wrapping_add(1) != i {
+            return;
+        }
+        let mut ahead = self.ahead.lock();
+        ahead.ready.retain(|(frame, _)| *frame > i);
+        let last = (i + READ_AHEAD_FRAMES).min(self.slots.len().saturating_sub(1));
+        for next in i + 1..=last {
+            let loaded =
+                ahead.ready.iter().any(|(f, _)| *f == next) || ahead.in_flight.contains(&next);
+            if loaded {
+                continue;
+            }
+            ahead.in_flight.push(next);
+            let me = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("aof2-read-ahead".into())
+                .spawn(move || {
+                    let fetched = me.frame(next);
+                    let mut ahead = me.ahead.lock();
+                    ahead.in_flight.retain(|f| *f != next);
+                    match fetched {
+                        Ok(bytes) => ahead.ready.push_back((next, bytes)),
+                        Err(e) => {
+                            tracing::debug!(frame = next, error = %e, "read-ahead from Tier 2 failed")
+                        }
+                    }
+                    while ahead.ready.len() > READ_AHEAD_FRAMES {
+                        ahead.ready.pop_front();
+                    }
+                });
+            if spawned.is_err() {
+                ahead.in_flight.retain(|f| *f != next);
+            }
         }
     }
 
