@@ -499,8 +499,17 @@ impl Tier2 {
         create: bool,
         crc: Option<u32>,
     ) -> Result<std::result::Result<(), Refusal>> {
+        self.put_body(key, PutPayload::from(bytes), create, crc)
+    }
+
+    fn put_body(
+        &self,
+        key: &str,
+        payload: PutPayload,
+        create: bool,
+        crc: Option<u32>,
+    ) -> Result<std::result::Result<(), Refusal>> {
         let attributes = self.checksum_attributes(crc);
-        let payload = PutPayload::from(bytes);
         let path = ObjectPath::from(key);
         let mode = if create {
             PutMode::Create
@@ -611,11 +620,13 @@ impl Tier2 {
             ));
         }
         let crc = if len < self.config.multipart_threshold {
-            let mut bytes = vec![0u8; len as usize];
-            file.read_exact_at(&mut bytes, 0)
-                .context(|| format!("read {}", path.display()))?;
-            let crc = crc32c(&bytes);
-            self.put_with(key, bytes, false, Some(crc))?
+            // The body is the file's pages, mapped (no copy into fresh memory): a Tier 1 file
+            // is never written after its rename, and an unlink leaves the mapping valid.
+            let mapping = crate::segment::mmap::Mapping::map_read(&file, len)
+                .context(|| format!("map {}", path.display()))?;
+            let body = bytes::Bytes::from_owner(MappedFile { mapping, len });
+            let crc = crc32c(&body);
+            self.put_body(key, PutPayload::from(body), false, Some(crc))?
                 .map_err(|_| unavailable(format!("PUT {key}: refused")))?;
             crc
         } else {
@@ -970,6 +981,20 @@ impl LogClaim {
             });
         }
         Ok(())
+    }
+}
+
+/// A mapped Tier 1 file as an upload body.
+struct MappedFile {
+    mapping: crate::segment::mmap::Mapping,
+    len: u64,
+}
+
+impl AsRef<[u8]> for MappedFile {
+    fn as_ref(&self) -> &[u8] {
+        self.mapping
+            .slice(0, self.len)
+            .expect("the mapping covers the file")
     }
 }
 

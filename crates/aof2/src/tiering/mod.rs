@@ -633,6 +633,9 @@ impl Tiering {
 
     pub(crate) fn stats(&self) -> TierStats {
         let c = &self.counters;
+        // Each lock is taken and released on its own (never one inside another).
+        let compress_backlog = self.queue.lock().compress_queued;
+        let upload_backlog = self.upload_backlog();
         TierStats {
             tier0_used_bytes: self.budget.used(),
             tier0_max_bytes: self.budget.max(),
@@ -642,7 +645,7 @@ impl Tiering {
             tier1_max_bytes: self.tier1_max,
             tier1_full: self.tier1_full.load(Ordering::Relaxed),
             compression_level: self.level.load(Ordering::Relaxed),
-            compress_backlog: self.queue.lock().compress_queued,
+            compress_backlog,
             segments_compressed: c.segments_compressed.load(Ordering::Relaxed),
             compress_failures: c.compress_failures.load(Ordering::Relaxed),
             compress_in_bytes: c.compress_in_bytes.load(Ordering::Relaxed),
@@ -654,7 +657,7 @@ impl Tiering {
             admission_timeouts: c.admission_timeouts.load(Ordering::Relaxed),
             tier2: self.tier2.as_ref().map(|t| {
                 t.stats(
-                    self.upload_backlog(),
+                    upload_backlog,
                     c.tier1_evictions.load(Ordering::Relaxed),
                     c.tier2_fetches.load(Ordering::Relaxed),
                 )

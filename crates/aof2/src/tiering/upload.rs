@@ -24,11 +24,16 @@ use crate::tier2::{LogClaim, Tier2, Tier2Copy};
 const TIER1_EVICT_AHEAD: f64 = 0.9;
 /// Niceness of upload threads (and the Tier 2 I/O runtime's threads).
 pub(crate) const BACKGROUND_NICE: i32 = 10;
+/// Longest an upload waits for compression to catch up.
+const UPLOAD_DEFER_MAX: Duration = Duration::from_secs(2);
+/// How often deferred uploads look again.
+const UPLOAD_DEFER_POLL: Duration = Duration::from_millis(20);
 /// How long a failed upload waits before it is tried again (at least: the breaker may say later).
 const UPLOAD_RETRY: Duration = Duration::from_millis(500);
 
 pub(super) enum UploadTask {
-    Upload(Weak<LogShared>, Arc<Segment>),
+    /// Upload a segment (queued at the instant given).
+    Upload(Weak<LogShared>, Arc<Segment>, Instant),
     /// Retention removed segments: publish the shorter catalog, then delete their objects.
     Retire(Weak<LogShared>, Vec<String>),
     /// At open: delete objects of segments retention removed before a crash could delete them.
@@ -58,8 +63,11 @@ impl Tiering {
         }
         let mut u = self.uploads.lock();
         u.pending += 1;
-        u.tasks
-            .push_back(UploadTask::Upload(Arc::downgrade(log), segment));
+        u.tasks.push_back(UploadTask::Upload(
+            Arc::downgrade(log),
+            segment,
+            Instant::now(),
+        ));
         drop(u);
         self.upload_ready.notify_one();
     }
@@ -94,8 +102,11 @@ impl Tiering {
     }
 
     fn next_upload(&self) -> Option<UploadTask> {
-        let mut u = self.uploads.lock();
         loop {
+            // Read before taking the upload queue: no thread holds one queue lock while taking
+            // the other.
+            let defer = self.defer_uploads();
+            let mut u = self.uploads.lock();
             if u.stopped {
                 return None;
             }
@@ -110,18 +121,38 @@ impl Tiering {
                     }
                 }
             }
-            if let Some(task) = u.tasks.pop_front() {
-                return Some(task);
+            // Uploads yield to compression (which yields to appends): while segments wait for
+            // compression and Tier 1 has room, an upload waits up to `UPLOAD_DEFER_MAX`.
+            let runnable = u.tasks.iter().position(|t| match t {
+                UploadTask::Upload(_, _, queued) => {
+                    !defer || now.saturating_duration_since(*queued) >= UPLOAD_DEFER_MAX
+                }
+                _ => true,
+            });
+            if let Some(i) = runnable {
+                return u.tasks.remove(i);
             }
             let wait = u
                 .parked
                 .iter()
                 .map(|(at, _)| at.saturating_duration_since(now))
+                .chain(
+                    defer
+                        .then_some(UPLOAD_DEFER_POLL)
+                        .filter(|_| !u.tasks.is_empty()),
+                )
                 .min()
                 .unwrap_or(Duration::from_secs(1));
             self.upload_ready
                 .wait_for(&mut u, wait.max(Duration::from_millis(1)));
         }
+    }
+
+    /// Whether uploads should wait: compression has a backlog and Tier 1 is under half full.
+    fn defer_uploads(&self) -> bool {
+        self.queue.lock().compress_queued > 0
+            && (self.tier1_max == u64::MAX
+                || self.tier1_used.load(Ordering::Relaxed) < self.tier1_max / 2)
     }
 
     pub(super) fn upload_worker(self: Arc<Self>, tier2: Arc<Tier2>) {
@@ -130,7 +161,7 @@ impl Tiering {
             let outcome = match &task {
                 // No background guard around the network calls: closing a log never waits for a
                 // slow store (the manifest edit takes the guard; see `try_upload`).
-                UploadTask::Upload(log, segment) => match log.upgrade() {
+                UploadTask::Upload(log, segment, _) => match log.upgrade() {
                     Some(log) if !log.is_closed() => self.upload(&tier2, &log, segment),
                     _ => Outcome::Done,
                 },
