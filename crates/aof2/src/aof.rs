@@ -1054,9 +1054,9 @@ impl LogShared {
                 }
                 Ok(record)
             }
-            Err(e) if e.kind() == crate::ErrorKind::Corruption && segment.tier1().is_some() => {
+            Err(e) if e.kind() == crate::ErrorKind::Corruption && segment.has_cold_copy() => {
                 // The Tier 0 copy is damaged but Tier 1 holds a verified one.
-                tracing::error!(log = %self.name, segment = segment.id, seq, error = %e, "Tier 0 copy is damaged; reading from Tier 1");
+                tracing::error!(log = %self.name, segment = segment.id, seq, error = %e, "Tier 0 copy is damaged; reading from Tier 1 or Tier 2");
                 let p = segment.locate_tier1(seq)?;
                 Ok(segment.read_at(&p.backing, p.offset, seq)?.0)
             }

@@ -650,3 +650,52 @@ fn fault_retention_interrupted_by_an_outage_is_finished_at_the_next_open() {
     let reader = RemoteReader::open(t2, "swept").unwrap();
     assert_eq!(reader.first_seq(), first);
 }
+
+#[test]
+fn a_damaged_tier0_copy_is_replaced_by_the_tier2_copy() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("damaged"));
+    let t2 = tier2_config(&target);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), t2.clone());
+    let log = m.open_log("hurt", log_config()).unwrap();
+    append_all(&log, 0..3000);
+    assert!(m.wait_for_tier2(&log, WAIT));
+    // Tier 1 released: these segments are in Tier 0 and Tier 2 only.
+    m.evict_tier1(&log).unwrap();
+    let both: Vec<aof2::SegmentInfo> = m
+        .log_info(&log)
+        .segments
+        .into_iter()
+        .filter(|s| s.tiers() == "0+2")
+        .collect();
+    assert!(both.len() >= 2, "{both:?}");
+    log.close().unwrap();
+    drop(log);
+    drop(m);
+    let flip = |path: &std::path::Path, at: fn(usize) -> usize| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let i = at(bytes.len());
+        bytes[i] ^= 0xff;
+        std::fs::write(path, bytes).unwrap();
+    };
+    // A damaged footer is found at open; a damaged record when it is read.
+    flip(&both[0].path, |len| len - 1);
+    flip(&both[1].path, |len| len / 2);
+
+    let m = manager(dir.path(), t2);
+    let log = m.open_log("hurt", log_config()).unwrap();
+    let report = m.recovery_report("hurt").unwrap();
+    assert!(report.quarantined.is_empty(), "{report:?}");
+    assert_eq!(report.tier0_dropped.len(), 1, "{report:?}");
+    let now = m.log_info(&log).segments;
+    assert_eq!(
+        now.iter().find(|s| s.id == both[0].id).unwrap().tiers(),
+        "2"
+    );
+    for (i, r) in log.reader(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), payload(i as u64));
+    }
+    let seq = both[1].base_seq + (both[1].end_seq - both[1].base_seq) / 2;
+    assert_eq!(log.read(seq).unwrap().payload(), payload(seq));
+}

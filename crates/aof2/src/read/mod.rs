@@ -66,8 +66,8 @@ impl Reader {
                 Error::NotFound(format!("log {:?} has no record {seq}", self.log.name))
             })?;
             let position = match segment.locate(seq) {
-                Err(e) if e.kind() == crate::ErrorKind::Corruption && segment.tier1().is_some() => {
-                    tracing::error!(log = %self.log.name, segment = segment.id, seq, error = %e, "Tier 0 copy is damaged; reading from Tier 1");
+                Err(e) if e.kind() == crate::ErrorKind::Corruption && segment.has_cold_copy() => {
+                    tracing::error!(log = %self.log.name, segment = segment.id, seq, error = %e, "Tier 0 copy is damaged; reading from Tier 1 or Tier 2");
                     segment.locate_tier1(seq)?
                 }
                 located => located?,
@@ -83,10 +83,10 @@ impl Reader {
             Err(e)
                 if e.kind() == crate::ErrorKind::Corruption
                     && position.limit == u64::MAX
-                    && segment.tier1().is_some() =>
+                    && segment.has_cold_copy() =>
             {
                 // The Tier 0 copy is damaged but Tier 1 holds a verified one: continue there.
-                tracing::error!(log = %self.log.name, segment = segment.id, seq, error = %e, "Tier 0 copy is damaged; reading from Tier 1");
+                tracing::error!(log = %self.log.name, segment = segment.id, seq, error = %e, "Tier 0 copy is damaged; reading from Tier 1 or Tier 2");
                 *position = segment.locate_tier1(seq)?;
                 segment.read_at(&position.backing, position.offset, seq)?
             }

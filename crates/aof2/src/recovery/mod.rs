@@ -425,6 +425,25 @@ fn recover_segments(
                     index.insert(Arc::new(segment));
                 }
                 Err(e)
+                    if (e.kind() == crate::ErrorKind::Corruption
+                        || e.kind() == crate::ErrorKind::NotFound)
+                        && let Some(copy) = tier2_copy.clone()
+                        && let Ok(meta) = tier2_sealed_meta(&copy.info, &info) =>
+                {
+                    // Tier 2 holds the segment (its Tier 1 copy was released): read from there.
+                    let reason = e.to_string();
+                    tracing::warn!(log = name, segment = id, %reason, "dropping the Tier 0 copy; Tier 2 holds the segment");
+                    if !read_only {
+                        manifest.append(Edit::Tier0Evicted { segment_id: id })?;
+                        remove_if_present(&path)?;
+                    }
+                    report.tier0_dropped.push((id, reason));
+                    report.sealed_segments += 1;
+                    let segment = Segment::sealed(log_name.clone(), id, path, meta, None);
+                    segment.set_tier2(copy);
+                    index.insert(Arc::new(segment));
+                }
+                Err(e)
                     if e.kind() == crate::ErrorKind::Corruption
                         || e.kind() == crate::ErrorKind::NotFound =>
                 {

@@ -676,16 +676,8 @@ impl Tiering {
                 return None;
             }
             let now = Instant::now();
-            if q.parked.iter().any(|(at, _)| *at <= now) {
-                let parked = std::mem::take(&mut q.parked);
-                for (at, task) in parked {
-                    if at <= now {
-                        q.tasks.push_back(task);
-                    } else {
-                        q.parked.push((at, task));
-                    }
-                }
-            }
+            let Queue { parked, tasks, .. } = &mut *q;
+            unpark(parked, tasks, now);
             // One seal per log at a time, oldest first: recovery requires a log's seals to be
             // recorded in segment order (a sealed segment never follows an unsealed one).
             let runnable = q.tasks.iter().position(|t| match t {
@@ -1185,6 +1177,19 @@ impl Tiering {
             Err(e) => {
                 tracing::warn!(log = %log.name, segment = segment.id, error = %e, "hydration failed; reads stay on Tier 1");
                 let _ = std::fs::remove_file(&segment.path);
+            }
+        }
+    }
+}
+
+/// Move the parked tasks whose time has come back to the end of `tasks`.
+fn unpark<T>(parked: &mut Vec<(Instant, T)>, tasks: &mut VecDeque<T>, now: Instant) {
+    if parked.iter().any(|(at, _)| *at <= now) {
+        for (at, task) in std::mem::take(parked) {
+            if at <= now {
+                tasks.push_back(task);
+            } else {
+                parked.push((at, task));
             }
         }
     }

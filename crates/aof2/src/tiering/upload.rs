@@ -111,16 +111,8 @@ impl Tiering {
                 return None;
             }
             let now = Instant::now();
-            if u.parked.iter().any(|(at, _)| *at <= now) {
-                let parked = std::mem::take(&mut u.parked);
-                for (at, task) in parked {
-                    if at <= now {
-                        u.tasks.push_back(task);
-                    } else {
-                        u.parked.push((at, task));
-                    }
-                }
-            }
+            let Uploads { parked, tasks, .. } = &mut *u;
+            super::unpark(parked, tasks, now);
             // Uploads yield to compression (which yields to appends): while segments wait for
             // compression and Tier 1 has room, an upload waits up to `UPLOAD_DEFER_MAX`.
             let runnable = u.tasks.iter().position(|t| match t {
