@@ -386,8 +386,16 @@ fn verify_finds_flipped_byte_in_sealed_segment() {
     let dir = tempfile::tempdir().unwrap();
     let root = root_arg(dir.path());
     let input = lines_input(3000, 100);
-    append(&root, "bad", &input, &["--segment-bytes", "65536"]);
-    append(&root, "good", b"fine\n", &[]);
+    // Without Tier 2: its copy would stand in for the damaged one (see
+    // `verify_notes_a_damaged_local_copy_that_tier2_replaces`).
+    let local = ["--tier2", "none"];
+    append(
+        &root,
+        "bad",
+        &input,
+        &["--segment-bytes", "65536", "--tier2", "none"],
+    );
+    append(&root, "good", b"fine\n", &local);
     let segment = first_sealed_segment(&root, "bad", 65536);
     let len = std::fs::metadata(&segment).unwrap().len();
     assert!(len > 128 + 96 + 1000);
@@ -401,7 +409,7 @@ fn verify_finds_flipped_byte_in_sealed_segment() {
             .join("tier1"),
     );
 
-    let out = run(&["verify", "--root", &root], b"");
+    let out = run(&["verify", "--root", &root, "--tier2", "none"], b"");
     expect_status(&out, 3);
     let report = text(&out.stdout);
     let file_name = segment.file_name().unwrap().to_str().unwrap();
@@ -417,9 +425,48 @@ fn verify_finds_flipped_byte_in_sealed_segment() {
     assert!(text(&out.stderr).starts_with("aof2: error: corruption"));
 
     // Reading across the damaged record reports corruption too.
-    let out = run(&["cat", "--root", &root, "--log", "bad"], b"");
+    let out = run(
+        &["cat", "--root", &root, "--log", "bad", "--tier2", "none"],
+        b"",
+    );
     expect_status(&out, 3);
     assert!(out.stdout.len() < input.len());
+}
+
+#[test]
+fn verify_notes_a_damaged_local_copy_that_tier2_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let input = lines_input(3000, 100);
+    append(
+        &root,
+        "r",
+        &input,
+        &["--segment-bytes", "65536", "--seal", "--wait-tier2"],
+    );
+    let segment = first_sealed_segment(&root, "r", 65536);
+    let len = std::fs::metadata(&segment).unwrap().len();
+    flip_byte(&segment, len - 40); // the footer: the open gives the Tier 0 copy up
+    let _ = std::fs::remove_dir_all(dir.path().join("root").join("logs").join("r").join("tier1"));
+    let id = segment.file_stem().unwrap().to_str().unwrap().to_string();
+
+    let out = run(&["verify", "--root", &root, "--log", "r"], b"");
+    expect_status(&out, 0);
+    let report = text(&out.stdout);
+    assert!(
+        report.contains(&format!("segment {id}: note: Tier 0 copy given up")),
+        "{report}"
+    );
+    assert!(report.contains("log r: ok"), "{report}");
+    assert!(
+        report.contains("3000 records verified, 0 problems"),
+        "{report}"
+    );
+    assert!(report.contains("copies given up"), "{report}");
+
+    let out = run(&["cat", "--root", &root, "--log", "r"], b"");
+    expect_status(&out, 0);
+    assert_eq!(out.stdout, input);
 }
 
 #[test]
@@ -430,7 +477,7 @@ fn verify_reports_quarantined_segment() {
         &root,
         "q",
         &lines_input(3000, 100),
-        &["--segment-bytes", "65536"],
+        &["--segment-bytes", "65536", "--tier2", "none"],
     );
     let segment = first_sealed_segment(&root, "q", 65536);
     let len = std::fs::metadata(&segment).unwrap().len();
@@ -441,13 +488,21 @@ fn verify_reports_quarantined_segment() {
 
     for _ in 0..2 {
         // The first run quarantines; the second finds it in the manifest.
-        let out = run(&["verify", "--root", &root, "--log", "q"], b"");
+        let out = run(
+            &["verify", "--root", &root, "--log", "q", "--tier2", "none"],
+            b"",
+        );
         expect_status(&out, 3);
         let report = text(&out.stdout);
         assert!(report.contains(&format!("segment {id}")), "{report}");
         assert!(report.contains("quarantined"), "{report}");
     }
-    let out = run(&["inspect", "--root", &root, "--log", "q", "--json"], b"");
+    let out = run(
+        &[
+            "inspect", "--root", &root, "--log", "q", "--json", "--tier2", "none",
+        ],
+        b"",
+    );
     expect_status(&out, 0);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let states: Vec<&str> = doc["logs"][0]["segments"]

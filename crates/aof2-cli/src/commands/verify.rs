@@ -9,8 +9,12 @@
 //! `verify_log` checks every frame of it as well as the segment file when both exist. A problem is a failed
 //! checksum or invariant found by `verify_log`, a segment quarantined (now or earlier), or a log
 //! that cannot be opened because of corruption (that log's summary then says so and the other
-//! logs are still checked). Exit 3 if any problem was found, else 0; errors other than
-//! corruption (I/O, locked root) stop the command with their own status.
+//! logs are still checked). A local copy that the open gave up because another tier holds the
+//! segment (a damaged Tier 0 file while Tier 1 or Tier 2 has the segment, say) is a note, not a
+//! problem: `log NAME: segment ID: note: Tier N copy given up: REASON`, and the summary adds
+//! `, C copies given up`; the records are verified from the copy that stands in. Exit 3 if any
+//! problem was found, else 0; errors other than corruption (I/O, locked root) stop the command
+//! with their own status.
 
 use std::io::{self, Write};
 
@@ -29,6 +33,8 @@ struct Outcome {
     tier1_segments: usize,
     records: u64,
     problems: Vec<Finding>,
+    /// Local copies given up at open because another tier holds the segment.
+    notes: Vec<Finding>,
 }
 
 /// One problem.
@@ -136,9 +142,19 @@ fn verify_one(manager: &AofManager, name: &str) -> Result<Outcome, Failure> {
                 detail: p.detail,
             })
             .collect(),
+        notes: Vec::new(),
     };
     // Segments quarantined by this open are normally in the report already; add any that are not.
     if let Some(recovery) = manager.recovery_report(name) {
+        for (tier, dropped) in [(0, &recovery.tier0_dropped), (1, &recovery.tier1_dropped)] {
+            for (segment_id, reason) in dropped {
+                outcome.notes.push(Finding {
+                    segment_id: Some(*segment_id),
+                    location: "note".into(),
+                    detail: format!("Tier {tier} copy given up: {reason}"),
+                });
+            }
+        }
         for (segment_id, reason) in recovery.quarantined {
             if !outcome
                 .problems
@@ -164,12 +180,16 @@ fn problem_line(log: &str, p: &Finding) -> String {
 }
 
 fn print_outcome<W: Write>(out: &mut W, outcome: &Outcome) -> io::Result<()> {
-    for p in &outcome.problems {
+    for p in outcome.notes.iter().chain(&outcome.problems) {
         writeln!(out, "{}", problem_line(&outcome.log, p))?;
     }
+    let given_up = match outcome.notes.len() {
+        0 => String::new(),
+        n => format!(", {n} copies given up"),
+    };
     writeln!(
         out,
-        "log {}: {}, {} segments ({} Tier 1 copies checked), {} records verified, {} problems",
+        "log {}: {}, {} segments ({} Tier 1 copies checked), {} records verified, {} problems{given_up}",
         outcome.log,
         if outcome.problems.is_empty() {
             "ok"
@@ -179,6 +199,6 @@ fn print_outcome<W: Write>(out: &mut W, outcome: &Outcome) -> io::Result<()> {
         outcome.segments,
         outcome.tier1_segments,
         outcome.records,
-        outcome.problems.len()
+        outcome.problems.len(),
     )
 }
