@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use zstd::bulk::{Compressor, Decompressor};
 use zstd::zstd_safe;
@@ -202,9 +202,10 @@ fn check_source(segment_bytes: &[u8], sealed: &SealedMeta, log_id: u128) -> Resu
     Ok(())
 }
 
-/// Walk whole, valid record frames of `records` (the records area, starting at segment offset
-/// 128) from `start`, holding sequences from `seq`, until the next one would take the frame past
-/// `target` bytes. Returns the end of the frame and its record count.
+/// Walk whole record frames of `records` (the records area, starting at segment offset 128)
+/// from `start`, holding sequences from `seq`, until the next one would take the frame past
+/// `target` bytes. Returns the end of the frame and its record count. Lengths and sequences are
+/// checked here; checksums by [`check_frames`].
 fn cut_frame(
     records: &[u8],
     start: usize,
@@ -216,27 +217,19 @@ fn cut_frame(
     let mut count = 0u32;
     while end < records.len() {
         let rest = &records[end..];
-        let offset = SEGMENT_HEADER_BYTES + end as u64;
-        let corrupt = |detail: String| {
-            Error::corruption(
-                format!("{} offset {offset}", segment_file_name(segment_id)),
-                detail,
-            )
-        };
         let expected = seq + count as u64;
+        let corrupt = |detail: String| frame_corruption(segment_id, end, detail);
         if rest.len() < FRAME_HEADER_BYTES as usize {
             return Err(corrupt(format!("frame of seq {expected} is truncated")));
         }
-        let frame_len = FRAME_HEADER_BYTES as usize + peek_frame(rest).len as usize;
+        let header = peek_frame(rest);
+        let frame_len = FRAME_HEADER_BYTES as usize + header.len as usize;
         if count > 0 && end - start + frame_len > target {
             break;
         }
-        let header = decode_frame(rest).map_err(|e| {
-            corrupt(match e {
-                FrameError::Truncated => format!("frame of seq {expected} is truncated"),
-                FrameError::Checksum => format!("frame of seq {expected} fails its checksum"),
-            })
-        })?;
+        if frame_len > rest.len() {
+            return Err(corrupt(format!("frame of seq {expected} is truncated")));
+        }
         if header.seq != expected {
             return Err(corrupt(format!(
                 "expected seq {expected}, found {}",
@@ -247,6 +240,34 @@ fn cut_frame(
         count += 1;
     }
     Ok((end, count))
+}
+
+/// Check the checksum of every record frame in `records[start..end]`, cut by [`cut_frame`]
+/// (whole frames of sequences from `seq`).
+fn check_frames(records: &[u8], start: usize, end: usize, seq: u64, segment_id: u64) -> Result<()> {
+    let mut at = start;
+    let mut seq = seq;
+    while at < end {
+        let header = decode_frame(&records[at..end]).map_err(|e| {
+            let detail = match e {
+                FrameError::Truncated => format!("frame of seq {seq} is truncated"),
+                FrameError::Checksum => format!("frame of seq {seq} fails its checksum"),
+            };
+            frame_corruption(segment_id, at, detail)
+        })?;
+        at += FRAME_HEADER_BYTES as usize + header.len as usize;
+        seq += 1;
+    }
+    Ok(())
+}
+
+/// A damaged record frame at `at` in the records area of segment `segment_id`.
+fn frame_corruption(segment_id: u64, at: usize, detail: String) -> Error {
+    let offset = SEGMENT_HEADER_BYTES + at as u64;
+    Error::corruption(
+        format!("{} offset {offset}", segment_file_name(segment_id)),
+        detail,
+    )
 }
 
 /// Write the whole Tier 1 file to `tmp` and fdatasync it. Returns the footer written.
@@ -267,58 +288,130 @@ fn write_tier1_file(
     };
     write.all(&header.encode())?;
     write.all(&segment_bytes[..SEGMENT_HEADER_BYTES as usize])?;
-    let mut written_back = 0u64;
 
     // Only the logical records area is compressed: from the first frame to `records_end`.
     let records = &segment_bytes[SEGMENT_HEADER_BYTES as usize..footer.records_end as usize];
     let target = header.frame_target_bytes as usize;
     let mut entries: Vec<FrameEntry> = Vec::with_capacity(records.len() / target + 1);
-    let mut compressed: Vec<u8> = Vec::new();
     let mut offset = TIER1_FRAMES_OFFSET;
-    let mut start = 0usize;
     let mut seq = footer.base_seq;
-    while start < records.len() {
-        let (end, count) = cut_frame(records, start, seq, target, id)?;
-        let chunk = &records[start..end];
-        let too_large = || {
-            Error::InvalidConfig(format!(
-                "segment {id}: a frame of {} bytes does not fit the Tier 1 format's u32 lengths",
-                chunk.len()
-            ))
-        };
-        let uncompressed_len = u32::try_from(chunk.len()).map_err(|_| too_large())?;
-        compressed.clear();
-        compressed.reserve(zstd_safe::compress_bound(chunk.len()));
-        let n = compressor
-            .compress_to_buffer(chunk, &mut compressed)
-            .context(|| format!("zstd-compress {} bytes of segment {id}", chunk.len()))?;
-        let compressed_len = u32::try_from(n).map_err(|_| too_large())?;
-        write.all(&compressed)?;
-        if offset + n as u64 - written_back >= WRITE_BEHIND_BYTES {
-            // Start writing back what is done while the next frames compress, so the final
-            // fdatasync waits for the last few MiB only. FADV_DONTNEED on dirty pages starts
-            // their writeback and keeps them cached.
-            let end = offset + n as u64;
-            let file = write.flush_and_file()?;
-            let _ = rustix::fs::fadvise(
-                file,
-                written_back,
-                std::num::NonZeroU64::new(end - written_back),
-                rustix::fs::Advice::DontNeed,
-            );
-            written_back = end;
+    // Compressed frames go to a writer thread through a few recycled buffers. It checks the
+    // records' checksums, computes the frame's, copies the frame into the page cache (slow where
+    // fresh pages must first be faulted in from the host) and starts its writeback, while this
+    // thread compresses the next frames, as zstd's own CLI overlaps its I/O. The buffers are
+    // reused, so only they are ever faulted in; nothing is published before both threads are done.
+    let buffers = (PIPELINE_BYTES / target).max(4);
+    let (full_tx, full_rx) = mpsc::sync_channel::<FrameJob>(buffers);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    FRAME_BUFFERS.with_borrow_mut(|pool| {
+        for _ in 0..buffers {
+            let buffer = pool.pop().unwrap_or_default();
+            empty_tx.send(buffer).expect("receiver alive");
         }
-        entries.push(FrameEntry {
-            base_seq: seq,
-            compressed_offset: offset,
-            record_count: count,
-            compressed_len,
-            uncompressed_len,
-            uncompressed_crc: crc32c(chunk),
-        });
-        offset += n as u64;
-        seq += count as u64;
-        start = end;
+    });
+    let (checked, compressed) = std::thread::scope(|scope| {
+        let writer = std::thread::Builder::new()
+            .name("aof2-tier1-write".into())
+            .spawn_scoped(scope, || -> Result<Vec<u32>> {
+                // Owned here, so a writer that fails unblocks a compressor waiting for a buffer.
+                let empty_tx = empty_tx;
+                let mut crcs = Vec::new();
+                let mut written_back = 0u64;
+                let mut end = TIER1_FRAMES_OFFSET;
+                for job in full_rx {
+                    check_frames(records, job.start, job.end, job.seq, id)?;
+                    crcs.push(crc32c(&records[job.start..job.end]));
+                    write.all(&job.buffer)?;
+                    end += job.buffer.len() as u64;
+                    if end - written_back >= WRITE_BEHIND_BYTES {
+                        // Start writing back what is done while the next frames compress, so
+                        // the final fdatasync waits for the last few MiB only. FADV_DONTNEED on
+                        // dirty pages starts their writeback and keeps them cached.
+                        let file = write.flush_and_file()?;
+                        let _ = rustix::fs::fadvise(
+                            file,
+                            written_back,
+                            std::num::NonZeroU64::new(end - written_back),
+                            rustix::fs::Advice::DontNeed,
+                        );
+                        written_back = end;
+                    }
+                    // The compressor may have stopped early (an error): then nobody takes it.
+                    let _ = empty_tx.send(job.buffer);
+                }
+                Ok(crcs)
+            });
+        let writer = match writer {
+            Ok(writer) => writer,
+            Err(e) => {
+                let error = Error::io(format!("start the writer thread of {tmp_name}"), e);
+                return (Err(error), Ok(()));
+            }
+        };
+        let compressed = (|| -> Result<()> {
+            let mut start = 0usize;
+            while start < records.len() {
+                let (end, count) = cut_frame(records, start, seq, target, id)?;
+                let chunk = &records[start..end];
+                let too_large = || {
+                    Error::InvalidConfig(format!(
+                        "segment {id}: a frame of {} bytes does not fit the Tier 1 format's u32 lengths",
+                        chunk.len()
+                    ))
+                };
+                let uncompressed_len = u32::try_from(chunk.len()).map_err(|_| too_large())?;
+                // No buffer comes back only when the writer failed: its error is reported.
+                let Ok(mut buffer) = empty_rx.recv() else {
+                    return Ok(());
+                };
+                buffer.clear();
+                buffer.reserve(zstd_safe::compress_bound(chunk.len()));
+                let n = compressor
+                    .compress_to_buffer(chunk, &mut buffer)
+                    .context(|| format!("zstd-compress {} bytes of segment {id}", chunk.len()))?;
+                let compressed_len = u32::try_from(n).map_err(|_| too_large())?;
+                let job = FrameJob {
+                    buffer,
+                    start,
+                    end,
+                    seq,
+                };
+                if full_tx.send(job).is_err() {
+                    return Ok(());
+                }
+                entries.push(FrameEntry {
+                    base_seq: seq,
+                    compressed_offset: offset,
+                    record_count: count,
+                    compressed_len,
+                    uncompressed_len,
+                    uncompressed_crc: 0, // filled in from the writer's checksums
+                });
+                offset += n as u64;
+                seq += count as u64;
+                start = end;
+            }
+            Ok(())
+        })();
+        drop(full_tx);
+        let checked = writer
+            .join()
+            .expect("the Tier 1 writer thread does not panic");
+        (checked, compressed)
+    });
+    // Keep the buffers for this thread's next segment.
+    FRAME_BUFFERS.with_borrow_mut(|pool| pool.extend(empty_rx.try_iter()));
+    // A writer error stops the compressor early: report it rather than the short output.
+    let crcs = checked?;
+    compressed?;
+    if crcs.len() != entries.len() {
+        return Err(Error::io(
+            format!("write {tmp_name}"),
+            io::Error::other("the writer thread stopped early"),
+        ));
+    }
+    for (entry, crc) in entries.iter_mut().zip(crcs) {
+        entry.uncompressed_crc = crc;
     }
     if seq - footer.base_seq != footer.record_count {
         return Err(Error::corruption(
@@ -357,7 +450,7 @@ fn write_tier1_file(
 /// Buffered output of a Tier 1 file, with errors naming the file.
 struct Out<'a> {
     inner: BufWriter<File>,
-    name: &'a dyn std::fmt::Display,
+    name: &'a (dyn std::fmt::Display + Sync),
 }
 
 impl Out<'_> {
@@ -375,6 +468,20 @@ impl Out<'_> {
     }
 }
 
+/// A compressed frame on its way to the writer thread, with the records it holds.
+struct FrameJob {
+    buffer: Vec<u8>,
+    /// The frame's records: `records[start..end]`, sequences from `seq`.
+    start: usize,
+    end: usize,
+    seq: u64,
+}
+
+/// Frame bytes in flight between the compressor and the writer thread of a Tier 1 file (in
+/// buffers of one frame each, at least 4): enough to ride out a writer that stalls while the
+/// page cache starts a writeback.
+const PIPELINE_BYTES: usize = 8 << 20;
+
 /// Compressed bytes written between two write-behind hints.
 const WRITE_BEHIND_BYTES: u64 = 4 << 20;
 
@@ -382,6 +489,9 @@ thread_local! {
     /// One zstd decompression context per thread, reused across frames (creating one costs
     /// about as much as decompressing a small frame).
     static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
+    /// Compressed-frame buffers of a compressing thread, reused from segment to segment (fresh
+    /// memory is slow to fault in on some virtual machines).
+    static FRAME_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Decompress one zstd frame into a buffer of exactly `capacity` bytes (never more: a damaged
@@ -1467,23 +1577,25 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let frames = segment_frames(bytes, sealed);
         let (_, at, n) = frames[frames.len() / 2];
-        let mut damaged = bytes.clone();
-        damaged[at + n - 1] ^= 1;
-        let err = write_tier1(
-            out.path(),
-            &damaged,
-            sealed,
-            log_id,
-            3,
-            TARGET,
-            &mut compressor(),
-        )
-        .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
-        assert!(err.to_string().contains(&format!("offset {at}")), "{err}");
-        let id = sealed.footer.segment_id;
-        assert!(!out.path().join(tier1_tmp_name(id)).exists());
-        assert!(!out.path().join(tier1_file_name(id)).exists());
+        // A payload byte (the writer thread's checksum check), the sequence number and the
+        // length (the compressing thread's walk).
+        for (damage, expect) in [
+            (at + n - 1, "fails its checksum"),
+            (at + 8, "expected seq"),
+            (at + 7, "truncated"),
+        ] {
+            let mut damaged = bytes.clone();
+            damaged[damage] ^= 0x40;
+            let mut c = compressor();
+            let err =
+                write_tier1(out.path(), &damaged, sealed, log_id, 3, TARGET, &mut c).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+            assert!(err.to_string().contains(&format!("offset {at}")), "{err}");
+            assert!(err.to_string().contains(expect), "{err}");
+            let id = sealed.footer.segment_id;
+            assert!(!out.path().join(tier1_tmp_name(id)).exists());
+            assert!(!out.path().join(tier1_file_name(id)).exists());
+        }
     }
 
     /// Compression throughput on a 64 MiB segment at level 1, against one `zstd::bulk::compress`
