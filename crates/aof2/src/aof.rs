@@ -130,6 +130,12 @@ pub(crate) struct Recovered {
     pub read_only: bool,
     /// Segments prepared by an earlier run and never activated: (id, capacity), oldest first.
     pub blank_segments: Vec<(u64, u64)>,
+    /// Full segments an interrupted run left unsealed, in order, for the background sealer
+    /// (`Durability::None` logs: the open does not wait for their writeback).
+    pub unsealed: Vec<RolledSegment>,
+    /// Records known to be on disk: `next_seq` unless recovered frames are left unsynced (the
+    /// segments in `unsealed`, and for `Durability::None` the active segment's frames).
+    pub durable_seq: u64,
 }
 
 impl LogShared {
@@ -141,6 +147,7 @@ impl LogShared {
         sync_fault: Option<SyncFault>,
     ) -> Arc<Self> {
         let next = rec.next_seq;
+        let durable = rec.durable_seq.min(next);
         let epoch = rec.active.as_ref().map_or(0, ActiveSegment::epoch);
         let reuse = rec.blank_segments.into_iter().collect();
         let last_ts = rec.active.as_ref().map_or(0, |a| a.last_timestamp_ms);
@@ -159,13 +166,13 @@ impl LogShared {
                 last_timestamp_ms: last_ts,
             }),
             written: AtomicU64::new(next),
-            durable: AtomicU64::new(next),
+            durable: AtomicU64::new(durable),
             durable_bytes: AtomicU64::new(0),
             syncs_in_flight: AtomicU32::new(0),
-            sync_started_target: AtomicU64::new(next),
+            sync_started_target: AtomicU64::new(durable),
             sync_epoch: AtomicU32::new(0),
             last_group: AtomicU64::new(1),
-            durable_watch: watch::Sender::new((next, false)),
+            durable_watch: watch::Sender::new((durable, false)),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -377,6 +384,25 @@ impl LogShared {
         }
     }
 
+    /// Hand the full segments recovery left unsealed to the sealer, oldest first, as if they had
+    /// just rolled; until a seal or a group commit syncs them, the durable watermark stays below
+    /// them.
+    pub(crate) fn resume_seals(&self, unsealed: Vec<RolledSegment>) {
+        for rolled in unsealed {
+            self.write.lock().unsynced.push(rolled.file.clone());
+            *self.pending_seals.lock() += 1;
+            self.submit_seal(rolled);
+        }
+    }
+
+    fn submit_seal(&self, rolled: RolledSegment) {
+        if self.config.durability == Durability::None && self.tiering.seals_by_compressing() {
+            self.tiering.submit_seal(self.self_arc(), rolled);
+        } else {
+            self.workers.submit(Job::Seal(self.self_arc(), rolled));
+        }
+    }
+
     /// Wait until every rolled segment of this log is sealed.
     pub(crate) fn wait_seals(&self) {
         let mut pending = self.pending_seals.lock();
@@ -408,11 +434,7 @@ impl LogShared {
             .segments_rolled
             .fetch_add(1, Ordering::Relaxed);
         *self.pending_seals.lock() += 1;
-        if self.config.durability == Durability::None && self.tiering.seals_by_compressing() {
-            self.tiering.submit_seal(self.self_arc(), rolled);
-        } else {
-            self.workers.submit(Job::Seal(self.self_arc(), rolled));
-        }
+        self.submit_seal(rolled);
         self.request_prepare();
         Ok(true)
     }

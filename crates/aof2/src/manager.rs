@@ -279,7 +279,7 @@ impl AofManager {
             // Upgrade: a read-only handle gives way to a writable one.
             shared.close()?;
         }
-        let (recovered, report) = recover_log(
+        let (mut recovered, report) = recover_log(
             self.root(),
             name,
             &config,
@@ -288,6 +288,7 @@ impl AofManager {
             &self.inner.tiering.frame_cache,
             self.inner.tiering.tier2.as_ref(),
         )?;
+        let unsealed = std::mem::take(&mut recovered.unsealed);
         let shared = LogShared::new(
             recovered,
             config,
@@ -302,6 +303,7 @@ impl AofManager {
         }
         self.inner.workers.register(&shared);
         self.inner.tiering.register(&shared);
+        shared.resume_seals(unsealed);
         logs.insert(name.to_string(), shared.clone());
         self.inner.reports.lock().insert(name.to_string(), report);
         Ok(Aof { shared })

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::aof::Recovered;
-use crate::config::LogConfig;
+use crate::config::{Durability, LogConfig};
 use crate::error::{Error, IoContext, Result};
 use crate::format::manifest::{Edit, SealedInfo, Tier2Info};
 use crate::manifest::index::SegmentIndex;
@@ -59,6 +59,10 @@ pub struct RecoveryReport {
     pub tier1_dropped: Vec<(u64, String)>,
     /// Interrupted compressions whose partial Tier 1 files were removed (they are redone).
     pub compressions_restarted: usize,
+    /// Full segments the interrupted run left unsealed, handed to the background sealer instead
+    /// of being sealed during the open (`Durability::None` opens only: the open does not wait
+    /// for their writeback, and the durable watermark stays below them until they are synced).
+    pub seals_resumed: usize,
     /// How long recovery took.
     pub elapsed: std::time::Duration,
 }
@@ -204,6 +208,15 @@ fn recover_segments(
     let mut unsealed: Vec<Unsealed> = Vec::new();
     let mut gap = false;
     let mut blank: Vec<(u64, u64)> = Vec::new();
+    // Checking every frame of the unsealed segments is most of an open after a buffered writer
+    // outran its sealer: do it on every core up front; the walk below takes each result whose
+    // file it finds unchanged.
+    let unsealed_ids: Vec<u64> = entries
+        .iter()
+        .filter(|(_, e)| e.sealed.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    let mut prescanned = prescan(&segment_dir, &unsealed_ids);
     for (id, entry) in entries {
         let path = segment_dir.join(segment_file_name(id));
         if let Some(info) = entry.sealed {
@@ -560,10 +573,14 @@ fn recover_segments(
             )));
             continue;
         }
-        let mapping =
-            Mapping::map_read(&file, len).context(|| format!("mmap {}", path.display()))?;
-        let scan = scan_frames(mapping.tail(0), header.base_seq, len);
-        drop(mapping);
+        let scan = match prescanned.remove(&id) {
+            Some(p) if p.len == len && p.base_seq == header.base_seq => p.scan,
+            _ => {
+                let mapping =
+                    Mapping::map_read(&file, len).context(|| format!("mmap {}", path.display()))?;
+                scan_frames(mapping.tail(0), header.base_seq, len)
+            }
+        };
         report.scanned_segments += 1;
         if let Some(stop) = &scan.stop {
             tracing::warn!(log = name, segment = id, offset = scan.records_end, %stop, "cutting torn tail");
@@ -577,7 +594,13 @@ fn recover_segments(
         });
     }
 
-    // Every unsealed segment but the last was interrupted while sealing: seal it now.
+    // Every unsealed segment but the last was interrupted while sealing: seal it now, or, for a
+    // `None` log (whose frames nobody was promised were on disk), let the background sealer do it
+    // as if they had just rolled, so the open does not wait for their writeback (a buffered writer
+    // that outran its sealer leaves many).
+    let defer_syncs = !read_only && config.durability == Durability::None;
+    let mut durable_seq = None;
+    let mut deferred = Vec::new();
     let tail = unsealed.pop();
     for u in unsealed {
         note_tail(&u, &mut report);
@@ -590,6 +613,14 @@ fn recover_segments(
         )?;
         if read_only {
             index.insert(active.roll().segment);
+            continue;
+        }
+        if defer_syncs {
+            let rolled = active.roll();
+            durable_seq.get_or_insert(rolled.segment.base_seq);
+            index.insert(rolled.segment.clone());
+            deferred.push(rolled);
+            report.seals_resumed += 1;
             continue;
         }
         let (segment, meta) = active.roll().seal(sys::now_ms(), true)?;
@@ -615,11 +646,13 @@ fn recover_segments(
                 WriteMode::for_durability(config.durability),
                 lease,
             )?;
-            active.prefault();
             // Recovered frames may only be in the page cache (the writer was killed): make them
-            // durable before anyone is told they are.
+            // durable before anyone is told they are. (Cheap after a clean close: then the
+            // watermark is exact, `next_seq`, unless full segments were left for the sealer.)
+            // Before pre-faulting: for a writable mapping that dirties the whole free tail.
             sys::retry_transient(|| active.file.sync_data())
                 .context(|| format!("fdatasync {}", path.display()))?;
+            active.prefault();
             Some(active)
         }
         None => {
@@ -661,12 +694,84 @@ fn recover_segments(
             next_seq,
             read_only,
             blank_segments: blank,
+            unsealed: deferred,
+            durable_seq: durable_seq.unwrap_or(next_seq),
         },
         RecoveryReport {
             elapsed: started.elapsed(),
             ..report
         },
     ))
+}
+
+/// A frame scan done ahead of the recovery walk, for a file of `len` bytes whose header says
+/// `base_seq`.
+struct Prescan {
+    len: u64,
+    base_seq: u64,
+    scan: segment::ScanResult,
+}
+
+/// Scan the frames of segments `ids` in `dir` on up to `available_parallelism` threads. Only
+/// reads; a segment that cannot be read or has no header is left to the walk.
+fn prescan(dir: &Path, ids: &[u64]) -> std::collections::HashMap<u64, Prescan> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(ids.len());
+    if threads < 2 {
+        return Default::default();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let scan_one = |id: u64| -> Option<Prescan> {
+        let path = dir.join(segment_file_name(id));
+        let file = File::open(&path).ok()?;
+        let header = read_header(&file, &path).ok()??;
+        let len = file.metadata().ok()?.len();
+        let mapping = Mapping::map_read(&file, len).ok()?;
+        mapping.prefault_read();
+        Some(Prescan {
+            len,
+            base_seq: header.base_seq,
+            scan: scan_frames(mapping.tail(0), header.base_seq, len),
+        })
+    };
+    std::thread::scope(|scope| {
+        // The last one with a header (later ones were prepared, never activated) is probably the
+        // active segment, which the walk syncs: start its writeback now, while the others are
+        // scanned (a sync is never wrong, only sometimes early).
+        scope.spawn(move || {
+            for &id in ids.iter().rev() {
+                let path = dir.join(segment_file_name(id));
+                let Ok(file) = File::open(&path) else {
+                    continue;
+                };
+                if let Ok(Some(_)) = read_header(&file, &path) {
+                    let _ = file.sync_data();
+                    return;
+                }
+            }
+        });
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&id) = ids.get(i) else {
+                            return done;
+                        };
+                        if let Some(p) = scan_one(id) {
+                            done.push((id, p));
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a frame scan does not panic"))
+            .collect()
+    })
 }
 
 impl Unsealed {
