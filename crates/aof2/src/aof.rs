@@ -133,8 +133,8 @@ pub(crate) struct Recovered {
     /// Full segments an interrupted run left unsealed, in order, for the background sealer
     /// (`Durability::None` logs: the open does not wait for their writeback).
     pub unsealed: Vec<RolledSegment>,
-    /// Records known to be on disk: `next_seq` unless recovered frames are left unsynced (the
-    /// segments in `unsealed`, and for `Durability::None` the active segment's frames).
+    /// Records known to be on disk: `next_seq`, or the first record of `unsealed` (left
+    /// unsynced for the sealer).
     pub durable_seq: u64,
 }
 
