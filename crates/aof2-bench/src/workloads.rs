@@ -370,6 +370,7 @@ impl<'a> Bench<'a> {
             SystemKind::Okaywal,
             SystemKind::RaftEngineSync,
             SystemKind::RawFdatasync,
+            SystemKind::RawGroupCommit,
         ];
         let mut rows = Vec::new();
         for &size in &s.sizes {

@@ -12,7 +12,7 @@
 //! - A failed sync is sticky: the log refuses appends until reopened (see `docs/durability.md`).
 //! - Frames below the written watermark are immutable (readers map them zero-copy).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,7 +28,9 @@ use crate::limits::{self, FRAME_HEADER_BYTES};
 use crate::manifest::ManifestLog;
 use crate::manifest::index::SegmentIndex;
 use crate::read::Reader;
-use crate::segment::{ActiveSegment, PreparedSegment, Record, RolledSegment, WriteMode};
+use crate::segment::{
+    ActiveSegment, PreparedSegment, Record, RolledSegment, WriteMode, recycled_file_name,
+};
 use crate::stats::{LogCounters, LogStats};
 use crate::sys;
 use crate::tiering::{SealOutcome, Tiering};
@@ -54,6 +56,10 @@ struct PrepareSlot {
     in_progress_ids: std::collections::BTreeSet<u64>,
     /// Blank segments left by an earlier run, reused before new ones are created.
     reuse: std::collections::VecDeque<(u64, u64)>,
+    /// Files of evicted segments kept to be prepared again ([`LogShared::keep_for_reuse`]).
+    recycled: Vec<PathBuf>,
+    /// Names of kept files a preparation is renaming away: not free for another file yet.
+    recycling: Vec<PathBuf>,
     error: Option<Error>,
 }
 
@@ -574,9 +580,21 @@ impl LogShared {
                         id
                     })
                 };
-                let result = id.clone().and_then(|id| {
-                    PreparedSegment::create(&self.segment_dir, id, capacity, mode, durable_mode)
+                let from = {
+                    let mut slot = self.prepare.lock();
+                    let from = slot.recycled.pop();
+                    slot.recycling.extend(from.clone());
+                    from
+                };
+                let result = id.clone().and_then(|id| match &from {
+                    Some(from) => self.recycle(id, capacity, mode, durable_mode, from),
+                    None => {
+                        PreparedSegment::create(&self.segment_dir, id, capacity, mode, durable_mode)
+                    }
                 });
+                if let Some(from) = from {
+                    self.prepare.lock().recycling.retain(|p| *p != from);
+                }
                 (id, result)
             }
         };
@@ -608,6 +626,68 @@ impl LogShared {
         }
         drop(slot);
         self.prepared.notify_all();
+    }
+
+    /// Prepare segment `id` in the kept file `from`; if that fails, in a new file.
+    fn recycle(
+        &self,
+        id: u64,
+        capacity: u64,
+        mode: WriteMode,
+        zero_fill: bool,
+        from: &Path,
+    ) -> Result<PreparedSegment> {
+        match PreparedSegment::recycle(&self.segment_dir, id, capacity, mode, zero_fill, from) {
+            Ok(p) => {
+                self.counters
+                    .segments_recycled
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(p)
+            }
+            Err(e) => {
+                tracing::warn!(log = %self.name, file = %from.display(), error = %e, "reusing an evicted segment file failed; creating a new one");
+                let _ = std::fs::remove_file(from);
+                PreparedSegment::create(&self.segment_dir, id, capacity, mode, zero_fill)
+            }
+        }
+    }
+
+    /// Tier 0 eviction hands over the file of an evicted segment of this log (its manifest edit
+    /// already recorded): keep it, under a name of its own, to prepare a later segment in.
+    /// Returns false (the caller deletes the file) when enough are kept or the log is closing.
+    /// Only files of this log are kept: their left-over frames carry sequence numbers below any
+    /// later segment's, which is what makes them harmless (`docs/format.md`).
+    pub(crate) fn keep_for_reuse(&self, path: &Path) -> bool {
+        if self.read_only
+            || self.closed.load(Ordering::Acquire)
+            || self.failed.load(Ordering::Acquire)
+        {
+            return false;
+        }
+        let mut slot = self.prepare.lock();
+        let Some(to) = (0..limits::RECYCLED_SEGMENTS_KEPT)
+            .map(|k| self.segment_dir.join(recycled_file_name(k)))
+            .find(|p| !slot.recycled.contains(p) && !slot.recycling.contains(p))
+        else {
+            return false;
+        };
+        match std::fs::rename(path, &to) {
+            Ok(()) => {
+                slot.recycled.push(to);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(log = %self.name, file = %path.display(), error = %e, "keeping an evicted segment file for reuse failed");
+                false
+            }
+        }
+    }
+
+    /// Delete the kept files (the log is closing).
+    fn drop_recycled(&self) {
+        for path in std::mem::take(&mut self.prepare.lock().recycled) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// Background: seal a rolled segment and record it in the manifest. With `compressor` (a
@@ -926,6 +1006,7 @@ impl LogShared {
             self.background_done.wait(&mut background);
         }
         drop(background);
+        self.drop_recycled();
         // Give the budget back: a closed log keeps no segment in memory for anyone (a reopen
         // counts its files again).
         self.prepare.lock().ready.clear();

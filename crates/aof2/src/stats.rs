@@ -18,6 +18,7 @@ pub(crate) struct LogCounters {
     pub backpressure_waits: AtomicU64,
     pub budget_waits: AtomicU64,
     pub segments_retired: AtomicU64,
+    pub segments_recycled: AtomicU64,
 }
 
 impl LogCounters {
@@ -48,6 +49,7 @@ impl LogCounters {
             backpressure_waits: self.backpressure_waits.load(Relaxed),
             budget_waits: self.budget_waits.load(Relaxed),
             segments_retired: self.segments_retired.load(Relaxed),
+            segments_recycled: self.segments_recycled.load(Relaxed),
             ..Default::default()
         }
     }
@@ -80,6 +82,8 @@ pub struct LogStats {
     pub budget_waits: u64,
     /// Segments removed by retention (`Aof::truncate_before`).
     pub segments_retired: u64,
+    /// Segments prepared in the file of an evicted Tier 0 segment instead of a new file.
+    pub segments_recycled: u64,
     /// Records written (next sequence number).
     pub next_seq: u64,
     /// Records durable (all sequences below this are synced).

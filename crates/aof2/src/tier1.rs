@@ -1016,6 +1016,7 @@ mod tests {
                 base_seq: seq,
                 created_ms: 1_700_000_000_000,
                 capacity: segment_bytes as u64 + (1 << 20),
+                recycled: false,
             };
             let base_seq = seq;
             let mut bytes = header.encode().to_vec();
@@ -1500,6 +1501,7 @@ mod tests {
             base_seq: 1234,
             created_ms: 1,
             capacity: 1 << 20,
+            recycled: false,
         };
         let footer = SegmentFooter {
             index_entries: 0,

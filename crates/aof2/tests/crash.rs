@@ -409,17 +409,19 @@ fn run_child(scenario: &Scenario) {
         let tier2 = scenario.tier2;
         std::thread::spawn(move || reread_old_records(&reader, run, tier2));
         let manager = manager.clone();
+        let stats_log = log.clone();
         std::thread::spawn(move || {
             loop {
                 let s = manager.tier_stats();
                 let mut line = format!(
-                    "AOF2STATS {} {} {} {} {} {}",
+                    "AOF2STATS {} {} {} {} {} {} {}",
                     s.segments_compressed,
                     s.evictions,
                     s.hydrations,
                     s.admission_timeouts,
                     s.tier0_peak_bytes,
-                    s.compress_failures
+                    s.compress_failures,
+                    stats_log.stats().segments_recycled
                 );
                 if let Some(t) = s.tier2 {
                     line.push_str(&format!(
@@ -612,6 +614,8 @@ struct Totals {
     child_compressed: u64,
     child_evictions: u64,
     child_hydrations: u64,
+    /// Segments the children prepared in the files of evicted ones.
+    child_recycled: u64,
     child_admission_timeouts: u64,
     /// Tier 2 (from the children's last statistics).
     child_uploads: u64,
@@ -1062,11 +1066,18 @@ fn check_tier_files(root: &Path, manager: &AofManager, log: &aof2::Aof) -> u64 {
         id.and_then(|id| info.segments.iter().find(|s| s.id == id))
             .map(|s| s.tier)
     };
+    let kept: Vec<String> = (0..aof2::limits::RECYCLED_SEGMENTS_KEPT)
+        .map(|k| format!("recycled-{k}"))
+        .collect();
     for (name, id) in files_in(&log_dir.join("segments")) {
         assert!(
             !name.ends_with(".tmp"),
             "temporary file left: segments/{name}"
         );
+        if kept.contains(&name) {
+            // An evicted segment's file, kept to prepare a later segment in.
+            continue;
+        }
         assert!(name.ends_with(".seg"), "unexpected file segments/{name}");
         match tier(id) {
             Some(t) => assert!(in_tier0(t), "segments/{name} belongs to a segment in {t:?}"),
@@ -1768,7 +1779,16 @@ fn crash_loop(scenario: &Scenario) {
         }
 
         if let Some(v) = &last_stats {
-            let [compressed, evictions, hydrations, timeouts, peak, failures] = v[..6] else {
+            let [
+                compressed,
+                evictions,
+                hydrations,
+                timeouts,
+                peak,
+                failures,
+                recycled,
+            ] = v[..7]
+            else {
                 panic!("stats line {v:?}");
             };
             if let [
@@ -1779,7 +1799,7 @@ fn crash_loop(scenario: &Scenario) {
                 request_failures,
                 opened,
                 _,
-            ] = v[6..]
+            ] = v[7..]
             {
                 totals.child_uploads += uploads;
                 totals.child_tier1_evictions += tier1_evictions;
@@ -1797,6 +1817,7 @@ fn crash_loop(scenario: &Scenario) {
             totals.child_compressed += compressed;
             totals.child_evictions += evictions;
             totals.child_hydrations += hydrations;
+            totals.child_recycled += recycled;
             totals.child_admission_timeouts += timeouts;
         }
 
@@ -1838,7 +1859,7 @@ fn crash_loop(scenario: &Scenario) {
     if scenario.tiered {
         println!(
             "tiering under the kills: children compressed {} segments, evicted {}, hydrated {} \
-             ({} admission timeouts); kills that found a compression in flight {} (writing the \
+             ({} admission timeouts), prepared {} in evicted files; kills that found a compression in flight {} (writing the \
              Tier 1 file {}), an evicted or hydrated segment file not yet settled {}, a \
              hydration writing {}; recovery restarted {} compressions; {} reopens left {} \
              unsealed segments to the sealer",
@@ -1846,6 +1867,7 @@ fn crash_loop(scenario: &Scenario) {
             totals.child_evictions,
             totals.child_hydrations,
             totals.child_admission_timeouts,
+            totals.child_recycled,
             totals.kills_in_compression,
             totals.kills_writing_tier1,
             totals.kills_in_eviction_or_hydration,
@@ -1857,6 +1879,10 @@ fn crash_loop(scenario: &Scenario) {
         assert!(
             iterations < 5 || (totals.child_compressed > 0 && totals.child_evictions > 0),
             "the children never compressed or evicted: the test exercised no tiering"
+        );
+        assert!(
+            iterations < 5 || totals.child_recycled > 0,
+            "no child prepared a segment in an evicted file: the kills never hit reused files"
         );
     }
     if let Some(t2) = &tier2 {

@@ -42,6 +42,7 @@ fn golden_encodings() {
         base_seq: 1000,
         created_ms: 1_700_000_000_001,
         capacity: 1 << 20,
+        recycled: false,
     };
     check("segment-header-v1.bin", &header.encode());
     let payload = b"hello, aof2";

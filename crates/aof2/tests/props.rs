@@ -381,8 +381,8 @@ proptest! {
     }
 
     #[test]
-    fn segment_header_roundtrip(log_id: u128, segment_id: u64, base_seq: u64, created_ms: u64, capacity: u64) {
-        let h = SegmentHeader { log_id, segment_id, base_seq, created_ms, capacity };
+    fn segment_header_roundtrip(log_id: u128, segment_id: u64, base_seq: u64, created_ms: u64, capacity: u64, recycled: bool) {
+        let h = SegmentHeader { log_id, segment_id, base_seq, created_ms, capacity, recycled };
         let encoded = h.encode();
         prop_assert_eq!(SegmentHeader::decode(&encoded), Ok(h));
         prop_assert!(!SegmentHeader::is_blank(&encoded));

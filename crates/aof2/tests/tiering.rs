@@ -1154,3 +1154,98 @@ fn adaptive_level_stays_in_bounds_and_fixed_level_is_used() {
         close(m, log);
     }
 }
+
+// ------------------------------------------------------------------ recycled segment files
+
+fn recycled_files(root: &Path) -> Vec<PathBuf> {
+    (0..aof2::limits::RECYCLED_SEGMENTS_KEPT)
+        .map(|k| log_dir(root).join("segments").join(format!("recycled-{k}")))
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Reopen `root` and check that it holds exactly `model`, that recovery found nothing to cut
+/// (left-over frames of a reused file are not a torn tail), and that appends continue.
+fn reopen_and_check(root: &Path, model: &mut Vec<Vec<u8>>) {
+    let (m, log) = open(root, manager_config(root));
+    let report = m.recovery_report(NAME).unwrap();
+    assert!(
+        report.cut_tails.is_empty() && report.dropped_incomplete_frames == 0,
+        "{report:?}"
+    );
+    assert_eq!(log.next_seq(), model.len() as u64, "{report:?}");
+    check_all(&log, model);
+    let verify = m.verify_log(&log);
+    assert!(verify.is_clean(), "{verify:?}");
+    fill(&log, model, SEGMENT_BYTES as usize * 3);
+    check_all(&log, model);
+    close(m, log);
+}
+
+/// Tier 0 eviction keeps evicted files to prepare later segments in, so appends write over an
+/// older segment's frames. Whatever is left of those after the last record must never read as a
+/// record: not after a clean reopen, and not from a crash image of the open log.
+#[test]
+fn evicted_segment_files_are_reused_and_leftovers_never_read_as_records() {
+    let (dir, root, m, log, mut model) = compressed_log(2 << 20, 64 << 10);
+    m.evict_tier0(&log).unwrap();
+    for kept in recycled_files(&root) {
+        assert!(
+            kept.is_file(),
+            "eviction keeps {} for reuse",
+            kept.display()
+        );
+    }
+    // The segments prepared ahead are used first, then the kept files.
+    let mut active = m.log_info(&log).segments.last().unwrap().clone();
+    let mut rolls = 0;
+    while fs::read(&active.path).unwrap()[12] & 1 == 0 {
+        let before = active.id;
+        while active.id == before {
+            fill(&log, &mut model, 4 << 10);
+            active = m.log_info(&log).segments.last().unwrap().clone();
+        }
+        rolls += 1;
+        assert!(rolls <= 4, "no reused file became the active segment");
+    }
+    assert!(log.stats().segments_recycled >= 1, "{:?}", log.stats());
+    // The reused file still holds frames of its earlier segment after the new records.
+    let bytes = fs::read(&active.path).unwrap();
+    let end = 128 + active.record_bytes as usize + 32 * (active.end_seq - active.base_seq) as usize;
+    assert!(end < 16 << 10, "{active:?}");
+    assert!(
+        bytes[32 << 10..48 << 10].iter().any(|&b| b != 0),
+        "the reused file has left-over frames"
+    );
+
+    // A crash image: every file as the page cache holds it, taken while nothing runs.
+    assert!(m.wait_for_tier1(&log, BACKGROUND));
+    let deadline = Instant::now() + BACKGROUND;
+    while log.stats().prepared_ready < aof2::limits::PREPARED_SEGMENTS_AHEAD as u64 {
+        assert!(Instant::now() < deadline, "{:?}", log.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let image = dir.path().join("image");
+    copy_dir(&root, &image);
+    let mut image_model = model.clone();
+    reopen_and_check(&image, &mut image_model);
+    reopen_and_check(&image, &mut image_model);
+
+    close(m, log);
+    for kept in recycled_files(&root) {
+        assert!(!kept.exists(), "close deletes {}", kept.display());
+    }
+    reopen_and_check(&root, &mut model);
+}

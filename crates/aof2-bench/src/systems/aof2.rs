@@ -114,6 +114,9 @@ impl System for Aof2System {
     }
 
     fn close(self: Box<Self>) -> Result<()> {
+        if std::env::var_os("AOF2_BENCH_STATS").is_some() {
+            eprintln!("{:?}", self.log.stats());
+        }
         self.log.close()?;
         self.manager.close()?;
         Ok(())

@@ -93,6 +93,9 @@ pub enum SystemKind {
     Commitlog,
     /// One `pwrite` + `fdatasync` per record under a mutex, zero-filled file.
     RawFdatasync,
+    /// The least a group commit does: one `pwrite` per record under a mutex; a waiter that finds
+    /// no sync running syncs everything written so far, the others sleep until one covers them.
+    RawGroupCommit,
     /// One `pwrite` per record under a mutex, preallocated file.
     RawWrite,
     /// `memcpy` into a pre-touched buffer: the physical limit of a buffered append.
@@ -101,7 +104,7 @@ pub enum SystemKind {
 
 impl SystemKind {
     /// Every kind, in table order.
-    pub const ALL: [SystemKind; 10] = [
+    pub const ALL: [SystemKind; 11] = [
         SystemKind::Aof2Always,
         SystemKind::Aof2Interval,
         SystemKind::Aof2None,
@@ -110,6 +113,7 @@ impl SystemKind {
         SystemKind::RaftEngineNosync,
         SystemKind::Commitlog,
         SystemKind::RawFdatasync,
+        SystemKind::RawGroupCommit,
         SystemKind::RawWrite,
         SystemKind::Memcpy,
     ];
@@ -125,6 +129,7 @@ impl SystemKind {
             SystemKind::RaftEngineNosync => "raft-engine nosync",
             SystemKind::Commitlog => "commitlog",
             SystemKind::RawFdatasync => "raw write+fdatasync",
+            SystemKind::RawGroupCommit => "raw group commit",
             SystemKind::RawWrite => "raw write",
             SystemKind::Memcpy => "memcpy",
         }
@@ -138,6 +143,7 @@ impl SystemKind {
                 | SystemKind::Okaywal
                 | SystemKind::RaftEngineSync
                 | SystemKind::RawFdatasync
+                | SystemKind::RawGroupCommit
         )
     }
 
@@ -153,7 +159,10 @@ impl SystemKind {
     pub fn is_baseline(self) -> bool {
         matches!(
             self,
-            SystemKind::RawFdatasync | SystemKind::RawWrite | SystemKind::Memcpy
+            SystemKind::RawFdatasync
+                | SystemKind::RawGroupCommit
+                | SystemKind::RawWrite
+                | SystemKind::Memcpy
         )
     }
 
@@ -173,6 +182,9 @@ impl SystemKind {
             SystemKind::RaftEngineNosync => "put + write(sync=false)",
             SystemKind::Commitlog => "append_msg; flush() does not fsync",
             SystemKind::RawFdatasync => "pwrite+fdatasync per record under a mutex",
+            SystemKind::RawGroupCommit => {
+                "pwrite per record under a mutex; first waiter fdatasyncs for all, futex wake-all"
+            }
             SystemKind::RawWrite => "pwrite per record under a mutex",
             SystemKind::Memcpy => "memcpy into pre-touched memory under a mutex",
         }
@@ -189,7 +201,7 @@ impl SystemKind {
                 Box::new(raft_engine::RaftEngineSystem::open(self, dir)?)
             }
             SystemKind::Commitlog => Box::new(commitlog::CommitlogSystem::open(dir, options)?),
-            SystemKind::RawFdatasync | SystemKind::RawWrite => {
+            SystemKind::RawFdatasync | SystemKind::RawGroupCommit | SystemKind::RawWrite => {
                 Box::new(raw::RawFile::open(self, dir, options)?)
             }
             SystemKind::Memcpy => Box::new(raw::Memcpy::open(options)?),

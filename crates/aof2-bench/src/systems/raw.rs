@@ -6,6 +6,11 @@
 //!   mutex (no group commit), into a ring of at most [`RAW_RING_BYTES`] that is zero-filled and
 //!   synced when opened, so the timed syncs flush data only, never block allocation. `fsyncs`
 //!   counts the fdatasync calls.
+//! - [`RawFile`], kind `RawGroupCommit`: the same ring, one `pwrite` per record under the mutex,
+//!   then the least a group commit does: a writer that finds no sync running syncs everything
+//!   written so far (no gathering window), the others sleep on a futex until a sync covers them,
+//!   and each sync wakes every sleeper. What thread-per-writer group commit costs on this machine
+//!   with nothing else in the way. `fsyncs` counts the fdatasync calls.
 //! - [`RawFile`], kind `RawWrite`: one `pwrite` per record under a mutex into a file preallocated
 //!   (`fallocate`) to `capacity_bytes`; appending past it fails.
 //! - [`Memcpy`]: `copy_from_slice` into a pre-touched buffer of at most [`MEMCPY_RING_BYTES`]
@@ -17,7 +22,7 @@ use std::fs::{File, OpenOptions as FsOpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use super::{OpenOptions, Result, System, SystemKind, Writer, unsupported};
 
@@ -45,6 +50,12 @@ pub struct RawFile {
     /// Next write offset, and how many records were appended.
     state: Mutex<(u64, u64)>,
     fsyncs: AtomicU64,
+    /// `RawGroupCommit`: records written (published under `state`'s lock) and covered by a sync.
+    written: AtomicU64,
+    durable: AtomicU64,
+    syncing: AtomicBool,
+    /// Bumped after every sync; sleepers wait on it.
+    sync_epoch: AtomicU32,
 }
 
 impl RawFile {
@@ -58,7 +69,7 @@ impl RawFile {
             .create(true)
             .truncate(false)
             .open(dir.join("raw.dat"))?;
-        let len = if kind == SystemKind::RawFdatasync {
+        let len = if kind != SystemKind::RawWrite {
             let len = ring_bytes(options.capacity_bytes, RAW_RING_BYTES, options.record_size);
             let zeros = vec![0u8; SCAN_READ_BYTES];
             let mut at = 0;
@@ -81,7 +92,35 @@ impl RawFile {
             len,
             state: Mutex::new((0, 0)),
             fsyncs: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            syncing: AtomicBool::new(false),
+            sync_epoch: AtomicU32::new(0),
         })
+    }
+
+    /// `RawGroupCommit`: return once a sync covers the first `records` records.
+    fn sync_to(&self, records: u64) -> Result<()> {
+        loop {
+            let epoch = self.sync_epoch.load(Ordering::Acquire);
+            if self.durable.load(Ordering::Acquire) >= records {
+                return Ok(());
+            }
+            if self.syncing.swap(true, Ordering::AcqRel) {
+                atomic_wait::wait(&self.sync_epoch, epoch);
+                continue;
+            }
+            let target = self.written.load(Ordering::Acquire);
+            let synced = self.file.sync_data();
+            if synced.is_ok() {
+                self.durable.fetch_max(target, Ordering::AcqRel);
+                self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+            self.syncing.store(false, Ordering::Release);
+            self.sync_epoch.fetch_add(1, Ordering::AcqRel);
+            atomic_wait::wake_all(&self.sync_epoch);
+            synced?;
+        }
     }
 
     fn readable_records(&self) -> Result<u64> {
@@ -111,6 +150,12 @@ impl Writer for RawWriter<'_> {
             raw.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         *state = (offset + payload.len() as u64, state.1 + 1);
+        if raw.kind == SystemKind::RawGroupCommit {
+            let mine = state.1;
+            raw.written.store(mine, Ordering::Release);
+            drop(state);
+            raw.sync_to(mine)?;
+        }
         Ok(())
     }
 }

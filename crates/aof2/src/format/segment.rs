@@ -15,6 +15,11 @@ const FOOTER: usize = SEGMENT_FOOTER_BYTES as usize;
 const FRAME: usize = FRAME_HEADER_BYTES as usize;
 const ENTRY: usize = INDEX_ENTRY_BYTES as usize;
 
+/// Header flag: the file was reused from an older segment of the same log, so the bytes after
+/// the last frame may be left-over frames of that segment (lower sequence numbers) rather than
+/// zeros. See `docs/format.md`.
+pub const HEADER_FLAG_RECYCLED: u32 = 1;
+
 /// Segment header (128 bytes at offset 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
@@ -23,6 +28,8 @@ pub struct SegmentHeader {
     pub base_seq: u64,
     pub created_ms: u64,
     pub capacity: u64,
+    /// [`HEADER_FLAG_RECYCLED`].
+    pub recycled: bool,
 }
 
 impl SegmentHeader {
@@ -31,6 +38,12 @@ impl SegmentHeader {
         b[..8].copy_from_slice(SEGMENT_MAGIC);
         b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         b[10..12].copy_from_slice(&(HEADER as u16).to_le_bytes());
+        let flags = if self.recycled {
+            HEADER_FLAG_RECYCLED
+        } else {
+            0
+        };
+        b[12..16].copy_from_slice(&flags.to_le_bytes());
         b[16..32].copy_from_slice(&self.log_id.to_le_bytes());
         b[32..40].copy_from_slice(&self.segment_id.to_le_bytes());
         b[40..48].copy_from_slice(&self.base_seq.to_le_bytes());
@@ -42,7 +55,10 @@ impl SegmentHeader {
 
     pub fn decode(bytes: &[u8]) -> FormatResult<Self> {
         check_fixed(bytes, HEADER, SEGMENT_MAGIC)?;
-        if u16::from_le_bytes([bytes[10], bytes[11]]) as usize != HEADER || le_u32(bytes, 12) != 0 {
+        let flags = le_u32(bytes, 12);
+        if u16::from_le_bytes([bytes[10], bytes[11]]) as usize != HEADER
+            || flags & !HEADER_FLAG_RECYCLED != 0
+        {
             return Err(FormatError::Invalid(
                 "segment header length or flags".into(),
             ));
@@ -53,6 +69,7 @@ impl SegmentHeader {
             base_seq: le_u64(bytes, 40),
             created_ms: le_u64(bytes, 48),
             capacity: le_u64(bytes, 56),
+            recycled: flags & HEADER_FLAG_RECYCLED != 0,
         })
     }
 
@@ -275,8 +292,22 @@ mod tests {
             base_seq: 1000,
             created_ms: 12,
             capacity: 1 << 20,
+            recycled: false,
         };
         assert_eq!(SegmentHeader::decode(&h.encode()).unwrap(), h);
+        let r = SegmentHeader {
+            recycled: true,
+            ..h
+        };
+        assert_eq!(r.encode()[12..16], HEADER_FLAG_RECYCLED.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&r.encode()).unwrap(), r);
+        let mut unknown = h.encode();
+        unknown[12] = 2;
+        seal_fixed(&mut unknown);
+        assert!(
+            SegmentHeader::decode(&unknown).is_err(),
+            "an unknown header flag is refused"
+        );
         let f = SegmentFooter {
             index_entries: 2,
             segment_id: 3,

@@ -151,6 +151,16 @@ pub(crate) fn recover_log(
     };
     std::fs::create_dir_all(&segment_dir)
         .context(|| format!("create {}", segment_dir.display()))?;
+    // Files an earlier run kept to reuse (it stopped before deleting them): nothing refers to
+    // them.
+    for k in 0..crate::limits::RECYCLED_SEGMENTS_KEPT {
+        let path = segment_dir.join(segment::recycled_file_name(k));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("remove {}", path.display()), e)),
+        }
+    }
     recover_segments(
         root,
         name,
@@ -573,7 +583,7 @@ fn recover_segments(
             )));
             continue;
         }
-        let scan = match prescanned.remove(&id) {
+        let mut scan = match prescanned.remove(&id) {
             Some(p) if p.len == len && p.base_seq == header.base_seq => p.scan,
             _ => {
                 let mapping =
@@ -582,6 +592,11 @@ fn recover_segments(
             }
         };
         report.scanned_segments += 1;
+        if header.recycled && scan.dropped_incomplete_batch == 0 {
+            // Whatever follows the frames is most likely left over from the file's earlier
+            // segment, not a torn write: the end is the same, but it is not worth a report.
+            scan.stop = None;
+        }
         if let Some(stop) = &scan.stop {
             tracing::warn!(log = name, segment = id, offset = scan.records_end, %stop, "cutting torn tail");
         }

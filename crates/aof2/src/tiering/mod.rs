@@ -1049,11 +1049,14 @@ impl Tiering {
         let segments: Vec<Arc<Segment>> = log.segments.read().iter().cloned().collect();
         let mut freed = 0;
         for segment in segments {
-            let outcome = segment.evict_tier0(|| {
-                log.manifest.lock().append(Edit::Tier0Evicted {
-                    segment_id: segment.id,
-                })
-            })?;
+            let outcome = segment.evict_tier0(
+                || {
+                    log.manifest.lock().append(Edit::Tier0Evicted {
+                        segment_id: segment.id,
+                    })
+                },
+                |path| log.keep_for_reuse(path),
+            )?;
             if let EvictOutcome::Evicted(bytes) = outcome {
                 freed += bytes;
                 self.counters.evictions.fetch_add(1, Ordering::Relaxed);
@@ -1080,11 +1083,14 @@ impl Tiering {
             let Some(_running) = log.enter_background() else {
                 continue;
             };
-            let outcome = segment.evict_tier0(|| {
-                log.manifest.lock().append(Edit::Tier0Evicted {
-                    segment_id: segment.id,
-                })
-            });
+            let outcome = segment.evict_tier0(
+                || {
+                    log.manifest.lock().append(Edit::Tier0Evicted {
+                        segment_id: segment.id,
+                    })
+                },
+                |path| log.keep_for_reuse(path),
+            );
             match outcome {
                 Ok(EvictOutcome::Evicted(bytes)) => {
                     freed += bytes;
