@@ -814,7 +814,7 @@ impl LogShared {
                     )
                     .is_err()
             {
-                atomic_wait::wait(&self.sync_epoch, epoch);
+                self.wait_for_sync(epoch);
                 continue;
             }
             self.gather(self.last_group.load(Ordering::Relaxed));
@@ -835,6 +835,25 @@ impl LogShared {
             if self.config.durability != Durability::None {
                 self.notify_visible();
             }
+        }
+    }
+
+    /// Wait until the sync epoch moves past `epoch`: first by yielding the CPU in a loop for up
+    /// to `SYNC_WAIT_SPIN_NS`, then asleep on the futex. On the 2-vCPU VMs this was measured
+    /// on, waking a thread whose vCPU has gone idle costs ~22 us (futex ping-pong across vCPUs:
+    /// 44 us round trip, 6 us on one), and a group commit pays that for every writer it
+    /// releases; a writer that is still yielding sees the new epoch at once and keeps its vCPU
+    /// awake. `Always`, 1 KiB, side by side: 16 writers 71-83k/s (p99 ~400 us) against
+    /// 59-64k/s (p99 ~650 us) sleeping at once; 64 writers 144-160k/s against 100-119k/s. The
+    /// loop only runs when nothing else is runnable, so it costs idle time, not throughput.
+    fn wait_for_sync(&self, epoch: u32) {
+        let start = Instant::now();
+        while self.sync_epoch.load(Ordering::Acquire) == epoch {
+            if start.elapsed() >= Duration::from_nanos(limits::SYNC_WAIT_SPIN_NS) {
+                atomic_wait::wait(&self.sync_epoch, epoch);
+                return;
+            }
+            std::thread::yield_now();
         }
     }
 

@@ -92,6 +92,11 @@ pub const PREPARE_THREADS: usize = 2;
 /// 37k/s with 2, 44k/s with 1), so one group at a time is the default.
 pub const MAX_SYNCS_IN_FLIGHT: u32 = 1;
 
+/// How long a thread waiting for a group commit yields the CPU in a loop before it sleeps
+/// (`LogShared::wait_for_sync`): about two syncs. Measured with 16 and 64 writers: 100 us gained
+/// little, 300 us as much as 1 or 3 ms.
+pub const SYNC_WAIT_SPIN_NS: u64 = 300_000;
+
 /// Longest a group-commit leader waits for the writers released by the previous sync to come
 /// back: bounds the latency a lone writer can pay when the group shrinks.
 pub const MAX_GATHER_WINDOW_NS: u64 = 100_000;

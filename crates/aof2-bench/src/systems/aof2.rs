@@ -5,6 +5,8 @@
 //! group-commit fdatasync covers the record). Reads use `Aof::reader` / `Aof::read` under the
 //! default visibility (durable records; `sync` flushes first). `fsyncs` is `LogStats::flushes`.
 //! [`Aof2System::log`] exposes the log for aof2-only workloads (pipelining, follow-mode tail).
+//! With `AOF2_BENCH_STATS` set in the environment, closing prints the log's `LogStats` (group
+//! commits, fsync mean, rollover waits, segments prepared in evicted files) on stderr.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
