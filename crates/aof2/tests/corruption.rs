@@ -14,6 +14,10 @@ use aof2::{
     SegmentState,
 };
 
+use support::copy_dir;
+
+mod support;
+
 const NAME: &str = "events";
 const SEGMENT_BYTES: u64 = 64 * 1024;
 const HEADER: u64 = 128;
@@ -685,19 +689,6 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .cloned()
         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -22,6 +22,10 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 
+use support::copy_dir;
+
+mod support;
+
 const NAME: &str = "events";
 const SEGMENT_BYTES: u64 = 64 * 1024;
 /// Where the first zstd frame of a Tier 1 file starts.
@@ -1161,19 +1165,6 @@ fn recycled_files(root: &Path) -> Vec<PathBuf> {
     (0..aof2::limits::RECYCLED_SEGMENTS_KEPT)
         .map(|k| log_dir(root).join("segments").join(format!("recycled-{k}")))
         .collect()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// Reopen `root` and check that it holds exactly `model`, that recovery found nothing to cut
