@@ -43,6 +43,8 @@ pub struct Report {
     pub fsync_mean_us: f64,
     pub fsync_max_us: f64,
     pub segments_rolled: u64,
+    /// Segments prepared in the file of an evicted one instead of a new file.
+    pub segments_recycled: u64,
     pub rollover_waits: u64,
     pub backpressure_waits: u64,
     /// Untimed-for-throughput `flush` after the appends (makes `none`/`interval` data durable).
@@ -143,8 +145,11 @@ impl Report {
         )?;
         writeln!(
             out,
-            "  segments:      {} rolled, {} rollover waits, {} backpressure waits",
-            self.segments_rolled, self.rollover_waits, self.backpressure_waits
+            "  segments:      {} rolled ({} in reused files), {} rollover waits, {} backpressure waits",
+            self.segments_rolled,
+            self.segments_recycled,
+            self.rollover_waits,
+            self.backpressure_waits
         )?;
         writeln!(out, "  final flush:   {:.1} ms", self.final_flush_ms)?;
         writeln!(
