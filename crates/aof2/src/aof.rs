@@ -56,8 +56,9 @@ struct PrepareSlot {
     in_progress_ids: std::collections::BTreeSet<u64>,
     /// Blank segments left by an earlier run, reused before new ones are created.
     reuse: std::collections::VecDeque<(u64, u64)>,
-    /// Files of evicted segments kept to be prepared again ([`LogShared::keep_for_reuse`]).
-    recycled: Vec<PathBuf>,
+    /// Files of evicted segments kept to be prepared again ([`LogShared::keep_for_reuse`]),
+    /// with when each was kept.
+    recycled: Vec<(PathBuf, Instant)>,
     /// Names of kept files a preparation is renaming away: not free for another file yet.
     recycling: Vec<PathBuf>,
     error: Option<Error>,
@@ -582,7 +583,7 @@ impl LogShared {
                 };
                 let from = {
                     let mut slot = self.prepare.lock();
-                    let from = slot.recycled.pop();
+                    let from = slot.recycled.pop().map(|(path, _)| path);
                     slot.recycling.extend(from.clone());
                     from
                 };
@@ -667,13 +668,13 @@ impl LogShared {
         let mut slot = self.prepare.lock();
         let Some(to) = (0..limits::RECYCLED_SEGMENTS_KEPT)
             .map(|k| self.segment_dir.join(recycled_file_name(k)))
-            .find(|p| !slot.recycled.contains(p) && !slot.recycling.contains(p))
+            .find(|p| !slot.recycled.iter().any(|(k, _)| k == p) && !slot.recycling.contains(p))
         else {
             return false;
         };
         match std::fs::rename(path, &to) {
             Ok(()) => {
-                slot.recycled.push(to);
+                slot.recycled.push((to, Instant::now()));
                 true
             }
             Err(e) => {
@@ -683,11 +684,17 @@ impl LogShared {
         }
     }
 
-    /// Delete the kept files (the log is closing).
-    fn drop_recycled(&self) {
-        for path in std::mem::take(&mut self.prepare.lock().recycled) {
-            let _ = std::fs::remove_file(path);
-        }
+    /// Delete the kept files that waited `older_than` or longer (all of them when the log
+    /// closes): a log that stopped rolling segments does not need them.
+    fn drop_recycled(&self, older_than: Duration) {
+        // Deleted under the lock: once a name leaves the list, eviction may reuse it.
+        self.prepare.lock().recycled.retain(|(path, at)| {
+            let keep = at.elapsed() < older_than;
+            if !keep {
+                let _ = std::fs::remove_file(path);
+            }
+            keep
+        });
     }
 
     /// Background: seal a rolled segment and record it in the manifest. With `compressor` (a
@@ -943,6 +950,7 @@ impl LogShared {
         {
             return;
         }
+        self.drop_recycled(limits::RECYCLED_SEGMENT_KEEP);
         if let Durability::Interval(every) = self.config.durability
             && self.written() > self.durable()
             && self.last_sync.lock().elapsed() >= every
@@ -1025,7 +1033,7 @@ impl LogShared {
             self.background_done.wait(&mut background);
         }
         drop(background);
-        self.drop_recycled();
+        self.drop_recycled(Duration::ZERO);
         // Give the budget back: a closed log keeps no segment in memory for anyone (a reopen
         // counts its files again).
         self.prepare.lock().ready.clear();

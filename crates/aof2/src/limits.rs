@@ -79,10 +79,14 @@ pub const PREPARED_SEGMENTS_AHEAD: usize = 2;
 /// flight to Tier 1.
 pub const TIGHT_BUDGET_SEGMENTS: u64 = 8;
 /// Files of evicted Tier 0 segments a log keeps (outside the Tier 0 budget, as unmapped page
-/// cache the kernel may reclaim) to become its next prepared segments: reusing a file's resident
-/// pages instead of faulting in fresh memory is what lets preparation keep up with a buffered
-/// writer. Two, as many as are prepared ahead; more evicted files are deleted.
+/// cache) to become its next prepared segments: reusing a file's resident pages instead of
+/// faulting in fresh memory is what lets preparation keep up with a buffered writer. Two, as many
+/// as are prepared ahead; more evicted files are deleted.
 pub const RECYCLED_SEGMENTS_KEPT: usize = 2;
+/// A kept file not reused within this long is deleted (checked on the timer tick): only logs that
+/// keep rolling segments hold page cache outside the Tier 0 budget, at most
+/// `RECYCLED_SEGMENTS_KEPT` segments each.
+pub const RECYCLED_SEGMENT_KEEP: std::time::Duration = std::time::Duration::from_secs(10);
 /// Threads that prepare segments, per manager.
 pub const PREPARE_THREADS: usize = 2;
 

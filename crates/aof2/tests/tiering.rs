@@ -1240,3 +1240,29 @@ fn evicted_segment_files_are_reused_and_leftovers_never_read_as_records() {
     }
     reopen_and_check(&root, &mut model);
 }
+
+/// A log that stops rolling segments does not hold page cache in kept files for long.
+#[test]
+fn kept_files_of_an_idle_log_are_deleted() {
+    let (_dir, root, m, log, mut model) = compressed_log(1 << 20, 64 << 10);
+    m.evict_tier0(&log).unwrap();
+    let kept = recycled_files(&root);
+    assert!(kept.iter().all(|p| p.is_file()), "eviction keeps files");
+    let started = Instant::now();
+    while kept.iter().any(|p| p.exists()) {
+        assert!(
+            started.elapsed() < aof2::limits::RECYCLED_SEGMENT_KEEP + BACKGROUND,
+            "kept files still there after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        started.elapsed() + Duration::from_secs(1) >= aof2::limits::RECYCLED_SEGMENT_KEEP,
+        "deleted after {:?}, before they were idle for long",
+        started.elapsed()
+    );
+    fill(&log, &mut model, 4 * SEGMENT_BYTES as usize);
+    check_all(&log, &model);
+    close(m, log);
+}
