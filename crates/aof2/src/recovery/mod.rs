@@ -154,12 +154,7 @@ pub(crate) fn recover_log(
     // Files an earlier run kept to reuse (it stopped before deleting them): nothing refers to
     // them.
     for k in 0..crate::limits::RECYCLED_SEGMENTS_KEPT {
-        let path = segment_dir.join(segment::recycled_file_name(k));
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("remove {}", path.display()), e)),
-        }
+        remove_if_present(&segment_dir.join(segment::recycled_file_name(k)))?;
     }
     recover_segments(
         root,
