@@ -1,7 +1,8 @@
 //! Aof: one log's façade (append, read, reader, flush, close) and the shared state behind it.
 //!
 //! Write path: an append takes the log's write lock, writes its frames into the page cache of the
-//! active segment (memcpy into the mapping, or one `pwrite` per batch for durable logs; see
+//! active segment (memcpy into the mapping; durable logs stage them in memory, and the group-commit
+//! leader writes every staged frame with one `pwrite` before its fdatasync; see
 //! `segment::WriteMode`), publishes the new written watermark and releases the lock. Durability is a
 //! separate step ([`LogShared::sync_to`]): group commit with one fdatasync per group. Rollover
 //! swaps in a segment prepared in the background and hands the full one to the sealer.
@@ -71,7 +72,11 @@ pub(crate) struct LogShared {
     pub(crate) segment_dir: PathBuf,
     pub(crate) config: LogConfig,
     write: Mutex<WriteState>,
+    /// Records appended (their sequences are taken), staged ones included.
     written: AtomicU64,
+    /// Records whose frames are in the file, where readers of the mapping can see them:
+    /// `written` minus the frames a durable log has staged for the next group commit.
+    in_file: AtomicU64,
     durable: AtomicU64,
     /// `WriteState::written_bytes` covered by the latest successful sync.
     durable_bytes: AtomicU64,
@@ -173,6 +178,7 @@ impl LogShared {
                 last_timestamp_ms: last_ts,
             }),
             written: AtomicU64::new(next),
+            in_file: AtomicU64::new(next),
             durable: AtomicU64::new(durable),
             durable_bytes: AtomicU64::new(0),
             syncs_in_flight: AtomicU32::new(0),
@@ -340,8 +346,10 @@ impl LogShared {
             return Err(self.failure_error());
         }
         let next = active.next_seq;
+        let in_file = active.in_file_seq();
         w.written_bytes += frame_bytes;
         let dirty = w.written_bytes - self.durable_bytes.load(Ordering::Acquire);
+        self.in_file.store(in_file, Ordering::Release);
         self.written.store(next, Ordering::Release);
         drop(w);
 
@@ -421,6 +429,8 @@ impl LogShared {
     /// Swap in the prepared segment and hand the full one to the sealer. Called with the write
     /// lock held; no frame of the batch has been written yet. `Ok(false)`: no segment is ready.
     fn roll(&self, w: &mut WriteState) -> Result<bool> {
+        // The sealer reads the file: every frame of the full segment must be in it.
+        self.write_staged(w)?;
         let Some(prepared) = self.try_take_prepared()? else {
             return Ok(false);
         };
@@ -444,6 +454,25 @@ impl LogShared {
         self.submit_seal(rolled);
         self.request_prepare();
         Ok(true)
+    }
+
+    /// Write the active segment's staged frames into the file (called with the write lock
+    /// held). A failure fails the log: the page cache may hold part of them.
+    fn write_staged(&self, w: &mut WriteState) -> Result<()> {
+        let Some(active) = w.active.as_mut() else {
+            return Ok(());
+        };
+        match active.write_staged() {
+            Ok(()) => {
+                self.in_file.store(active.in_file_seq(), Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                let error = Error::io(format!("write to log {:?}", self.name), e);
+                self.fail(error);
+                Err(self.failure_error())
+            }
+        }
     }
 
     fn self_arc(&self) -> Arc<LogShared> {
@@ -782,7 +811,7 @@ impl LogShared {
     pub(crate) fn visible(&self, visibility: ReadVisibility) -> u64 {
         match (visibility, self.config.durability) {
             (ReadVisibility::Written, _) | (ReadVisibility::Durable, Durability::None) => {
-                self.written()
+                self.in_file.load(Ordering::Acquire)
             }
             (ReadVisibility::Durable, _) => self.durable(),
         }
@@ -889,7 +918,8 @@ impl LogShared {
     /// watermark and how many records it newly covers.
     fn sync_round(&self) -> Result<(u64, u64)> {
         let (target, target_bytes, files) = {
-            let w = self.write.lock();
+            let mut w = self.write.lock();
+            self.write_staged(&mut w)?;
             // Rolled files stay listed until a sync of them succeeds, so an overlapping syncer
             // that publishes a later target has synced them too.
             let mut files: Vec<Arc<std::fs::File>> = w.unsynced.clone();

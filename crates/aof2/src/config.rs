@@ -55,7 +55,8 @@ pub enum ReadVisibility {
     /// every written record). A reader never sees a record that a crash could take back.
     #[default]
     Durable,
-    /// Every record written so far, durable or not.
+    /// Every record written so far, durable or not (for `Durability::Always`, once the group
+    /// commit that covers it has written it to the segment file, just before its fdatasync).
     Written,
 }
 

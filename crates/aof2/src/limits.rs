@@ -101,6 +101,11 @@ pub const MAX_SYNCS_IN_FLIGHT: u32 = 1;
 /// little, 300 us as much as 1 or 3 ms.
 pub const SYNC_WAIT_SPIN_NS: u64 = 300_000;
 
+/// Durable (`WriteMode::Syscall`) appends stage their frames in memory and the group-commit
+/// leader writes them with one `pwrite`; an append that finds this many bytes staged writes
+/// them itself (a pipelining writer that runs ahead of the syncs).
+pub const STAGED_WRITE_BYTES: u64 = 256 << 10;
+
 /// Longest a group-commit leader waits for the writers released by the previous sync to come
 /// back: bounds the latency a lone writer can pay when the group shrinks.
 pub const MAX_GATHER_WINDOW_NS: u64 = 100_000;

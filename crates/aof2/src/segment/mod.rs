@@ -47,7 +47,8 @@ pub enum WriteMode {
     /// append. Used when appends are not synced one group at a time (`Durability::None` and
     /// `Interval`, whose periodic syncs amortise the cost described below).
     Mapped,
-    /// `pwrite` into the page cache, with a read-only mapping for readers. Used for
+    /// Staged in memory and written with one `pwrite` per group commit
+    /// ([`ActiveSegment::write_staged`]), with a read-only mapping for readers. Used for
     /// `Durability::Always`: syncing pages that are mapped writable makes the kernel write-protect them and shoot
     /// down TLB entries on every CPU running the process (an IPI per page in a VM), which made
     /// each group commit two to three times slower than the flush itself.
@@ -914,10 +915,12 @@ impl PreparedSegment {
             file: Arc::new(self.file),
             region,
             pending_header,
-            scratch: Vec::new(),
+            staged: Vec::new(),
+            staged_at: SEGMENT_HEADER_BYTES,
             capacity: self.capacity,
             offset: SEGMENT_HEADER_BYTES,
             next_seq: base_seq,
+            in_file_seq: base_seq,
             last_index_offset: None,
             index_entries: 0,
             first_timestamp_ms: 0,
@@ -938,12 +941,18 @@ pub struct ActiveSegment {
     region: Option<ActiveRegion>,
     /// Syscall mode: the header is written together with the first frames.
     pending_header: Option<[u8; SEGMENT_HEADER_BYTES as usize]>,
-    /// Syscall mode: frames of one batch, encoded for a single `pwrite`.
-    scratch: Vec<u8>,
+    /// Syscall mode: frames appended but not yet written to the file. The next group commit
+    /// writes them all with one `pwrite` ([`ActiveSegment::write_staged`]), so an append costs a
+    /// memcpy under the write lock instead of a system call.
+    staged: Vec<u8>,
+    /// File offset of `staged[0]`.
+    staged_at: u64,
     pub capacity: u64,
-    /// Next write offset (= records end so far).
+    /// Next write offset (= records end so far, staged frames included).
     pub offset: u64,
     pub next_seq: u64,
+    /// Records whose frames are in the file (page cache): `next_seq` minus the staged ones.
+    in_file_seq: u64,
     last_index_offset: Option<u64>,
     index_entries: u64,
     pub first_timestamp_ms: u64,
@@ -986,10 +995,12 @@ impl ActiveSegment {
             file: Arc::new(file),
             region: (mode == WriteMode::Mapped).then(|| ActiveRegion::new(mapping)),
             pending_header: None,
-            scratch: Vec::new(),
+            staged: Vec::new(),
+            staged_at: scan.records_end,
             capacity: header.capacity,
             offset: scan.records_end,
             next_seq: header.base_seq + scan.record_count,
+            in_file_seq: header.base_seq + scan.record_count,
             last_index_offset: scan.index.last().map(|e| e.offset),
             index_entries: scan.index.len() as u64,
             first_timestamp_ms: scan.first_timestamp_ms,
@@ -1031,8 +1042,32 @@ impl ActiveSegment {
         self.offset + frame_bytes + crate::limits::seal_reserve_bytes(entries) <= self.capacity
     }
 
-    /// Append a batch of frames sharing one timestamp; the caller checked `fits`. Frames are
-    /// complete in the page cache when this returns. Returns the frame bytes written.
+    /// Records whose frames are in the file: readers of the mapping may see them.
+    pub fn in_file_seq(&self) -> u64 {
+        self.in_file_seq
+    }
+
+    /// Write the staged frames (and the header of a fresh segment) with one `pwrite`. After it,
+    /// every appended frame is complete in the page cache.
+    pub fn write_staged(&mut self) -> io::Result<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        if let Some(header) = self.pending_header {
+            crate::sys::retry_transient(|| self.file.write_all_at(&header, 0))?;
+            self.pending_header = None;
+        }
+        crate::sys::retry_transient(|| self.file.write_all_at(&self.staged, self.staged_at))?;
+        self.staged.clear();
+        self.staged_at = self.offset;
+        self.in_file_seq = self.next_seq;
+        Ok(())
+    }
+
+    /// Append a batch of frames sharing one timestamp; the caller checked `fits`. Mapped mode:
+    /// the frames are complete in the page cache when this returns. Syscall mode: they are
+    /// staged until [`ActiveSegment::write_staged`], which this calls itself once
+    /// `STAGED_WRITE_BYTES` are staged. Returns the frame bytes appended.
     pub fn append_batch<P: AsRef<[u8]>>(
         &mut self,
         payloads: &[P],
@@ -1042,9 +1077,6 @@ impl ActiveSegment {
         let start = self.offset;
         let mut offset = start;
         let count = payloads.len();
-        if self.region.is_none() {
-            self.scratch.clear();
-        }
         for (i, payload) in payloads.iter().enumerate() {
             let payload = payload.as_ref();
             let n = FRAME_HEADER_BYTES + payload.len() as u64;
@@ -1058,21 +1090,15 @@ impl ActiveSegment {
             match &mut self.region {
                 Some(region) => encode_frame(region.region_mut(offset, n), &header, payload),
                 None => {
-                    let at = self.scratch.len();
-                    self.scratch.resize(at + n as usize, 0);
-                    encode_frame(&mut self.scratch[at..], &header, payload);
+                    let at = self.staged.len();
+                    self.staged.resize(at + n as usize, 0);
+                    encode_frame(&mut self.staged[at..], &header, payload);
                 }
             }
             offset += n;
         }
-        if self.region.is_none() {
-            if let Some(header) = self.pending_header {
-                crate::sys::retry_transient(|| self.file.write_all_at(&header, 0))?;
-                self.pending_header = None;
-            }
-            crate::sys::retry_transient(|| self.file.write_all_at(&self.scratch, start))?;
-        }
-        // Index and bookkeeping only once the bytes are in place.
+        // Index and bookkeeping once the bytes are in place (staged frames become readable only
+        // when written, and readers never look past `in_file_seq`).
         let mut frame_offset = start;
         for (i, payload) in payloads.iter().enumerate() {
             let seq = self.next_seq + i as u64;
@@ -1100,11 +1126,18 @@ impl ActiveSegment {
         self.last_timestamp_ms = timestamp_ms;
         self.next_seq += count as u64;
         self.offset = offset;
+        if self.region.is_some() {
+            self.in_file_seq = self.next_seq;
+        } else if self.staged.len() as u64 >= crate::limits::STAGED_WRITE_BYTES {
+            self.write_staged()?;
+        }
         Ok(offset - start)
     }
 
-    /// Stop writing: readers learn the final extent. Returns what the sealer needs.
+    /// Stop writing: readers learn the final extent. Returns what the sealer needs. The caller
+    /// wrote the staged frames first.
     pub fn roll(self) -> RolledSegment {
+        debug_assert!(self.staged.is_empty(), "rolled with staged frames");
         self.segment.mark_rolled(self.next_seq, self.offset);
         let record_count = self.record_count();
         RolledSegment {
