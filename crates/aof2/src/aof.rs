@@ -824,10 +824,15 @@ impl LogShared {
     /// flushes in parallel, and a completed `fdatasync` makes durable everything written before it
     /// was called, so the durable watermark is the maximum target of the completed syncs.
     ///
+    /// A group starts once it has re-formed ([`LogShared::group_ready`]): the appender whose
+    /// record completes it starts the sync itself, with no hand-off to a waiting leader.
+    ///
     /// Waiters sleep on a futex over `sync_epoch`, which every finishing syncer bumps, so all of
     /// them wake at once (no lock hand-off chain), and a wake-up is never lost: the epoch is read
-    /// before the state it guards.
+    /// before the state it guards. A waiter that no started sync covers never sleeps: it starts
+    /// the next group itself when the gather window has passed.
     pub(crate) fn sync_to(&self, target: u64) -> Result<()> {
+        let mut uncovered_since = None;
         loop {
             let epoch = self.sync_epoch.load(Ordering::Acquire);
             if self.durable.load(Ordering::Acquire) >= target {
@@ -836,24 +841,31 @@ impl LogShared {
             if self.failed.load(Ordering::Acquire) {
                 return Err(self.failure_error());
             }
-            let covered_by_started = self.sync_started_target.load(Ordering::Acquire) >= target;
+            let started = self.sync_started_target.load(Ordering::Acquire);
             let in_flight = self.syncs_in_flight.load(Ordering::Acquire);
-            if covered_by_started
-                || in_flight >= limits::MAX_SYNCS_IN_FLIGHT
-                || self
-                    .syncs_in_flight
-                    .compare_exchange(
-                        in_flight,
-                        in_flight + 1,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
-                    .is_err()
-            {
+            if started >= target || in_flight >= limits::MAX_SYNCS_IN_FLIGHT {
+                // A running sync covers us, or must end before ours may start.
+                uncovered_since = None;
                 self.wait_for_sync(epoch);
                 continue;
             }
-            self.gather(self.last_group.load(Ordering::Relaxed));
+            let since = *uncovered_since.get_or_insert_with(Instant::now);
+            if !self.group_ready(started, since) {
+                std::thread::yield_now();
+                continue;
+            }
+            if self
+                .syncs_in_flight
+                .compare_exchange(
+                    in_flight,
+                    in_flight + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+            {
+                continue;
+            }
             match self.sync_round() {
                 Ok((covered, group)) => {
                     self.last_group.store(group.max(1), Ordering::Relaxed);
@@ -874,6 +886,29 @@ impl LogShared {
         }
     }
 
+    /// Whether a group commit should start now. Closed-loop writers released by the previous
+    /// sync come back within microseconds: give them a brief chance to join this group instead of
+    /// paying a whole extra sync each. The group is ready when as many records wait as the last
+    /// sync covered, or when a waiter has waited one average sync (at most
+    /// `MAX_GATHER_WINDOW_NS`), which bounds what a lone writer pays when the group shrinks.
+    fn group_ready(&self, started: u64, waiting_since: Instant) -> bool {
+        let expected_group = self.last_group.load(Ordering::Relaxed);
+        if expected_group <= 1 || self.config.durability != Durability::Always {
+            return true;
+        }
+        let pending = self.written().saturating_sub(started.max(self.durable()));
+        if pending >= expected_group {
+            return true;
+        }
+        // Waiting up to one average sync for the group to re-form measured best (16 writers:
+        // 64k/s vs 57k/s with a third of a sync, 55k/s with a sixth).
+        let window = self
+            .avg_sync_ns
+            .load(Ordering::Relaxed)
+            .min(limits::MAX_GATHER_WINDOW_NS);
+        waiting_since.elapsed().as_nanos() as u64 >= window
+    }
+
     /// Wait until the sync epoch moves past `epoch`: first by yielding the CPU in a loop for up
     /// to `SYNC_WAIT_SPIN_NS`, then asleep on the futex. On the 2-vCPU VMs this was measured
     /// on, waking a thread whose vCPU has gone idle costs ~22 us (futex ping-pong across vCPUs:
@@ -889,27 +924,6 @@ impl LogShared {
                 atomic_wait::wait(&self.sync_epoch, epoch);
                 return;
             }
-            std::thread::yield_now();
-        }
-    }
-
-    /// Closed-loop writers released by the previous sync come back within microseconds; give them
-    /// a brief chance to join this group instead of paying a whole extra sync each.
-    fn gather(&self, expected_group: u64) {
-        if expected_group <= 1 || self.config.durability != Durability::Always {
-            return;
-        }
-        // Waiting up to one average sync for the group to re-form measured best (16 writers:
-        // 64k/s vs 57k/s with a third of a sync, 55k/s with a sixth).
-        let window = Duration::from_nanos(
-            self.avg_sync_ns
-                .load(Ordering::Relaxed)
-                .min(limits::MAX_GATHER_WINDOW_NS),
-        );
-        let start = Instant::now();
-        while self.written().saturating_sub(self.durable()) < expected_group
-            && start.elapsed() < window
-        {
             std::thread::yield_now();
         }
     }
