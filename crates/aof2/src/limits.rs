@@ -106,8 +106,9 @@ pub const SYNC_WAIT_SPIN_NS: u64 = 300_000;
 /// them itself (a pipelining writer that runs ahead of the syncs).
 pub const STAGED_WRITE_BYTES: u64 = 256 << 10;
 
-/// Longest a group-commit leader waits for the writers released by the previous sync to come
-/// back: bounds the latency a lone writer can pay when the group shrinks.
+/// Longest a waiter lets the group re-form (the writers released by the previous sync come
+/// back) before it starts the sync itself: bounds the latency a lone writer can pay when the
+/// group shrinks (`LogShared::group_ready`).
 pub const MAX_GATHER_WINDOW_NS: u64 = 100_000;
 
 /// Durable segments are zero-filled when prepared; this much is synced at a time, so a group
