@@ -916,7 +916,6 @@ impl PreparedSegment {
             region,
             pending_header,
             staged: Vec::new(),
-            staged_at: SEGMENT_HEADER_BYTES,
             capacity: self.capacity,
             offset: SEGMENT_HEADER_BYTES,
             next_seq: base_seq,
@@ -941,12 +940,10 @@ pub struct ActiveSegment {
     region: Option<ActiveRegion>,
     /// Syscall mode: the header is written together with the first frames.
     pending_header: Option<[u8; SEGMENT_HEADER_BYTES as usize]>,
-    /// Syscall mode: frames appended but not yet written to the file. The next group commit
-    /// writes them all with one `pwrite` ([`ActiveSegment::write_staged`]), so an append costs a
-    /// memcpy under the write lock instead of a system call.
+    /// Syscall mode: frames appended but not yet written to the file; they end at `offset`. The
+    /// next group commit writes them all with one `pwrite` ([`ActiveSegment::write_staged`]), so
+    /// an append costs a memcpy under the write lock instead of a system call.
     staged: Vec<u8>,
-    /// File offset of `staged[0]`.
-    staged_at: u64,
     pub capacity: u64,
     /// Next write offset (= records end so far, staged frames included).
     pub offset: u64,
@@ -996,7 +993,6 @@ impl ActiveSegment {
             region: (mode == WriteMode::Mapped).then(|| ActiveRegion::new(mapping)),
             pending_header: None,
             staged: Vec::new(),
-            staged_at: scan.records_end,
             capacity: header.capacity,
             offset: scan.records_end,
             next_seq: header.base_seq + scan.record_count,
@@ -1057,9 +1053,15 @@ impl ActiveSegment {
             crate::sys::retry_transient(|| self.file.write_all_at(&header, 0))?;
             self.pending_header = None;
         }
-        crate::sys::retry_transient(|| self.file.write_all_at(&self.staged, self.staged_at))?;
+        let at = self.offset - self.staged.len() as u64;
+        crate::sys::retry_transient(|| self.file.write_all_at(&self.staged, at))?;
         self.staged.clear();
-        self.staged_at = self.offset;
+        // A huge batch does not keep its buffer for the life of the segment (a buffer that
+        // grew past the write threshold once, as pipelined appends make it, is kept).
+        let keep = 4 * crate::limits::STAGED_WRITE_BYTES as usize;
+        if self.staged.capacity() > keep {
+            self.staged.shrink_to(keep);
+        }
         self.in_file_seq = self.next_seq;
         Ok(())
     }
