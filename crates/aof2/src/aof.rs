@@ -84,7 +84,8 @@ pub(crate) struct LogShared {
     /// Highest written watermark a started sync covers.
     sync_started_target: AtomicU64,
     sync_epoch: AtomicU32,
-    last_group: AtomicU64,
+    /// Records the next group commit expects ([`LogShared::group_ready`]).
+    next_group: AtomicU64,
     durable_watch: watch::Sender<(u64, bool)>,
     failed: AtomicBool,
     failure: Mutex<Option<Error>>,
@@ -184,7 +185,7 @@ impl LogShared {
             syncs_in_flight: AtomicU32::new(0),
             sync_started_target: AtomicU64::new(durable),
             sync_epoch: AtomicU32::new(0),
-            last_group: AtomicU64::new(1),
+            next_group: AtomicU64::new(1),
             durable_watch: watch::Sender::new((durable, false)),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -867,8 +868,11 @@ impl LogShared {
                 continue;
             }
             match self.sync_round() {
-                Ok((covered, group)) => {
-                    self.last_group.store(group.max(1), Ordering::Relaxed);
+                Ok(covered) => {
+                    // Every record outstanding now, read before the watermark moves: the writers
+                    // this sync releases come back, and those that appended while it ran wait.
+                    let next = self.written().saturating_sub(self.durable());
+                    self.next_group.store(next.max(1), Ordering::Relaxed);
                     if !self.failed.load(Ordering::Acquire) {
                         self.durable.fetch_max(covered, Ordering::AcqRel);
                     }
@@ -888,11 +892,18 @@ impl LogShared {
 
     /// Whether a group commit should start now. Closed-loop writers released by the previous
     /// sync come back within microseconds: give them a brief chance to join this group instead of
-    /// paying a whole extra sync each. The group is ready when as many records wait as the last
-    /// sync covered, or when a waiter has waited one average sync (at most
-    /// `MAX_GATHER_WINDOW_NS`), which bounds what a lone writer pays when the group shrinks.
+    /// paying a whole extra sync each. The group is ready when as many records wait as were
+    /// outstanding when the previous sync ended (the records it covered plus those appended while
+    /// it ran), or when a waiter has waited one average sync (at most `MAX_GATHER_WINDOW_NS`),
+    /// which bounds what a lone writer pays when the group shrinks.
+    ///
+    /// Expecting only the records the previous sync covered let the group shrink for good: a
+    /// writer late for one group waits during the next sync, so that group is one short, the
+    /// next starts one short again and leaves the last writer behind, and so on. 16 writers, ten
+    /// alternating runs each: 13–14 records per sync became 14–15, 89.4k/s became 92.5k/s on
+    /// average, and the median p99 fell from ~460 to ~400 µs.
     fn group_ready(&self, started: u64, waiting_since: Instant) -> bool {
-        let expected_group = self.last_group.load(Ordering::Relaxed);
+        let expected_group = self.next_group.load(Ordering::Relaxed);
         if expected_group <= 1 || self.config.durability != Durability::Always {
             return true;
         }
@@ -929,8 +940,8 @@ impl LogShared {
     }
 
     /// One group commit: sync every file holding unsynced frames. Returns the new durable
-    /// watermark and how many records it newly covers.
-    fn sync_round(&self) -> Result<(u64, u64)> {
+    /// watermark.
+    fn sync_round(&self) -> Result<u64> {
         let (target, target_bytes, files) = {
             let mut w = self.write.lock();
             self.write_staged(&mut w)?;
@@ -944,7 +955,6 @@ impl LogShared {
             self.sync_started_target.fetch_max(target, Ordering::AcqRel);
             (target, w.written_bytes, files)
         };
-        let before = self.durable();
         let start = Instant::now();
         for file in &files {
             if let Some(fault) = &self.sync_fault {
@@ -968,7 +978,7 @@ impl LogShared {
                 .retain(|f| !files[..rolled].iter().any(|s| Arc::ptr_eq(f, s)));
         }
         self.durable_bytes.fetch_max(target_bytes, Ordering::AcqRel);
-        Ok((target, target.saturating_sub(before)))
+        Ok(target)
     }
 
     pub(crate) fn request_flush(&self) {
