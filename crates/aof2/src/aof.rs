@@ -901,7 +901,7 @@ impl LogShared {
     /// writer late for one group waits during the next sync, so that group is one short, the
     /// next starts one short again and leaves the last writer behind, and so on. 16 writers, ten
     /// alternating runs each: 13–14 records per sync became 14–15, 89.4k/s became 92.5k/s on
-    /// average, and the median p99 fell from ~460 to ~400 µs.
+    /// average, and the median p99 fell from ~450 to ~380 µs.
     fn group_ready(&self, started: u64, waiting_since: Instant) -> bool {
         let expected_group = self.next_group.load(Ordering::Relaxed);
         if expected_group <= 1 || self.config.durability != Durability::Always {
