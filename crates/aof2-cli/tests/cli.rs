@@ -1615,3 +1615,43 @@ fn bench_in_given_root_leaves_sealed_segments_only_in_tier2() {
         text(&out.stderr)
     );
 }
+
+/// A log with far more Tier 1 segments than the process may have open files reads whole: Tier 1
+/// descriptors are opened on demand and only a few stay cached (before, every Tier 1 file of the
+/// log stayed open and the open failed with "Too many open files").
+#[test]
+fn cat_reads_more_tier1_segments_than_open_files_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let out = run(
+        &[
+            "bench",
+            "--root",
+            &root,
+            "--records",
+            "20000",
+            "--segment-bytes",
+            "64KiB",
+            "--tier0-max-bytes",
+            "256KiB",
+            "--tier2",
+            "none",
+            "--json",
+        ],
+        b"",
+    );
+    expect_status(&out, 0);
+    let tier1 = std::fs::read_dir(Path::new(&root).join("logs/bench/tier1"))
+        .unwrap()
+        .count();
+    assert!(tier1 > 200, "{tier1} Tier 1 files");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 48 && exec "$0" cat --root "$1" --log bench --format json"#)
+        .arg(BIN)
+        .arg(&root)
+        .output()
+        .expect("run sh");
+    expect_status(&out, 0);
+    assert_eq!(text(&out.stdout).lines().count(), 20000);
+}

@@ -134,6 +134,12 @@ pub const MAX_ZSTD_LEVEL: i32 = 22;
 pub const DEFAULT_MIN_ZSTD_LEVEL: i32 = -12;
 /// See [`DEFAULT_MIN_ZSTD_LEVEL`].
 pub const DEFAULT_MAX_ZSTD_LEVEL: i32 = 9;
+/// Descriptors of local Tier 1 files kept open per process (fewer under a soft limit of open
+/// files below 256: a quarter of it). A Tier 1 file is opened when it is read and its descriptor
+/// cached; past this many, the longest-open one is closed (the next read of that file opens it
+/// again). So a long Tier 1 history does not hold one descriptor per segment: 10,000 segments
+/// would pass the usual soft limit of 1,024 open files.
+pub const TIER1_OPEN_FILES: usize = 64;
 /// Decompressed Tier 1 frames a manager keeps for the next point read (at most this many frames
 /// of `tier1_frame_bytes` each: 1 MiB with the default 256 KiB frames).
 pub const FRAME_CACHE_ENTRIES: usize = 4;

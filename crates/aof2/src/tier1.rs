@@ -14,11 +14,14 @@
 //! - [`Tier1File::rebuild_segment`] writes the original sealed segment back, byte for byte.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Weak, mpsc};
+
+use parking_lot::Mutex;
 
 use zstd::bulk::{Compressor, Decompressor};
 use zstd::zstd_safe;
@@ -33,6 +36,7 @@ use crate::format::{FormatError, crc32c};
 use crate::limits::{
     FRAME_HEADER_BYTES, INDEX_ENTRY_BYTES, MAX_TIER1_FRAME_BYTES, MIN_TIER1_FRAME_BYTES,
     SEGMENT_FOOTER_BYTES, SEGMENT_HEADER_BYTES, TIER1_FOOTER_BYTES, TIER1_HEADER_BYTES,
+    TIER1_OPEN_FILES,
 };
 use crate::segment::{SealedMeta, segment_file_name};
 
@@ -519,15 +523,138 @@ pub(crate) trait RangeRead: Send + Sync + std::fmt::Debug {
 /// Where a Tier 1 file's bytes come from.
 #[derive(Debug)]
 enum Source {
-    Local(File),
+    Local(Arc<LocalFile>),
     Remote(Arc<dyn RangeRead>),
 }
 
 impl Source {
     fn read_exact(&self, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
         match self {
-            Source::Local(file) => read_exact(file, path, buf, offset),
+            Source::Local(local) => read_exact(&*local.handle()?, path, buf, offset),
             Source::Remote(remote) => remote.read_at(offset, buf),
+        }
+    }
+}
+
+/// A local Tier 1 file whose descriptor is opened on demand and cached; at most
+/// [`open_files_limit`] cached descriptors exist in the process ([`OPEN_FILES`]). Reopening
+/// checks that the path still holds the file that was checked at open (same length, same footer
+/// bytes; an inode number alone is reused at once after a delete): a file released or replaced
+/// meanwhile reads as `NotFound`, never as another file's bytes.
+#[derive(Debug)]
+struct LocalFile {
+    path: PathBuf,
+    /// Length and footer bytes of the file checked at open.
+    checked: std::sync::OnceLock<(u64, [u8; TIER1_FOOTER_BYTES as usize])>,
+    fd: Mutex<Option<Arc<File>>>,
+}
+
+/// Every cached Tier 1 descriptor of the process, oldest first.
+struct OpenFiles {
+    queue: VecDeque<Weak<LocalFile>>,
+    /// Cached descriptors (entries of `queue` whose file is alive and whose `fd` is set).
+    open: usize,
+}
+
+static OPEN_FILES: Mutex<OpenFiles> = Mutex::new(OpenFiles {
+    queue: VecDeque::new(),
+    open: 0,
+});
+
+impl LocalFile {
+    fn open(path: &Path) -> Result<Arc<LocalFile>> {
+        let file = File::open(path).context(|| format!("open {}", path.display()))?;
+        let local = Arc::new(LocalFile {
+            path: path.to_path_buf(),
+            checked: std::sync::OnceLock::new(),
+            fd: Mutex::new(Some(Arc::new(file))),
+        });
+        local.cached();
+        Ok(local)
+    }
+
+    /// The descriptor, opened again if the cache closed it.
+    fn handle(self: &Arc<Self>) -> Result<Arc<File>> {
+        let file = {
+            let mut fd = self.fd.lock();
+            if let Some(file) = fd.as_ref() {
+                return Ok(file.clone());
+            }
+            let file =
+                File::open(&self.path).context(|| format!("open {}", self.path.display()))?;
+            if let Some((len, footer)) = self.checked.get() {
+                let now = file
+                    .metadata()
+                    .context(|| format!("stat {}", self.path.display()))?
+                    .len();
+                let mut tail = [0u8; TIER1_FOOTER_BYTES as usize];
+                if now != *len
+                    || file
+                        .read_exact_at(&mut tail, len - TIER1_FOOTER_BYTES)
+                        .is_err()
+                    || tail != *footer
+                {
+                    return Err(Error::NotFound(format!(
+                        "{} was replaced after it was checked",
+                        self.path.display()
+                    )));
+                }
+            }
+            let file = Arc::new(file);
+            *fd = Some(file.clone());
+            file
+        };
+        self.cached();
+        Ok(file)
+    }
+
+    /// Count this file's new descriptor and close the oldest others past the limit. Called
+    /// without `fd` held (the lock order is `OPEN_FILES`, then a file's `fd`).
+    fn cached(self: &Arc<Self>) {
+        let mut open = OPEN_FILES.lock();
+        open.open += 1;
+        open.queue.push_back(Arc::downgrade(self));
+        while open.open > open_files_limit() {
+            let Some(oldest) = open.queue.pop_front() else {
+                break;
+            };
+            let Some(file) = oldest.upgrade() else {
+                continue;
+            };
+            if Arc::ptr_eq(&file, self) {
+                open.queue.push_back(oldest);
+                break;
+            }
+            // Readers that hold the descriptor keep it until they finish. With `fd` empty, the
+            // `Drop` of a last handle released here does not take `OPEN_FILES` again.
+            if file.fd.lock().take().is_some() {
+                open.open -= 1;
+            }
+        }
+        if open.queue.len() > 2 * open_files_limit() {
+            open.queue.retain(|w| w.strong_count() > 0);
+        }
+    }
+}
+
+/// Cached Tier 1 descriptors at most: [`TIER1_OPEN_FILES`], or a quarter of the process's
+/// soft limit of open files if that is lower (at least 4).
+fn open_files_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        usize::try_from(soft / 4)
+            .unwrap_or(usize::MAX)
+            .clamp(4, TIER1_OPEN_FILES)
+    })
+}
+
+impl Drop for LocalFile {
+    fn drop(&mut self) {
+        if self.fd.get_mut().take().is_some() {
+            OPEN_FILES.lock().open -= 1;
         }
     }
 }
@@ -568,7 +695,7 @@ impl Tier1File {
     /// header, footer, segment header and footer copies and the frame index must all be intact
     /// and agree. Frames are not read.
     pub fn open(path: &Path, expected_footer_crc: u32, expected_len: u64) -> Result<Tier1File> {
-        let file = File::open(path).context(|| format!("open {}", path.display()))?;
+        let file = LocalFile::open(path)?;
         Self::open_source(Source::Local(file), path, expected_footer_crc, expected_len)
     }
 
@@ -599,6 +726,7 @@ impl Tier1File {
         };
         let len = match &file {
             Source::Local(f) => f
+                .handle()?
                 .metadata()
                 .context(|| format!("stat {}", path.display()))?
                 .len(),
@@ -685,6 +813,9 @@ impl Tier1File {
         file.read_exact(path, &mut index, index_at)?;
         let frames = decode_frame_index(&index, &footer)
             .map_err(|e| corrupt(index_at, format!("frame index: {e}")))?;
+        if let Source::Local(local) = &file {
+            let _ = local.checked.set((len, *raw_footer));
+        }
         Ok(Tier1File {
             path: path.to_path_buf(),
             file,
@@ -1248,6 +1379,45 @@ mod tests {
             assert!(std::fs::read(&rebuilt).unwrap() == *bytes);
         }
         manager.close().unwrap();
+    }
+
+    #[test]
+    fn tier1_descriptors_are_bounded_and_reopened() {
+        let root = tempfile::tempdir().unwrap();
+        let (log_id, segments) = build_segments_of(root.path(), &payloads(3000, 9), 16 << 10);
+        assert!(
+            segments.len() > 2 * open_files_limit(),
+            "{} segments",
+            segments.len()
+        );
+        let out = tempfile::tempdir().unwrap();
+        let mut c = compressor();
+        let mut files = Vec::new();
+        for (_, bytes, sealed) in &segments {
+            let meta = write_tier1(out.path(), bytes, sealed, log_id, 1, TARGET, &mut c).unwrap();
+            let path = out.path().join(tier1_file_name(meta.segment_id));
+            let t1 = Tier1File::open(&path, meta.footer_crc, meta.file_len).unwrap();
+            files.push((path, t1));
+        }
+        assert!(OPEN_FILES.lock().open <= open_files_limit());
+        // Every file still reads, in both orders: closed descriptors are opened again.
+        for (_, t1) in files.iter().chain(files.iter().rev()) {
+            for i in 0..t1.frames().len() {
+                t1.read_frame(i).unwrap();
+            }
+            assert!(OPEN_FILES.lock().open <= open_files_limit());
+        }
+        // The reverse pass opened more than `open_files_limit()` other files after the last one,
+        // so its descriptor is closed. Replaced at its path by another Tier 1 file, it reads as
+        // gone, never as the other file's frames.
+        let (path, t1) = files.last().unwrap();
+        std::fs::remove_file(path).unwrap();
+        std::fs::copy(&files[0].0, path).unwrap();
+        let err = t1.read_frame(0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        // Removed outright: also gone.
+        std::fs::remove_file(path).unwrap();
+        assert_eq!(t1.read_frame(0).unwrap_err().kind(), ErrorKind::NotFound);
     }
 
     #[test]

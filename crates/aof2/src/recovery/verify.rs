@@ -71,18 +71,25 @@ fn verify_segment(log: &LogShared, segment: &Arc<Segment>, visible: u64) -> Resu
             );
         }
         if let Some(t1) = segment.tier1() {
-            let n = t1.file().verify().map_err(|e| problem(segment, e))?;
-            if n != meta.footer.record_count {
-                return Err(Problem {
-                    segment_id: segment.id,
-                    location: t1.path().display().to_string(),
-                    detail: format!(
-                        "Tier 1 copy holds {n} records, the segment {}",
-                        meta.footer.record_count
-                    ),
-                });
+            let n = match t1.file().verify() {
+                Ok(n) => Some(n),
+                // Released while this ran (Tier 2 holds it now): checked there below.
+                Err(e) if e.kind() == crate::ErrorKind::NotFound && !segment.tier1_is(&t1) => None,
+                Err(e) => return Err(problem(segment, e)),
+            };
+            if let Some(n) = n {
+                if n != meta.footer.record_count {
+                    return Err(Problem {
+                        segment_id: segment.id,
+                        location: t1.path().display().to_string(),
+                        detail: format!(
+                            "Tier 1 copy holds {n} records, the segment {}",
+                            meta.footer.record_count
+                        ),
+                    });
+                }
+                records.get_or_insert(n);
             }
-            records.get_or_insert(n);
         }
         if records.is_none()
             && let Some(t2) = segment.tier2()

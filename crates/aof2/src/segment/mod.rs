@@ -392,6 +392,14 @@ impl Segment {
         self.tier1.read().clone()
     }
 
+    /// Whether `tier1` is still this segment's Tier 1 copy.
+    pub fn tier1_is(&self, tier1: &Arc<Tier1Segment>) -> bool {
+        self.tier1
+            .read()
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, tier1))
+    }
+
     pub fn set_tier1(&self, tier1: Arc<Tier1Segment>) {
         *self.tier1.write() = Some(tier1);
     }
@@ -553,17 +561,34 @@ impl Segment {
     /// Locate the frame of `seq` in the Tier 1 copy (also the fallback when the Tier 0 copy
     /// fails a checksum).
     pub fn locate_tier1(&self, seq: u64) -> Result<Position> {
-        let tier1 = match (self.tier1(), self.tier2()) {
-            (Some(t1), _) => t1,
-            (None, Some(t2)) => t2.segment()?,
-            (None, None) => {
-                return Err(self.corruption(None, "segment is in neither Tier 0, 1 nor 2"));
+        let mut retried = false;
+        let (tier1, frame, base, count, bytes) = loop {
+            let local = self.tier1();
+            let tier1 = match (&local, self.tier2()) {
+                (Some(t1), _) => t1.clone(),
+                (None, Some(t2)) => t2.segment()?,
+                (None, None) => {
+                    return Err(self.corruption(None, "segment is in neither Tier 0, 1 nor 2"));
+                }
+            };
+            let (frame, base, count) = tier1.frame_for_seq(seq).ok_or_else(|| {
+                self.corruption(None, format!("Tier 1 copy has no frame for seq {seq}"))
+            })?;
+            match tier1.frame(frame) {
+                Ok(bytes) => break (tier1, frame, base, count, bytes),
+                // The local copy was released (Tier 2 holds it) after it was looked up, and its
+                // file is gone: read the copy that replaced it.
+                Err(e)
+                    if !retried
+                        && e.kind() == crate::ErrorKind::NotFound
+                        && local.is_some_and(|t1| !self.tier1_is(&t1)) =>
+                {
+                    retried = true;
+                }
+                Err(e) => return Err(e),
             }
         };
-        let (frame, base, count) = tier1.frame_for_seq(seq).ok_or_else(|| {
-            self.corruption(None, format!("Tier 1 copy has no frame for seq {seq}"))
-        })?;
-        let backing = Backing::Frame(tier1.frame(frame)?);
+        let backing = Backing::Frame(bytes);
         tier1.read_ahead(frame);
         let offset = self.step_to(&backing, base, 0, seq)?;
         Ok(Position {
