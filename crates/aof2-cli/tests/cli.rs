@@ -1082,28 +1082,29 @@ fn append_wait_tier1_then_inspect_and_verify_show_tier1_copies() {
     );
 }
 
+/// `aof2 bench --root ROOT --segment-bytes 64KiB --tier2 none ARGS...`, which must succeed;
+/// returns what it printed.
+fn bench_64k_segments(root: &str, args: &[&str]) -> String {
+    let mut all = vec![
+        "bench",
+        "--root",
+        root,
+        "--segment-bytes",
+        "64KiB",
+        "--tier2",
+        "none",
+    ];
+    all.extend_from_slice(args);
+    let out = run(&all, b"");
+    expect_status(&out, 0);
+    text(&out.stdout)
+}
+
 #[test]
 fn bench_in_given_root_leaves_segments_only_in_tier1() {
     let dir = tempfile::tempdir().unwrap();
     let root = root_arg(dir.path());
-    let out = run(
-        &[
-            "bench",
-            "--root",
-            &root,
-            "--records",
-            "3000",
-            "--record-size",
-            "100",
-            "--segment-bytes",
-            "64KiB",
-            "--tier2",
-            "none",
-        ],
-        b"",
-    );
-    expect_status(&out, 0);
-    let human = text(&out.stdout);
+    let human = bench_64k_segments(&root, &["--records", "3000", "--record-size", "100"]);
     for line in [
         "tier 1:",
         "read tier 1:",
@@ -1623,24 +1624,16 @@ fn bench_in_given_root_leaves_sealed_segments_only_in_tier2() {
 fn cat_reads_more_tier1_segments_than_open_files_allow() {
     let dir = tempfile::tempdir().unwrap();
     let root = root_arg(dir.path());
-    let out = run(
+    bench_64k_segments(
+        &root,
         &[
-            "bench",
-            "--root",
-            &root,
             "--records",
             "20000",
-            "--segment-bytes",
-            "64KiB",
             "--tier0-max-bytes",
             "256KiB",
-            "--tier2",
-            "none",
             "--json",
         ],
-        b"",
     );
-    expect_status(&out, 0);
     let tier1 = std::fs::read_dir(Path::new(&root).join("logs/bench/tier1"))
         .unwrap()
         .count();
