@@ -293,11 +293,6 @@ impl LogShared {
             });
         }
         self.check_open()?;
-        if !self.prepare_started.load(Ordering::Relaxed) {
-            // Prepare ahead only once the log is written to: readers never pay for it.
-            self.prepare_started.store(true, Ordering::Relaxed);
-            self.request_prepare();
-        }
         let mut w = self.write.lock();
         if matches!(self.config.durability, Durability::Interval(_))
             && w.written_bytes - self.durable_bytes.load(Ordering::Acquire)
@@ -348,11 +343,19 @@ impl LogShared {
         }
         let next = active.next_seq;
         let in_file = active.in_file_seq();
+        // Prepare ahead once the log has written an eighth of its active segment since it
+        // opened: a log that holds a few records (or is only read) never holds the Tier 0
+        // budget of prepared segments, and a busy one starts preparing after a few MiB.
+        let prepare_now = !self.prepare_started.load(Ordering::Relaxed)
+            && active.offset >= active.capacity / limits::PREPARE_AHEAD_AFTER_FILL_DIVISOR;
         w.written_bytes += frame_bytes;
         let dirty = w.written_bytes - self.durable_bytes.load(Ordering::Acquire);
         self.in_file.store(in_file, Ordering::Release);
         self.written.store(next, Ordering::Release);
         drop(w);
+        if prepare_now && !self.prepare_started.swap(true, Ordering::Relaxed) {
+            self.request_prepare();
+        }
 
         self.counters.appends.fetch_add(1, Ordering::Relaxed);
         self.counters
@@ -453,6 +456,7 @@ impl LogShared {
             .fetch_add(1, Ordering::Relaxed);
         *self.pending_seals.lock() += 1;
         self.submit_seal(rolled);
+        self.prepare_started.store(true, Ordering::Relaxed);
         self.request_prepare();
         Ok(true)
     }
@@ -1018,12 +1022,16 @@ impl LogShared {
                 return;
             };
             let old = sys::now_ms().saturating_sub(active.created_ms) >= age.as_millis() as u64;
-            if old
-                && active.record_count() > 0
-                && ready
-                && let Err(e) = self.roll(&mut w)
-            {
-                tracing::warn!(log = %self.name, error = %e, "age rollover failed");
+            if old && active.record_count() > 0 {
+                if !ready {
+                    // A log that never filled an eighth of its segment prepares nothing ahead
+                    // (`PREPARE_AHEAD_AFTER_FILL_DIVISOR`): prepare the next one now.
+                    drop(w);
+                    self.prepare_started.store(true, Ordering::Relaxed);
+                    self.request_prepare();
+                } else if let Err(e) = self.roll(&mut w) {
+                    tracing::warn!(log = %self.name, error = %e, "age rollover failed");
+                }
             }
         }
     }

@@ -74,6 +74,14 @@ const _: () = assert!(MAX_LOG_NAME_BYTES <= u16::MAX as usize);
 /// in parallel, keep rollover off the append path at full memory-copy speed: preparing one
 /// segment costs about as much as filling it.
 pub const PREPARED_SEGMENTS_AHEAD: usize = 2;
+/// A log starts preparing segments ahead once its active segment is this fraction full (1/8)
+/// after it opened, or once it rolls over. Before that it holds no prepared segment: many logs
+/// that hold a few records each would otherwise fill the Tier 0 budget with prepared segments
+/// (measured with the defaults: ten durable logs of one record each held 1,088 MiB of the 1 GiB
+/// budget, now 640 MiB, their active segments; twenty held 1.7 GiB and the one that then wrote
+/// 190 MB failed with `Backpressure`). A busy log reaches the mark after writing 8 MiB of 64 MiB
+/// segments, early enough that the first rollover need not wait.
+pub const PREPARE_AHEAD_AFTER_FILL_DIVISOR: u64 = 8;
 /// A Tier 0 budget smaller than this many segments of a log is tight: the log prepares one
 /// segment ahead instead of [`PREPARED_SEGMENTS_AHEAD`], leaving room for sealed segments in
 /// flight to Tier 1.

@@ -369,3 +369,43 @@ fn staged_durable_appends_are_read_whole_across_rollovers() {
     }
     assert!(m.verify_log(&log).is_clean());
 }
+
+/// Logs that hold a few records do not prepare segments ahead, so their Tier 0 budget stays free
+/// for the log that is busy: twelve idle logs and one writing twenty segments fit a budget of
+/// fifteen segments (before, every log that was appended to prepared two segments at once and
+/// the busy log failed with `Backpressure`).
+#[test]
+fn idle_logs_leave_the_tier0_budget_to_a_busy_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = 256 * 1024;
+    let m = AofManager::open(ManagerConfig {
+        tier0_max_bytes: 15 * segment,
+        admission_timeout: std::time::Duration::from_secs(2),
+        ..ManagerConfig::new(dir.path())
+    })
+    .unwrap();
+    let config = LogConfig {
+        durability: Durability::None,
+        ..LogConfig::default().with_segment_bytes(segment)
+    };
+    let idle: Vec<_> = (0..12)
+        .map(|i| {
+            let log = m.open_log(&format!("idle-{i}"), config.clone()).unwrap();
+            log.append(b"one record").unwrap();
+            log
+        })
+        .collect();
+    let busy = m.open_log("busy", config).unwrap();
+    let payload = vec![7u8; 1000];
+    let records = 20 * segment / 1000;
+    for i in 0..records {
+        assert_eq!(busy.append(&payload).unwrap(), i);
+    }
+    assert!(busy.stats().segments_rolled >= 19, "{:?}", busy.stats());
+    for log in &idle {
+        let stats = log.stats();
+        assert_eq!(stats.prepared_ready, 0, "{stats:?}");
+        assert_eq!(log.reader(0).count(), 1);
+    }
+    assert_eq!(busy.reader(0).count() as u64, records);
+}
