@@ -65,6 +65,17 @@ struct PrepareSlot {
     error: Option<Error>,
 }
 
+impl PrepareSlot {
+    /// Whether the next segment to activate is ready: segments are activated in the order of
+    /// their ids (recovery walks them that way), so not while a lower id is being prepared.
+    fn has_next(&self) -> bool {
+        let oldest_busy = self.in_progress_ids.iter().next().copied();
+        self.ready
+            .first_key_value()
+            .is_some_and(|(id, _)| oldest_busy.is_none_or(|busy| *id < busy))
+    }
+}
+
 /// State shared by every handle of one log and by the background workers.
 pub(crate) struct LogShared {
     pub(crate) name: Arc<str>,
@@ -307,6 +318,12 @@ impl LogShared {
             w = self.write.lock();
         }
         self.check_open()?;
+        let active = w.active.as_ref().expect("active segment");
+        if active.unzeroed && active.record_count() > 0 && self.prepared_is_ready() {
+            // Leave a segment whose group commits cost about two syncs for a zero-filled one
+            // as soon as one is ready (it was requested below, once this log proved busy).
+            self.roll(&mut w)?;
+        }
         let mut deadline = None;
         while !w.active.as_ref().expect("active segment").fits(frame_bytes) {
             if self.roll(&mut w)? {
@@ -346,8 +363,13 @@ impl LogShared {
         // Prepare ahead once the log has written an eighth of its active segment since it
         // opened: a log that holds a few records (or is only read) never holds the Tier 0
         // budget of prepared segments, and a busy one starts preparing after a few MiB.
-        let prepare_now = !self.prepare_started.load(Ordering::Relaxed)
-            && active.offset >= active.capacity / limits::PREPARE_AHEAD_AFTER_FILL_DIVISOR;
+        let prepare_after = if active.unzeroed {
+            limits::UNZEROED_PREPARE_AFTER_BYTES.min(active.capacity / 8)
+        } else {
+            active.capacity / limits::PREPARE_AHEAD_AFTER_FILL_DIVISOR
+        };
+        let prepare_now =
+            !self.prepare_started.load(Ordering::Relaxed) && active.offset >= prepare_after;
         w.written_bytes += frame_bytes;
         let dirty = w.written_bytes - self.durable_bytes.load(Ordering::Acquire);
         self.in_file.store(in_file, Ordering::Release);
@@ -498,15 +520,17 @@ impl LogShared {
         let _ = self.claim.set(claim);
     }
 
+    /// Whether [`LogShared::try_take_prepared`] would find a segment.
+    fn prepared_is_ready(&self) -> bool {
+        self.prepare.lock().has_next()
+    }
+
     /// The next prepared segment, in id order (segments must be activated in the order of their
     /// ids, because recovery walks them that way), if one is ready.
     fn try_take_prepared(&self) -> Result<Option<PreparedSegment>> {
         let mut slot = self.prepare.lock();
-        let oldest_busy = slot.in_progress_ids.iter().next().copied();
-        if let Some(entry) = slot.ready.first_entry()
-            && oldest_busy.is_none_or(|busy| *entry.key() < busy)
-        {
-            let prepared = entry.remove();
+        if slot.has_next() {
+            let (_, prepared) = slot.ready.pop_first().expect("a ready segment");
             drop(slot);
             self.request_prepare();
             return Ok(Some(prepared));
@@ -524,13 +548,7 @@ impl LogShared {
         self.counters.rollover_waits.fetch_add(1, Ordering::Relaxed);
         let mut slot = self.prepare.lock();
         loop {
-            let oldest_busy = slot.in_progress_ids.iter().next().copied();
-            if slot
-                .ready
-                .first_key_value()
-                .is_some_and(|(id, _)| oldest_busy.is_none_or(|busy| *id < busy))
-                || slot.error.is_some()
-            {
+            if slot.has_next() || slot.error.is_some() {
                 return Ok(());
             }
             self.check_open()?;

@@ -65,8 +65,10 @@ pub enum ReadVisibility {
 pub enum Compression {
     /// Always this level (zstd levels: negative = fast modes, 1..=22 stronger).
     Fixed(i32),
-    /// Follow the backlog: drop toward `min` when compression falls behind ingest (segments
-    /// queue up or Tier 0 fills), climb toward `max` while the coordinator keeps up.
+    /// Follow the load: start at level 1 (within bounds), drop toward `min` when compression
+    /// falls behind ingest (segments queue up or Tier 0 fills) or takes more than twice
+    /// `limits::COMPRESS_CPU_SHARE` of the machine's CPU time at the current ingest rate, climb
+    /// toward `max` while it keeps up and takes under half that share.
     Adaptive {
         /// Fastest level used.
         min: i32,

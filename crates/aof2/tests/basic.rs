@@ -409,3 +409,46 @@ fn idle_logs_leave_the_tier0_budget_to_a_busy_one() {
     }
     assert_eq!(busy.reader(0).count() as u64, records);
 }
+
+/// A new log's first segment is created without written zeros, so that opening stays quick, and
+/// an `Always` log's group commits into such space cost about two syncs each. Once it has written
+/// an eighth of that segment (at most 1 MiB) it asks for a zero-filled one and rolls over to it as
+/// soon as it is ready. A log written through its mapping keeps its first segment.
+#[test]
+fn a_new_durable_log_leaves_its_unzeroed_first_segment_early() {
+    for durability in [Durability::Always, Durability::None] {
+        let dir = tempfile::tempdir().unwrap();
+        let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+        let config = LogConfig {
+            durability,
+            ..LogConfig::default().with_segment_bytes(1 << 20)
+        };
+        let log = m.open_log("log", config.clone()).unwrap();
+        let payload = vec![3u8; 1000];
+        for _ in 0..200 {
+            log.append(&payload).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while log.stats().prepared_ready == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        log.append(&payload).unwrap();
+        let rolled = log.stats().segments_rolled;
+        match durability {
+            Durability::Always => assert_eq!(rolled, 1, "{durability:?}: {:?}", log.stats()),
+            _ => assert_eq!(rolled, 0, "{durability:?}: {:?}", log.stats()),
+        }
+        assert_eq!(log.reader(0).count(), 201);
+        log.close().unwrap();
+        drop(log);
+        m.close().unwrap();
+        let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+        let log = m.open_log("log", config).unwrap();
+        assert_eq!(
+            log.reader(0)
+                .map(|r| r.unwrap().payload().len())
+                .sum::<usize>(),
+            201_000
+        );
+    }
+}

@@ -684,6 +684,8 @@ pub struct PreparedSegment {
     /// The file held an older segment of this log: bytes after the frames written here may be
     /// its left-over frames (the header says so once activated).
     recycled: bool,
+    /// See [`ActiveSegment::unzeroed`].
+    unzeroed: bool,
 }
 
 /// Write zero bytes over `at..len` and make them durable, syncing every `ZERO_FILL_SYNC_BYTES`
@@ -850,6 +852,7 @@ impl PreparedSegment {
             mode,
             lease: None,
             recycled: false,
+            unzeroed: mode == WriteMode::Syscall && zero_fill.is_none(),
         })
     }
 
@@ -886,6 +889,8 @@ impl PreparedSegment {
         let mut prepared =
             Self::map_and_prefault(id, path, capacity, file, mode, zero_fill.then_some(0))?;
         prepared.recycled = recycled;
+        // The preparer that made it wrote its zeros (a durable log's segments).
+        prepared.unzeroed = false;
         Ok(prepared)
     }
 
@@ -951,6 +956,7 @@ impl PreparedSegment {
             last_timestamp_ms: 0,
             created_ms: now_ms,
             epoch,
+            unzeroed: self.unzeroed,
         }
     }
 }
@@ -982,6 +988,11 @@ pub struct ActiveSegment {
     pub created_ms: u64,
     /// Epoch written into every frame (the log's current open epoch).
     epoch: u32,
+    /// Written with `pwrite` into space that was allocated but never written (a new log's
+    /// first segment, created without zeros so that opening stays quick): every group commit
+    /// also converts the extents it covers on disk, about twice the cost of a sync into
+    /// written zeros. The log rolls over to a zero-filled segment as soon as one is prepared.
+    pub unzeroed: bool,
 }
 
 impl ActiveSegment {
@@ -1028,6 +1039,9 @@ impl ActiveSegment {
             last_timestamp_ms: scan.last_timestamp_ms,
             created_ms: header.created_ms,
             epoch,
+            // Not known after a restart (page cache hides unwritten extents from SEEK_HOLE);
+            // a recovered segment is written on as it is.
+            unzeroed: false,
         })
     }
 
