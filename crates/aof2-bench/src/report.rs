@@ -45,7 +45,7 @@ use crate::systems::{Result, SystemKind};
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Workload {
-    /// Durable appends, closed-loop writers (+ aof2 pipelined).
+    /// Durable appends, closed-loop writers (+ aof2 pipelined, and aof2 async tasks).
     W1,
     /// Buffered appends, one writer.
     W2,

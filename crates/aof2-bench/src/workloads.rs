@@ -16,7 +16,8 @@
 //! - W1: durable appends with each `writers` count (closed loop), plus aof2 with one thread
 //!   pipelining up to `pipeline_depth` appends (`append_nowait`, then `wait_durable` on the
 //!   oldest when the window is full; a record's latency ends when the thread observes the durable
-//!   watermark past it).
+//!   watermark past it), and aof2 with each `writers` count of closed-loop async tasks instead of
+//!   threads (`append_nowait`, then `wait_durable_async`; one runtime worker thread per CPU).
 //! - W2: buffered appends, one writer.
 //! - W3: aof2 only (the peers have no follow mode): one writer paced at `tail_rate` records/s
 //!   stamps each payload with its send time; a reader thread following the log with
@@ -33,8 +34,8 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
@@ -381,6 +382,9 @@ impl<'a> Bench<'a> {
             }
             if s.wants(SystemKind::Aof2Always) {
                 rows.push(done(self.pipelined(size)));
+                for &writers in &s.writers {
+                    rows.push(done(self.async_tasks(size, writers)));
+                }
             }
         }
         rows
@@ -611,6 +615,75 @@ impl<'a> Bench<'a> {
             row.note(&format!(
                 "1 thread: append_nowait, wait_durable on the oldest at {} in flight; latency ends when the thread sees the durable watermark pass it",
                 s.pipeline_depth
+            ));
+            Ok(())
+        })();
+        match result {
+            Ok(()) => row,
+            Err(e) => failed(row, &e),
+        }
+    }
+
+    /// W1: closed-loop durable appends from `writers` async tasks instead of threads, on a tokio
+    /// runtime with one worker thread per CPU: each task appends with `append_nowait`, awaits
+    /// `wait_durable_async`, and appends its next record.
+    fn async_tasks(&self, size: usize, writers: usize) -> Row {
+        let s = self.settings;
+        let kind = SystemKind::Aof2Always;
+        let mut row = Row::new(kind, Workload::W1, "async tasks", size, writers, s.payload);
+        let result = (|| -> Result<()> {
+            let dir = self.temp_dir(kind)?;
+            let system = Aof2System::open(kind, dir.path())?;
+            let warm = self.warm_up(&system, size, writers, s.durable_cap_records / 4)?;
+            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cpus)
+                .build()?;
+            let (fsyncs, device) = (system.fsyncs(), self.device_counters());
+            let per_task = s.durable_cap_records.div_ceil(writers as u64);
+            let stop = Arc::new(AtomicBool::new(false));
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..writers as u64)
+                .map(|w| {
+                    let (log, stop) = (system.log().clone(), stop.clone());
+                    let (first_id, payload) = (warm.next_id, s.payload);
+                    runtime.spawn(async move {
+                        let mut builder = PayloadBuilder::new(size, payload);
+                        let mut latencies = Vec::with_capacity(per_task.min(MAX_SAMPLES) as usize);
+                        let mut k = 0u64;
+                        while k < per_task && !stop.load(Relaxed) {
+                            let id = first_id + k * writers as u64 + w;
+                            let began = Instant::now();
+                            let seq = log.append_nowait(builder.build(id))?;
+                            log.wait_durable_async(seq).await?;
+                            latencies.push(began.elapsed().as_nanos() as u64);
+                            k += 1;
+                        }
+                        Ok::<_, ::aof2::Error>((k, latencies))
+                    })
+                })
+                .collect();
+            let deadline = started + secs(s.secs);
+            while Instant::now() < deadline && !tasks.iter().all(|t| t.is_finished()) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            stop.store(true, Relaxed);
+            let mut records = 0;
+            let mut latencies = Vec::new();
+            for task in tasks {
+                let (k, mut mine) = runtime.block_on(task)??;
+                records += k;
+                latencies.append(&mut mine);
+            }
+            let elapsed = started.elapsed();
+            row.fsyncs = delta(fsyncs, system.fsyncs());
+            set_device(&mut row, device, self.device_counters());
+            drop(runtime);
+            Box::new(system).close()?;
+            row.set_rate(records, elapsed.as_secs_f64());
+            row.set_latency(Summary::from_nanos(&mut latencies));
+            row.note(&format!(
+                "{writers} tokio tasks on {cpus} worker threads: append_nowait, then await wait_durable_async"
             ));
             Ok(())
         })();
