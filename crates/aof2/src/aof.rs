@@ -363,11 +363,10 @@ impl LogShared {
         // Prepare ahead once the log has written an eighth of its active segment since it
         // opened: a log that holds a few records (or is only read) never holds the Tier 0
         // budget of prepared segments, and a busy one starts preparing after a few MiB.
-        let prepare_after = if active.unzeroed {
-            limits::UNZEROED_PREPARE_AFTER_BYTES.min(active.capacity / 8)
-        } else {
-            active.capacity / limits::PREPARE_AHEAD_AFTER_FILL_DIVISOR
-        };
+        let mut prepare_after = active.capacity / limits::PREPARE_AHEAD_AFTER_FILL_DIVISOR;
+        if active.unzeroed {
+            prepare_after = prepare_after.min(limits::UNZEROED_PREPARE_AFTER_BYTES);
+        }
         let prepare_now =
             !self.prepare_started.load(Ordering::Relaxed) && active.offset >= prepare_after;
         w.written_bytes += frame_bytes;
