@@ -319,7 +319,11 @@ impl LogShared {
         }
         self.check_open()?;
         let active = w.active.as_ref().expect("active segment");
-        if active.unzeroed && active.record_count() > 0 && self.prepared_is_ready() {
+        if active.unzeroed
+            && active.record_count() > 0
+            && self.prepare_started.load(Ordering::Relaxed)
+            && self.prepared_is_ready()
+        {
             // Leave a segment whose group commits cost about two syncs for a zero-filled one
             // as soon as one is ready (it was requested below, once this log proved busy).
             self.roll(&mut w)?;
