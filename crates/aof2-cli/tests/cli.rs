@@ -804,6 +804,14 @@ fn bench_json_durability_none() {
     let report = bench_json("none", "1");
     check_bench(&report, "none", 1);
     assert!(report["segments_rolled"].as_u64().unwrap() >= 1, "{report}");
+    // The fdatasync probe runs only for `always`.
+    for field in [
+        "fdatasync_probe_us",
+        "group_commit_ceiling_per_sec",
+        "group_commit_efficiency",
+    ] {
+        assert_eq!(report[field], Value::Null, "{field}: {report}");
+    }
 }
 
 #[test]
@@ -811,6 +819,17 @@ fn bench_json_durability_always() {
     let report = bench_json("always", "3");
     check_bench(&report, "always", 3);
     assert!(report["fsyncs"].as_u64().unwrap() > 0, "{report}");
+    // The device's own ceiling, timed beside the run: 3 writers ÷ one 4 KiB append + fdatasync.
+    let probe_p50 = report["fdatasync_probe_us"]["p50"].as_f64().unwrap();
+    assert!(probe_p50 > 0.0, "{report}");
+    let ceiling = report["group_commit_ceiling_per_sec"].as_f64().unwrap();
+    assert!(
+        (ceiling - 3.0 * 1e6 / probe_p50).abs() <= 1e-6 * ceiling,
+        "{report}"
+    );
+    let efficiency = report["group_commit_efficiency"].as_f64().unwrap();
+    let rate = report["append_records_per_sec"].as_f64().unwrap();
+    assert!((efficiency - rate / ceiling).abs() <= 1e-9, "{report}");
 }
 
 #[test]

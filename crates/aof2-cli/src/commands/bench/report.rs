@@ -3,7 +3,8 @@
 //! Contract: [`Report`] serializes to the one JSON object `aof2 bench --json` prints (field names
 //! are a stable interface: `records`, `record_size`, `writers`, `durability`,
 //! `append_records_per_sec`, `append_mb_per_sec`, `append_latency_us.{p50,p99,p999,max,mean}`,
-//! `fsyncs`, `fsync_mean_us`, `read_records_per_sec`, `reopen_ms`, `compression_ratio`,
+//! `fsyncs`, `fsync_mean_us`, `group_commit_ceiling_per_sec`, `group_commit_efficiency`,
+//! `read_records_per_sec`, `reopen_ms`, `compression_ratio`,
 //! `tier1_compress_mb_per_sec`, `read_tier1_records_per_sec`, `peak_rss_bytes`,
 //! `tier0_peak_bytes`, `compression_level`, `tier2_upload_mb_per_sec`,
 //! `read_tier2_records_per_sec`, `tier2_segments_uploaded`, `tier2_breaker`, among others; the
@@ -42,6 +43,13 @@ pub struct Report {
     pub fsyncs: u64,
     pub fsync_mean_us: f64,
     pub fsync_max_us: f64,
+    /// `always` only (else null): one 4 KiB append plus fdatasync into a file beside the data,
+    /// timed on its own before the run ([`super::probe`]).
+    pub fdatasync_probe_us: Option<Summary>,
+    /// `writers` ÷ the probe's p50: what closed-loop group commit could reach on this device.
+    pub group_commit_ceiling_per_sec: Option<f64>,
+    /// `append_records_per_sec` ÷ `group_commit_ceiling_per_sec`.
+    pub group_commit_efficiency: Option<f64>,
     pub segments_rolled: u64,
     /// Segments prepared in the file of an evicted one instead of a new file.
     pub segments_recycled: u64,
@@ -143,6 +151,22 @@ impl Report {
             "  fsyncs:        {} (mean {:.1} us, max {:.1} us)",
             self.fsyncs, self.fsync_mean_us, self.fsync_max_us
         )?;
+        if let (Some(probe), Some(ceiling), Some(efficiency)) = (
+            self.fdatasync_probe_us,
+            self.group_commit_ceiling_per_sec,
+            self.group_commit_efficiency,
+        ) {
+            writeln!(
+                out,
+                "  group commit:  {:.1} records per fsync; a lone 4 KiB append + fdatasync here \
+                 takes p50 {:.1} us, so {} writers could reach {:.0} records/s; reached {:.1} %",
+                self.records as f64 / self.fsyncs.max(1) as f64,
+                probe.p50,
+                self.writers,
+                ceiling,
+                efficiency * 100.0
+            )?;
+        }
         writeln!(
             out,
             "  segments:      {} rolled ({} in reused files), {} rollover waits, {} backpressure waits",
