@@ -115,6 +115,14 @@ pub fn open_existing_root(root: &Path, storage: &StorageOptions) -> Result<AofMa
             root.display()
         )));
     }
+    if !root.join(aof2::ROOT_FILE).exists() {
+        // Reading commands never create a root (nor leave a lock file in someone's directory).
+        return Err(Failure::usage(format!(
+            "{} is not an aof2 root (it has no {})",
+            root.display(),
+            aof2::ROOT_FILE
+        )));
+    }
     let mut config = manager_config(root, storage)?;
     if config
         .tier2

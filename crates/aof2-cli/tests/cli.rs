@@ -274,6 +274,31 @@ fn cat_missing_log_or_root_is_invalid_input() {
     let out = run(&["cat", "--root", &nowhere, "--log", "exists"], b"");
     expect_status(&out, 2);
     assert!(!Path::new(&nowhere).exists(), "cat must not create a root");
+    // An existing directory that is not a root: reading commands neither make it one nor
+    // leave a lock file in it.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), b"mine").unwrap();
+    for root in [&empty, &foreign] {
+        let root_text = root.display().to_string();
+        for command in [
+            vec!["cat", "--root", &root_text, "--log", "exists"],
+            vec!["inspect", "--root", &root_text],
+            vec!["verify", "--root", &root_text],
+        ] {
+            let out = run(&command, b"");
+            expect_status(&out, 2);
+            assert!(
+                text(&out.stderr).contains("is not an aof2 root"),
+                "{command:?}: {}",
+                text(&out.stderr)
+            );
+        }
+    }
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 1);
 }
 
 #[test]

@@ -36,7 +36,8 @@ use crate::stats::{LogCounters, LogStats};
 use crate::sys;
 use crate::tiering::{SealOutcome, Tiering};
 
-/// Fault injection seam for tests: called before each segment fdatasync of a group commit.
+/// Fault injection seam for tests: called before each segment fdatasync of a group commit (and
+/// before each retry of one); an error it returns is that fdatasync's result.
 pub type SyncFault = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 
 pub(crate) struct WriteState {
@@ -771,7 +772,8 @@ impl LogShared {
             return;
         }
         let result = (|| {
-            let (segment, meta) = rolled.seal(sys::now_ms(), compressor.is_none())?;
+            let file = rolled.open_for_seal()?;
+            let (segment, meta) = rolled.seal(&file, sys::now_ms(), compressor.is_none())?;
             let seal_edit = Edit::SegmentSealed(SealedInfo {
                 segment_id: segment.id,
                 base_seq: segment.base_seq,
@@ -982,13 +984,13 @@ impl LogShared {
         };
         let start = Instant::now();
         for file in &files {
-            if let Some(fault) = &self.sync_fault {
-                fault().map_err(|e| {
-                    Error::io(format!("fdatasync segment of log {:?}", self.name), e)
-                })?;
-            }
-            sys::retry_transient(|| file.sync_data())
-                .map_err(|e| Error::io(format!("fdatasync segment of log {:?}", self.name), e))?;
+            // The fault seam stands in for the call itself, so an injected EINTR is retried
+            // like a real one.
+            sys::retry_transient(|| match &self.sync_fault {
+                Some(fault) => fault().and_then(|()| file.sync_data()),
+                None => file.sync_data(),
+            })
+            .map_err(|e| Error::io(format!("fdatasync segment of log {:?}", self.name), e))?;
         }
         let ns = start.elapsed().as_nanos() as u64;
         self.counters.record_fsync(ns);

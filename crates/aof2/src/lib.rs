@@ -39,7 +39,7 @@ pub use config::{
     validate_log_name,
 };
 pub use error::{Error, ErrorKind, Result, Tier};
-pub use manager::{AofManager, LogInfo, SegmentInfo, SegmentState, TierLocation};
+pub use manager::{AofManager, LogInfo, ROOT_FILE, SegmentInfo, SegmentState, TierLocation};
 pub use read::Reader;
 pub use recovery::RecoveryReport;
 pub use recovery::verify::{Problem, VerifyReport};

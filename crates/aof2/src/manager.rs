@@ -19,7 +19,8 @@ use crate::recovery::{RecoveryReport, recover_log};
 use crate::sys;
 use crate::tiering::{TierStats, Tiering};
 
-const ROOT_FILE: &str = "aof2.root";
+/// The file that makes a directory an aof2 root (`docs/format.md`).
+pub const ROOT_FILE: &str = "aof2.root";
 const LOCK_FILE: &str = "LOCK";
 
 /// State of one segment, for `inspect`.
@@ -176,6 +177,11 @@ impl AofManager {
         config.validate()?;
         let root = config.root.clone();
         std::fs::create_dir_all(&root).context(|| format!("create root {}", root.display()))?;
+        if !root.join(ROOT_FILE).exists() {
+            // Checked again under the lock; checked here too so that a directory that is not
+            // ours is not left with a lock file in it.
+            refuse_foreign(&root)?;
+        }
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -561,6 +567,21 @@ impl Drop for ManagerInner {
     }
 }
 
+/// Refuse to adopt a directory without `aof2.root` that already holds something else.
+fn refuse_foreign(root: &Path) -> Result<()> {
+    let foreign = std::fs::read_dir(root)
+        .context(|| format!("list {}", root.display()))?
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name() != LOCK_FILE && e.file_name() != "logs");
+    if foreign {
+        return Err(Error::NotAof2File {
+            path: root.to_path_buf(),
+            what: "root (directory has other files and no aof2.root)",
+        });
+    }
+    Ok(())
+}
+
 fn open_root_file(root: &Path) -> Result<u128> {
     let path = root.join(ROOT_FILE);
     match std::fs::read(&path) {
@@ -587,17 +608,7 @@ fn open_root_file(root: &Path) -> Result<u128> {
                 })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Refuse to adopt a directory that already holds something else.
-            let foreign = std::fs::read_dir(root)
-                .context(|| format!("list {}", root.display()))?
-                .filter_map(|e| e.ok())
-                .any(|e| e.file_name() != LOCK_FILE && e.file_name() != "logs");
-            if foreign {
-                return Err(Error::NotAof2File {
-                    path: root.to_path_buf(),
-                    what: "root (directory has other files and no aof2.root)",
-                });
-            }
+            refuse_foreign(root)?;
             let root_file = RootFile {
                 root_id: sys::random_u128(),
                 created_ms: sys::now_ms(),

@@ -167,6 +167,39 @@ fn failed_sync_is_sticky() {
         "appends refused after a failed sync: {err}"
     );
     assert_eq!(log.next_seq(), 1, "the second append wrote nothing");
+    // Reopening lets recovery decide what is on disk: the record written before the failed
+    // sync is there (it reached the page cache), and the log takes appends again. The old
+    // handle still refuses them.
+    m.set_sync_fault(None);
+    drop(log);
+    let log = m.open_log("f", small(Durability::Always)).unwrap();
+    assert_eq!(log.next_seq(), 1);
+    assert_eq!(log.read(0).unwrap().payload(), b"x");
+    assert_eq!(log.append(b"z").unwrap(), 1);
+    assert_eq!(log.durable_watermark(), 2);
+}
+
+/// EINTR and EAGAIN from fdatasync are retried (with backoff) and are not failures: the append
+/// succeeds and the log stays open. Any other error is sticky (above).
+#[test]
+fn interrupted_sync_is_retried() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let calls = std::sync::Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    m.set_sync_fault(Some(std::sync::Arc::new(move || {
+        match counted.fetch_add(1, Ordering::Relaxed) {
+            0 => Err(std::io::Error::from(std::io::ErrorKind::Interrupted)),
+            1 => Err(std::io::Error::from(std::io::ErrorKind::WouldBlock)),
+            _ => Ok(()),
+        }
+    })));
+    let log = m.open_log("eintr", small(Durability::Always)).unwrap();
+    assert_eq!(log.append(b"x").unwrap(), 0);
+    assert!(calls.load(Ordering::Relaxed) >= 3, "two retries");
+    assert_eq!(log.append(b"y").unwrap(), 1);
+    assert_eq!(log.durable_watermark(), 2);
 }
 
 fn libc_eio() -> i32 {
@@ -296,6 +329,10 @@ fn read_only_handles_change_nothing_on_disk() {
         1999u32.to_le_bytes().repeat(20)
     );
     assert!(m.verify_log(&log).is_clean());
+    // The writer's prepared (blank) 256 KiB segment is neither used nor dropped, although this
+    // open's default configuration has 64 MiB segments.
+    let report = m.recovery_report("ro").unwrap();
+    assert_eq!(report.dropped_segments, 0, "{report:?}");
     let err = log.append(b"no").unwrap_err();
     assert!(matches!(err, aof2::Error::ReadOnly { .. }), "{err}");
     assert!(matches!(m.open_log_read_only("missing"), Err(e) if e.kind() == ErrorKind::NotFound));

@@ -858,7 +858,7 @@ fn foreign_directory_is_not_adopted() {
         other => panic!("expected NotAof2File, got {other:?}"),
     }
     assert!(
-        !dir.path().join("aof2.root").exists(),
+        !dir.path().join("aof2.root").exists() && !dir.path().join("LOCK").exists(),
         "nothing was written into the foreign directory"
     );
 }

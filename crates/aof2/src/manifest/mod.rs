@@ -10,7 +10,7 @@ pub mod index;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -407,6 +407,14 @@ pub struct ManifestLog {
     generation: u64,
     wal_len: u64,
     state: ManifestState,
+    /// A failed append may have left part or all of its record in the WAL: the next append
+    /// starts a new generation first, as an open does after a torn tail, so no record is ever
+    /// written after those bytes (replay would take them for corruption, or apply an edit that
+    /// was reported as failed).
+    tail_dirty: bool,
+    /// Test seam: the next append writes only this many bytes of its record, then fails.
+    #[cfg(test)]
+    fail_next_append_after: Option<usize>,
 }
 
 fn wal_path(dir: &Path, generation: u64) -> PathBuf {
@@ -446,6 +454,9 @@ impl ManifestLog {
             generation: 0,
             wal_len: bytes.len() as u64,
             state,
+            tail_dirty: false,
+            #[cfg(test)]
+            fail_next_append_after: None,
         })
     }
 
@@ -564,6 +575,9 @@ impl ManifestLog {
                 generation,
                 wal_len,
                 state,
+                tail_dirty: false,
+                #[cfg(test)]
+                fail_next_append_after: None,
             });
         }
         let wal = if torn || wals.is_empty() {
@@ -574,6 +588,9 @@ impl ManifestLog {
                 generation: generation + 1,
                 wal_len: WAL_HEADER_BYTES as u64,
                 state,
+                tail_dirty: false,
+                #[cfg(test)]
+                fail_next_append_after: None,
             };
             m.write_snapshot()?;
             return Ok(m);
@@ -589,6 +606,9 @@ impl ManifestLog {
             generation,
             wal_len,
             state,
+            tail_dirty: false,
+            #[cfg(test)]
+            fail_next_append_after: None,
         })
     }
 
@@ -604,16 +624,36 @@ impl ManifestLog {
                 format!("refused manifest edit {edit:?}: {why}"),
             )
         })?;
-        let Some(wal) = self.wal.as_mut() else {
+        if self.wal.is_none() {
             self.state.apply(&edit);
             return Ok(());
-        };
+        }
+        if self.tail_dirty {
+            self.compact()?;
+            self.tail_dirty = false;
+        }
         let record = encode_wal_record(&edit);
         let path = wal_path(&self.dir, self.generation);
-        wal.write_all(&record)
-            .context(|| format!("append to {}", path.display()))?;
-        sys::retry_transient(|| wal.sync_data())
-            .context(|| format!("fdatasync {}", path.display()))?;
+        #[cfg(test)]
+        let limit = self.fail_next_append_after.take();
+        #[cfg(not(test))]
+        let limit: Option<usize> = None;
+        let wal = self.wal.as_mut().expect("a writable manifest has a WAL");
+        let written = match limit {
+            Some(n) => wal
+                .write_all(&record[..n.min(record.len())])
+                .and_then(|()| Err(io::Error::other("injected write failure"))),
+            None => wal.write_all(&record),
+        }
+        .context(|| format!("append to {}", path.display()))
+        .and_then(|()| {
+            sys::retry_transient(|| wal.sync_data())
+                .context(|| format!("fdatasync {}", path.display()))
+        });
+        if let Err(e) = written {
+            self.tail_dirty = true;
+            return Err(e);
+        }
         self.wal_len += record.len() as u64;
         self.state.apply(&edit);
         if self.wal_len > MANIFEST_COMPACT_BYTES {
@@ -707,6 +747,36 @@ mod tests {
             last_timestamp_ms: 0,
             footer_crc: 0,
         })
+    }
+
+    /// A failed append (here: part of its record written, then an error, as on a full disk)
+    /// leaves bytes in the WAL. The edit is not applied, the next append goes to a new
+    /// generation, and the manifest opens with exactly the edits that succeeded. Without the
+    /// new generation, the retried edit lands after the torn bytes and the next open fails
+    /// with a checksum mismatch.
+    #[test]
+    fn failed_append_moves_to_a_new_generation() {
+        for cut in [0, 1, 9, usize::MAX] {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().join("m");
+            let mut m = ManifestLog::create(&d, created()).unwrap();
+            let prepared = |segment_id| Edit::SegmentPrepared {
+                segment_id,
+                capacity: 100,
+            };
+            m.append(prepared(0)).unwrap();
+            m.fail_next_append_after = Some(cut);
+            assert!(m.append(prepared(1)).is_err(), "cut {cut}");
+            assert_eq!(m.state().next_segment_id, 1, "cut {cut}: not applied");
+            // The caller tries again (the preparer allocates the same id).
+            m.append(prepared(1)).unwrap();
+            m.append(prepared(2)).unwrap();
+            assert_eq!(m.generation, 1, "cut {cut}");
+            drop(m);
+            let reopened = ManifestLog::open(&d).unwrap();
+            assert_eq!(reopened.state().next_segment_id, 3, "cut {cut}");
+            assert_eq!(list_wals(&d).unwrap(), vec![1], "cut {cut}");
+        }
     }
 
     #[test]

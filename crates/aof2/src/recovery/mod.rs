@@ -6,8 +6,9 @@
 //!   its range return `Corruption`. A sealed segment is never unsealed or dropped.
 //! - Only unsealed segments (at most the active one and one whose seal was interrupted) are
 //!   scanned frame by frame. The scan stops at the first frame that fails its checksum or breaks
-//!   sequence continuity, and cuts back a trailing incomplete batch. Everything after that point is
-//!   zeroed and synced, so stale frames can never be mistaken for new ones.
+//!   sequence continuity, and cuts back a trailing incomplete batch. Nothing after that point is
+//!   rewritten: the open's new epoch (`LogOpened`, synced before any frame is written) makes
+//!   stale frames there fail the epoch check if they ever line up with new ones.
 //! - A segment whose base sequence does not continue the previous one (its predecessor lost an
 //!   unsynced tail) was never acknowledged, and is dropped.
 
@@ -523,9 +524,11 @@ fn recover_segments(
             }
             None if !gap
                 && file.metadata().is_ok_and(|m| m.len() == entry.capacity)
-                && entry.capacity == config.segment_bytes =>
+                && (read_only || entry.capacity == config.segment_bytes) =>
             {
-                // Prepared but never activated: reuse it instead of preparing another.
+                // Prepared but never activated: reuse it instead of preparing another. (A
+                // read-only open uses nothing and drops nothing, whatever its configured segment
+                // size: it must not report the writer's prepared segments as dropped.)
                 blank.push((id, entry.capacity));
                 continue;
             }
@@ -565,6 +568,14 @@ fn recover_segments(
             && footer.base_seq == header.base_seq
             && let Ok(meta) = check_sealed_meta(&path, len)
         {
+            if !read_only {
+                // The footer and the truncation may be only in the page cache (a `None` log
+                // seals without syncing while it compresses; a kill can land before a seal's
+                // fsync): make them durable before the manifest calls the segment sealed, which
+                // also puts its records under the durable watermark.
+                sys::retry_transient(|| file.sync_all())
+                    .context(|| format!("fsync {}", path.display()))?;
+            }
             manifest.append(Edit::SegmentSealed(sealed_info(id, &meta)))?;
             next_seq = Some(header.base_seq + footer.record_count);
             report.sealed_segments += 1;
@@ -633,7 +644,9 @@ fn recover_segments(
             report.seals_resumed += 1;
             continue;
         }
-        let (segment, meta) = active.roll().seal(sys::now_ms(), true)?;
+        let rolled = active.roll();
+        let file = rolled.open_for_seal()?;
+        let (segment, meta) = rolled.seal(&file, sys::now_ms(), true)?;
         manifest.append(Edit::SegmentSealed(sealed_info(segment.id, &meta)))?;
         index.insert(segment);
     }

@@ -1206,10 +1206,25 @@ pub struct RolledSegment {
 }
 
 impl RolledSegment {
-    /// Write the sparse index and footer, sync, truncate the preallocated tail and sync again.
-    /// With `sync == false` nothing is synced: the caller makes the segment durable another
-    /// way (its Tier 1 copy) or syncs `file` itself before recording the seal.
-    pub fn seal(self, now_ms: u64, sync: bool) -> Result<(Arc<Segment>, SealedMeta)> {
+    /// Open the segment file again, for the sealer: Linux reports a writeback error to one
+    /// `fdatasync` per open file description (the kernel marks the pages clean either way), and
+    /// group commits sync [`RolledSegment::file`] until the seal is recorded. Through a
+    /// description of its own, a failed writeback fails both the seal and the group commit,
+    /// whichever syncs first; through a shared one, the second sync would succeed and
+    /// acknowledge records whose pages were dropped.
+    pub fn open_for_seal(&self) -> Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.segment.path)
+            .context(|| format!("open {} to seal it", self.segment.path.display()))
+    }
+
+    /// Write the sparse index and footer through `file` (from [`RolledSegment::open_for_seal`]),
+    /// sync, truncate the preallocated tail and sync again. With `sync == false` nothing is
+    /// synced: the caller makes the segment durable another way (its Tier 1 copy) or syncs
+    /// `file` itself before recording the seal.
+    pub fn seal(self, file: &File, now_ms: u64, sync: bool) -> Result<(Arc<Segment>, SealedMeta)> {
         let seg = self.segment.clone();
         let entries = seg.index.read().clone().unwrap_or_default();
         let index_bytes = encode_index(&entries);
@@ -1232,18 +1247,16 @@ impl RolledSegment {
         let path = seg.path.display().to_string();
         let mut tail = index_bytes;
         tail.extend_from_slice(&encoded);
-        crate::sys::retry_transient(|| self.file.write_all_at(&tail, self.records_end))
+        crate::sys::retry_transient(|| file.write_all_at(&tail, self.records_end))
             .context(|| format!("write index and footer of {path}"))?;
         if sync {
-            crate::sys::retry_transient(|| self.file.sync_data())
+            crate::sys::retry_transient(|| file.sync_data())
                 .context(|| format!("fdatasync {path}"))?;
         }
-        self.file
-            .set_len(file_len)
+        file.set_len(file_len)
             .context(|| format!("truncate {path}"))?;
         if sync {
-            crate::sys::retry_transient(|| self.file.sync_all())
-                .context(|| format!("fsync {path}"))?;
+            crate::sys::retry_transient(|| file.sync_all()).context(|| format!("fsync {path}"))?;
         }
         let meta = SealedMeta {
             footer,
