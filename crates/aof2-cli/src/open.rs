@@ -172,6 +172,24 @@ pub fn check_config(log: &LogConfig, storage: &StorageOptions) -> Result<(), Fai
     Ok(manager_config(Path::new("/"), storage)?.validate()?)
 }
 
+/// Tell the user on stderr what recovery found wrong when it opened `log` (damage, not the
+/// torn tail an interrupted writer leaves): records dropped behind damage and quarantined
+/// segments.
+pub fn warn_recovery(manager: &AofManager, log: &str) {
+    let Some(report) = manager.recovery_report(log) else {
+        return;
+    };
+    for damaged in &report.damaged_tails {
+        eprintln!("aof2: warning: log {log:?}: {damaged}");
+    }
+    for (segment, reason) in &report.quarantined {
+        eprintln!(
+            "aof2: warning: log {log:?}: segment {segment} is quarantined ({reason}); reads of \
+             its records fail"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

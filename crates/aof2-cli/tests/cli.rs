@@ -406,6 +406,42 @@ fn verify_clean_log() {
     expect_status(&out, 0);
 }
 
+/// A zeroed page in the middle of the active segment's records is damage, not a torn tail:
+/// `verify` exits 3 and says which records were lost, and the next writable open (here
+/// `append`) warns and keeps the dropped bytes in quarantine before writing over them.
+#[test]
+fn verify_and_append_report_records_lost_behind_a_zeroed_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    append(
+        &root,
+        "a",
+        &lines_input(500, 40),
+        &["--durability", "always"],
+    );
+    let segment = segment_files(&root, "a").pop().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[4096..8192].fill(0);
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let out = run(&["verify", "--root", &root], b"");
+    expect_status(&out, 3);
+    let report = text(&out.stdout);
+    assert!(report.contains("later frames (seq "), "{report}");
+    assert!(report.contains("..=499"), "{report}");
+
+    let out = run(&["append", "--root", &root, "--log", "a"], b"new\n");
+    expect_status(&out, 0);
+    let warning = text(&out.stderr);
+    assert!(
+        warning.contains("warning: log \"a\": segment 0 is damaged at offset"),
+        "{warning}"
+    );
+    assert!(warning.contains("kept in"), "{warning}");
+    let kept = Path::new(&root).join("quarantine").join("a");
+    assert_eq!(std::fs::read_dir(&kept).unwrap().count(), 1);
+}
+
 #[test]
 fn verify_finds_flipped_byte_in_sealed_segment() {
     let dir = tempfile::tempdir().unwrap();

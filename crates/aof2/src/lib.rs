@@ -41,10 +41,10 @@ pub use config::{
 pub use error::{Error, ErrorKind, Result, Tier};
 pub use manager::{AofManager, LogInfo, ROOT_FILE, SegmentInfo, SegmentState, TierLocation};
 pub use read::Reader;
-pub use recovery::RecoveryReport;
 pub use recovery::verify::{Problem, VerifyReport};
+pub use recovery::{DamagedTail, RecoveryReport};
 pub use remote::{RemoteIter, RemoteReader, RestoreProgress, RestoreReport};
-pub use segment::Record;
+pub use segment::{LaterFrames, Record};
 pub use stats::LogStats;
 pub use tier2::Tier2Stats;
 pub use tiering::TierStats;

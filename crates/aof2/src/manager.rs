@@ -462,7 +462,23 @@ impl AofManager {
 
     /// Check every record checksum of an open log (sealed segments in parallel).
     pub fn verify_log(&self, log: &Aof) -> VerifyReport {
-        crate::recovery::verify::verify(&log.shared)
+        let mut report = crate::recovery::verify::verify(&log.shared);
+        // Frames recovery found past a damaged range were dropped with the tail: the records
+        // that remain verify, but the log lost some.
+        if let Some(recovery) = self.recovery_report(log.name()) {
+            for damaged in &recovery.damaged_tails {
+                let path = log
+                    .shared
+                    .segment_dir
+                    .join(crate::segment::segment_file_name(damaged.segment_id));
+                report.problems.push(crate::recovery::verify::Problem {
+                    segment_id: damaged.segment_id,
+                    location: format!("{} offset {}", path.display(), damaged.cut_offset),
+                    detail: damaged.to_string(),
+                });
+            }
+        }
+        report
     }
 
     /// Wait until every sealed segment of `log` (quarantined ones aside) has its Tier 1 copy,

@@ -60,6 +60,7 @@ pub fn run(args: &AppendArgs) -> Result<(), Failure> {
             _ => Failure::from(e),
         })
         .and_then(|log| {
+            crate::open::warn_recovery(&manager, &args.log);
             let stdin = io::stdin();
             let stdout = io::stdout();
             pump(

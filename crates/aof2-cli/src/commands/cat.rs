@@ -44,6 +44,7 @@ pub fn run(args: &CatArgs) -> Result<(), Failure> {
     let manager = open_existing_root(root, &args.options.storage)?;
     let result = require_log(&manager, &args.log).and_then(|()| {
         let log = manager.open_log_read_only(&args.log)?;
+        crate::open::warn_recovery(&manager, &args.log);
         let records = log.reader(args.from).take(limit(args));
         with_stdout(|out| print(records, args.format, out))
     });

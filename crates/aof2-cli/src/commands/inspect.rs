@@ -11,6 +11,8 @@
 //! "compression_ratio" (record bytes / Tier 1 bytes, null without a Tier 1 copy),
 //! "tier1_level" (zstd level, null without a Tier 1 copy)}],
 //! "recovery": {"sealed_segments", "scanned_segments", "cut_tails",
+//! "damaged_tails": [{"segment_id", "cut_offset", "reason", "later_frames", "first_seq",
+//! "last_seq"}] (valid frames found past a cut: damage, not a torn tail),
 //! "dropped_incomplete_frames", "dropped_segments", "recovery_ms",
 //! "quarantined": [{"segment_id", "reason"}], "tier1_segments", "compressions_restarted",
 //! "tier0_dropped": [{"segment_id", "reason"}], "tier1_dropped": [{"segment_id", "reason"}]}}],
@@ -121,11 +123,22 @@ struct SegmentDoc {
     tier1_level: Option<i32>,
 }
 
+#[derive(Debug, Serialize)]
+struct DamagedTailDoc {
+    segment_id: u64,
+    cut_offset: u64,
+    reason: String,
+    later_frames: u64,
+    first_seq: u64,
+    last_seq: u64,
+}
+
 #[derive(Debug, Serialize, Default)]
 struct RecoveryDoc {
     sealed_segments: usize,
     scanned_segments: usize,
     cut_tails: usize,
+    damaged_tails: Vec<DamagedTailDoc>,
     dropped_incomplete_frames: u64,
     dropped_segments: usize,
     recovery_ms: f64,
@@ -281,6 +294,18 @@ fn log_doc(info: LogInfo, report: RecoveryReport, tier2_catalog: Option<CatalogD
             sealed_segments: report.sealed_segments,
             scanned_segments: report.scanned_segments,
             cut_tails: report.cut_tails.len(),
+            damaged_tails: report
+                .damaged_tails
+                .iter()
+                .map(|d| DamagedTailDoc {
+                    segment_id: d.segment_id,
+                    cut_offset: d.cut_offset,
+                    reason: d.reason.clone(),
+                    later_frames: d.later.frames,
+                    first_seq: d.later.first_seq,
+                    last_seq: d.later.last_seq,
+                })
+                .collect(),
             dropped_incomplete_frames: report.dropped_incomplete_frames,
             dropped_segments: report.dropped_segments,
             recovery_ms: report.elapsed.as_secs_f64() * 1000.0,
@@ -364,6 +389,14 @@ fn write_table<W: Write>(out: &mut W, doc: &Document) -> io::Result<()> {
             r.compressions_restarted,
             r.recovery_ms
         )?;
+        for d in &r.damaged_tails {
+            writeln!(
+                out,
+                "    damaged: segment {} cut at offset {} ({}); {} later frames (seq {}..={}) \
+                 dropped",
+                d.segment_id, d.cut_offset, d.reason, d.later_frames, d.first_seq, d.last_seq
+            )?;
+        }
         for (what, list) in [
             ("quarantined segment", &r.quarantined),
             ("Tier 0 copy dropped, segment", &r.tier0_dropped),

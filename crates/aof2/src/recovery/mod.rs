@@ -46,6 +46,11 @@ pub struct RecoveryReport {
     pub scanned_segments: usize,
     /// Torn or garbage tails cut: (segment id, offset where its valid frames end, why).
     pub cut_tails: Vec<(u64, u64, String)>,
+    /// Segments whose readable frames end in front of later valid frames of theirs: damage in
+    /// the middle of the frames (a zeroed page, flipped bits), not a torn tail. Recovery drops
+    /// those frames with the tail (also listed in `cut_tails`); a writable open first copies
+    /// the bytes it drops to `quarantine/<log>/`.
+    pub damaged_tails: Vec<DamagedTail>,
     /// Frames dropped because their batch was incomplete.
     pub dropped_incomplete_frames: u64,
     /// Segments dropped (never activated, or after a gap).
@@ -66,6 +71,41 @@ pub struct RecoveryReport {
     pub seals_resumed: usize,
     /// How long recovery took.
     pub elapsed: std::time::Duration,
+}
+
+/// See [`RecoveryReport::damaged_tails`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedTail {
+    pub segment_id: u64,
+    /// Where the readable frames end (the log continues from here).
+    pub cut_offset: u64,
+    /// Why the scan stopped there.
+    pub reason: String,
+    /// What was found after it.
+    pub later: segment::LaterFrames,
+    /// Copy of the bytes from `cut_offset` to the end of the last frame found (writable opens).
+    pub saved_to: Option<PathBuf>,
+}
+
+impl std::fmt::Display for DamagedTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "segment {} is damaged at offset {} ({}): {} later frames (seq {}..={}, from offset \
+             {}) were dropped with it",
+            self.segment_id,
+            self.cut_offset,
+            self.reason,
+            self.later.frames,
+            self.later.first_seq,
+            self.later.last_seq,
+            self.later.first_offset
+        )?;
+        if let Some(path) = &self.saved_to {
+            write!(f, "; the dropped bytes are kept in {}", path.display())?;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn log_dirs(root: &Path, name: &str) -> (PathBuf, PathBuf) {
@@ -623,8 +663,9 @@ fn recover_segments(
     let mut durable_seq = None;
     let mut deferred = Vec::new();
     let tail = unsealed.pop();
+    let save_in = (!read_only).then(|| root.join("quarantine").join(name));
     for u in unsealed {
-        note_tail(&u, &mut report);
+        note_tail(&u, &mut report, name, save_in.as_deref())?;
         let lease = budget.force(u.header.capacity);
         let active = u.into_active(
             &log_name,
@@ -653,13 +694,13 @@ fn recover_segments(
     let mut next_seq = next_seq.unwrap_or(0);
     let active = match tail {
         Some(u) if read_only => {
-            note_tail(&u, &mut report);
+            note_tail(&u, &mut report, name, None)?;
             let lease = budget.force(u.header.capacity);
             Some(u.into_active(&log_name, epoch, WriteMode::Syscall, lease)?)
         }
         None if read_only => None,
         Some(u) => {
-            note_tail(&u, &mut report);
+            note_tail(&u, &mut report, name, save_in.as_deref())?;
             reset_tail_length(&u)?;
             let path = u.path.clone();
             let lease = budget.force(u.header.capacity);
@@ -849,13 +890,54 @@ fn check_sealed_meta(path: &Path, len: u64) -> Result<segment::SealedMeta> {
 
 /// Record where (and why) a segment's valid frames end. Nothing is zeroed: frames written from
 /// now on carry a newer epoch, so the stale bytes beyond them can never pass as records.
-fn note_tail(u: &Unsealed, report: &mut RecoveryReport) {
+///
+/// Valid frames past the cut mean damage, not a torn tail: reported loudly, and with `save_in`
+/// (a writable open, before anything overwrites them) the dropped bytes are copied there first.
+fn note_tail(
+    u: &Unsealed,
+    report: &mut RecoveryReport,
+    log: &str,
+    save_in: Option<&Path>,
+) -> Result<()> {
     report.dropped_incomplete_frames += u.scan.dropped_incomplete_batch;
-    if let Some(reason) = &u.scan.stop {
+    let reason = u.scan.stop.clone().unwrap_or_else(|| {
+        format!(
+            "zeros at offset {} in front of later frames",
+            u.scan.records_end
+        )
+    });
+    if u.scan.stop.is_some() || u.scan.later.is_some() {
         report
             .cut_tails
             .push((u.id, u.scan.records_end, reason.clone()));
     }
+    let Some(later) = &u.scan.later else {
+        return Ok(());
+    };
+    let mut damaged = DamagedTail {
+        segment_id: u.id,
+        cut_offset: u.scan.records_end,
+        reason,
+        later: later.clone(),
+        saved_to: None,
+    };
+    if let Some(dir) = save_in {
+        let start = u.scan.records_end;
+        let mut bytes = vec![0u8; (later.end_offset - start) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&u.file, &mut bytes, start)
+            .context(|| format!("read {}", u.path.display()))?;
+        std::fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
+        let target = dir.join(format!(
+            "{}.damaged-tail-{start}-{}",
+            segment_file_name(u.id),
+            sys::now_ms()
+        ));
+        sys::write_atomic(&target, &bytes)?;
+        damaged.saved_to = Some(target);
+    }
+    tracing::error!(log, "{damaged}");
+    report.damaged_tails.push(damaged);
+    Ok(())
 }
 
 /// A tail segment shortened by damage gets its preallocated length back (the new bytes read as

@@ -1281,6 +1281,77 @@ pub struct ScanResult {
     pub stop: Option<String>,
     /// Frames that were valid but dropped because their batch was incomplete.
     pub dropped_incomplete_batch: u64,
+    /// Valid frames of this segment found after the point where the scan stopped: records
+    /// written after a damaged range, which recovery drops with the tail. `None` for an
+    /// ordinary end.
+    pub later: Option<LaterFrames>,
+}
+
+/// Valid frames found past the end of a segment's readable frames ([`scan_frames`]): frames with
+/// a valid checksum, a sequence number at or after the first missing one, and an epoch not below
+/// that of the last readable frame. A crash (`kill -9`) never leaves any: the end of the frames
+/// is then torn at most. Damage in the middle of the frames (a zeroed page, flipped bits) does.
+/// A power loss can too, but only for frames that were never synced, so never acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaterFrames {
+    /// Offset of the first one.
+    pub first_offset: u64,
+    /// How many were found.
+    pub frames: u64,
+    /// Lowest and highest sequence number among them.
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Offset just after the last one.
+    pub end_offset: u64,
+}
+
+/// After a clean end (zeros), how far [`scan_frames`] looks for later frames: far enough to
+/// step over a zeroed page or two, cheap enough for every open.
+const LATER_FRAMES_WINDOW_BYTES: u64 = 1 << 20;
+
+/// Look for valid frames in `bytes[from..limit]` (see [`LaterFrames`]): every byte offset is a
+/// candidate, since frames are not aligned.
+fn find_later_frames(
+    bytes: &[u8],
+    from: u64,
+    limit: u64,
+    next_seq: u64,
+    min_epoch: u32,
+) -> Option<LaterFrames> {
+    let limit = limit.min(bytes.len() as u64) as usize;
+    let mut found: Option<LaterFrames> = None;
+    let mut at = from as usize;
+    while at + FRAME_HEADER_BYTES as usize <= limit {
+        let candidate = &bytes[at..limit];
+        let seq = u64::from_le_bytes(candidate[8..16].try_into().expect("8 bytes"));
+        // Cheap filters first: the sequence is in range and the stored CRC is not zero (a
+        // zero-filled range has seq 0).
+        if seq.wrapping_sub(next_seq) >= 1 << 32 || candidate[..4] == [0; 4] {
+            at += 1;
+            continue;
+        }
+        let Ok(header) = decode_frame(candidate) else {
+            at += 1;
+            continue;
+        };
+        if header.epoch < min_epoch {
+            at += 1;
+            continue;
+        }
+        let f = found.get_or_insert(LaterFrames {
+            first_offset: at as u64,
+            frames: 0,
+            first_seq: header.seq,
+            last_seq: header.seq,
+            end_offset: 0,
+        });
+        f.frames += 1;
+        f.first_seq = f.first_seq.min(header.seq);
+        f.last_seq = f.last_seq.max(header.seq);
+        at += FRAME_HEADER_BYTES as usize + header.len as usize;
+        f.end_offset = at as u64;
+    }
+    found
 }
 
 /// Scan frames from the first one, validating checksums and sequence continuity, stopping at the
@@ -1300,6 +1371,9 @@ pub fn scan_frames(bytes: &[u8], base_seq: u64, limit: u64) -> ScanResult {
     let mut pending_first_ts = 0;
     let mut pending_count = 0u64;
     let mut epoch = 0u32;
+    // The scan ended the usual way (zeros, a left-over frame of an older segment or an older
+    // epoch), not at garbage.
+    let mut usual_end = false;
     while offset < limit {
         let frame_bytes = &bytes[offset as usize..limit as usize];
         let header = match decode_frame(frame_bytes) {
@@ -1309,13 +1383,16 @@ pub fn scan_frames(bytes: &[u8], base_seq: u64, limit: u64) -> ScanResult {
                     .iter()
                     .take(FRAME_HEADER_BYTES as usize)
                     .all(|&b| b == 0);
-                if !zeros {
+                if zeros {
+                    usual_end = true;
+                } else {
                     result.stop = Some(format!("{e:?} at offset {offset}"));
                 }
                 break;
             }
         };
         if header.seq != seq {
+            usual_end = header.seq < seq;
             result.stop = Some(format!(
                 "expected seq {seq}, found {} at offset {offset}",
                 header.seq
@@ -1323,6 +1400,7 @@ pub fn scan_frames(bytes: &[u8], base_seq: u64, limit: u64) -> ScanResult {
             break;
         }
         if header.epoch < epoch {
+            usual_end = true;
             // Left over from before a crash: a later open wrote over the frames before it.
             result.stop = Some(format!(
                 "stale frame of epoch {} after epoch {epoch} at offset {offset}",
@@ -1361,6 +1439,16 @@ pub fn scan_frames(bytes: &[u8], base_seq: u64, limit: u64) -> ScanResult {
         result.stop = Some(format!(
             "incomplete batch of {pending_count} frames at the end"
         ));
+    }
+    if offset < limit {
+        // Stopped before the end: were frames written after this point? Behind garbage, look
+        // through the rest; behind the usual end, only just past it.
+        let search_end = if usual_end {
+            limit.min(offset.saturating_add(LATER_FRAMES_WINDOW_BYTES))
+        } else {
+            limit
+        };
+        result.later = find_later_frames(bytes, offset, search_end, seq, epoch);
     }
     result
 }
