@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command (README quick start, step 2). Installs what the tests need, then runs
-# formatting, lints and the whole test suite.
+# The project's test command (README quick start, step 2): formatting, lints and the whole test
+# suite. The tests need nothing outside cargo (their S3 server, s3s, runs in-process); CI also
+# runs the Tier 2 suite against moto, which scripts/moto.sh installs and starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}

@@ -442,6 +442,36 @@ fn verify_and_append_report_records_lost_behind_a_zeroed_page() {
     assert_eq!(std::fs::read_dir(&kept).unwrap().count(), 1);
 }
 
+/// One log that cannot be opened does not hide the others from `inspect`: they are shown, the
+/// broken one is listed with its error, and the exit status reports it.
+#[test]
+fn inspect_shows_the_other_logs_when_one_cannot_be_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    append(&root, "good", b"one\n", &[]);
+    append(&root, "bad", b"two\n", &[]);
+    let segment = segment_files(&root, "bad").pop().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[..64].fill(0x5a);
+    std::fs::write(&segment, &bytes).unwrap();
+    let out = run(&["inspect", "--root", &root, "--json"], b"");
+    expect_status(&out, 3);
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let logs = doc["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 1, "{doc}");
+    assert_eq!(logs[0]["name"], "good");
+    assert_eq!(doc["unreadable_logs"][0]["name"], "bad", "{doc}");
+    assert!(
+        text(&out.stderr).contains("open log \"bad\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["inspect", "--root", &root], b"");
+    expect_status(&out, 3);
+    assert!(text(&out.stdout).contains("log bad  cannot be opened"));
+    assert!(text(&out.stdout).contains("log good"));
+}
+
 #[test]
 fn verify_finds_flipped_byte_in_sealed_segment() {
     let dir = tempfile::tempdir().unwrap();

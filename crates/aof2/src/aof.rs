@@ -289,20 +289,23 @@ impl LogShared {
             });
         }
         if payloads.is_empty() {
-            return Err(Error::InvalidConfig("empty batch".into()));
+            return Err(Error::InvalidBatch(
+                "a batch needs at least one record".into(),
+            ));
         }
         if payloads.len() > limits::MAX_BATCH_RECORDS {
-            return Err(Error::RecordTooLarge {
-                len: payloads.len() as u64,
-                max: limits::MAX_BATCH_RECORDS as u64,
-            });
+            return Err(Error::InvalidBatch(format!(
+                "{} records exceed the maximum of {} per batch",
+                payloads.len(),
+                limits::MAX_BATCH_RECORDS
+            )));
         }
         let batch_limit = self.config.segment_payload_limit() + FRAME_HEADER_BYTES;
         if frame_bytes > batch_limit {
-            return Err(Error::RecordTooLarge {
-                len: frame_bytes,
-                max: batch_limit,
-            });
+            return Err(Error::InvalidBatch(format!(
+                "{frame_bytes} bytes of frames exceed the {batch_limit} bytes one segment holds \
+                 (a batch never spans segments)"
+            )));
         }
         self.check_open()?;
         let mut w = self.write.lock();

@@ -454,7 +454,8 @@ impl LogConfig {
     }
 }
 
-/// Check a log name: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`.
+/// Check a log name: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}` without `..` anywhere (the name is
+/// a directory name; `..` is refused outright rather than reasoned about).
 pub fn validate_log_name(name: &str) -> Result<()> {
     let bytes = name.as_bytes();
     let ok = !bytes.is_empty()
@@ -462,7 +463,8 @@ pub fn validate_log_name(name: &str) -> Result<()> {
         && bytes[0].is_ascii_alphanumeric()
         && bytes
             .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !name.contains("..");
     if ok {
         Ok(())
     } else {
@@ -486,6 +488,8 @@ mod tests {
             ".",
             "..",
             "../x",
+            "a..b",
+            "a..",
             "a/b",
             "-a",
             "_a",

@@ -44,15 +44,20 @@ pub enum Tier {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A log name does not match `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`.
+    /// A log name does not match `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`, or contains `..`.
     #[error(
-        "invalid log name {name:?}: names are 1-128 characters of [A-Za-z0-9._-] starting with a letter or digit"
+        "invalid log name {name:?}: names are 1-128 characters of [A-Za-z0-9._-] starting with a letter or digit, without \"..\""
     )]
     InvalidName { name: String },
 
-    /// A record (or a whole batch) is larger than the log accepts.
+    /// A record is larger than the log accepts.
     #[error("record of {len} bytes exceeds the maximum of {max} bytes for this log")]
     RecordTooLarge { len: u64, max: u64 },
+
+    /// A batch is empty, has too many records, or does not fit in one segment (a batch never
+    /// spans segments).
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
 
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
@@ -121,6 +126,7 @@ impl Error {
         match self {
             Error::InvalidName { .. }
             | Error::RecordTooLarge { .. }
+            | Error::InvalidBatch(_)
             | Error::InvalidConfig(_)
             | Error::ReadOnly { .. } => ErrorKind::InvalidInput,
             Error::Locked { .. } => ErrorKind::Unavailable,

@@ -17,6 +17,8 @@
 //! "quarantined": [{"segment_id", "reason"}], "tier1_segments", "compressions_restarted",
 //! "tier0_dropped": [{"segment_id", "reason"}], "tier1_dropped": [{"segment_id", "reason"}]}}],
 //! "tier2_catalog": null without Tier 2, else {"epoch", "first_seq", "end_seq", "error"}}],
+//! "unreadable_logs": [{"name", "error"}] (without `--log`, a log that cannot be opened is
+//! listed here, the others are still shown, and the exit status is that of the first failure),
 //! "tiers": {"tier0_used_bytes", "tier0_max_bytes", "tier1_used_bytes", "tier1_max_bytes" (null
 //! when unlimited), "compression_level", "tier2": null without Tier 2, else {"url", "breaker"
 //! ("closed", "open" or "half-open"), "breaker_opened", "requests", "request_failures",
@@ -48,7 +50,15 @@ use crate::open::{check_options, open_existing_root, require_log};
 struct Document {
     root: String,
     logs: Vec<LogDoc>,
+    /// Logs that could not be opened (only without `--log`: the others are still shown).
+    unreadable_logs: Vec<UnreadableLogDoc>,
     tiers: TiersDoc,
+}
+
+#[derive(Debug, Serialize)]
+struct UnreadableLogDoc {
+    name: String,
+    error: String,
 }
 
 /// The manager's tier statistics.
@@ -163,7 +173,8 @@ pub fn run(args: &InspectArgs) -> Result<(), Failure> {
     }
     check_options(&args.options)?;
     let manager = open_existing_root(&args.root.root, &args.options.storage)?;
-    let result = collect(&manager, args).and_then(|doc| {
+    let mut unreadable = None;
+    let result = collect(&manager, args, &mut unreadable).and_then(|doc| {
         let stdout = io::stdout();
         let mut out = stdout.lock();
         if args.json {
@@ -178,10 +189,18 @@ pub fn run(args: &InspectArgs) -> Result<(), Failure> {
     });
     let closed = manager.close();
     result?;
-    Ok(closed?)
+    closed?;
+    // Everything readable was shown; the exit status says what was not.
+    unreadable.map_or(Ok(()), Err)
 }
 
-fn collect(manager: &AofManager, args: &InspectArgs) -> Result<Document, Failure> {
+/// Gather the document. A log that cannot be opened fails the command with `--log`; without,
+/// it is listed in `unreadable_logs` and its failure (the first one) is left in `unreadable`.
+fn collect(
+    manager: &AofManager,
+    args: &InspectArgs,
+    unreadable: &mut Option<Failure>,
+) -> Result<Document, Failure> {
     let names = match &args.log {
         Some(name) => {
             require_log(manager, name)?;
@@ -192,10 +211,20 @@ fn collect(manager: &AofManager, args: &InspectArgs) -> Result<Document, Failure
     let mut logs = Vec::with_capacity(names.len());
     // Read-only handles do not count toward the manager's Tier 1 budget: add up the files.
     let mut tier1_bytes = 0;
+    let mut unreadable_logs = Vec::new();
     for name in names {
-        let log = manager
-            .open_log_read_only(&name)
-            .map_err(|e| Failure::from(e).context(format!("open log {name:?}")))?;
+        let log = match manager.open_log_read_only(&name) {
+            Ok(log) => log,
+            Err(e) if args.log.is_none() => {
+                unreadable_logs.push(UnreadableLogDoc {
+                    name: name.clone(),
+                    error: e.to_string(),
+                });
+                unreadable.get_or_insert(Failure::from(e).context(format!("open log {name:?}")));
+                continue;
+            }
+            Err(e) => return Err(Failure::from(e).context(format!("open log {name:?}"))),
+        };
         let info = manager.log_info(&log);
         tier1_bytes += info.segments.iter().map(|s| s.tier1_bytes).sum::<u64>();
         let report = manager.recovery_report(&name).unwrap_or_default();
@@ -209,6 +238,7 @@ fn collect(manager: &AofManager, args: &InspectArgs) -> Result<Document, Failure
     Ok(Document {
         root: manager.root().display().to_string(),
         logs,
+        unreadable_logs,
         tiers: tiers_doc(&manager.tier_stats(), tier1_bytes),
     })
 }
@@ -320,8 +350,11 @@ fn log_doc(info: LogInfo, report: RecoveryReport, tier2_catalog: Option<CatalogD
 }
 
 fn write_table<W: Write>(out: &mut W, doc: &Document) -> io::Result<()> {
-    if doc.logs.is_empty() {
+    if doc.logs.is_empty() && doc.unreadable_logs.is_empty() {
         writeln!(out, "no logs in {}", doc.root)?;
+    }
+    for log in &doc.unreadable_logs {
+        writeln!(out, "log {}  cannot be opened: {}", log.name, log.error)?;
     }
     for (i, log) in doc.logs.iter().enumerate() {
         if i > 0 {

@@ -114,6 +114,15 @@ pub enum FrameError {
     Checksum,
 }
 
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FrameError::Truncated => "truncated frame",
+            FrameError::Checksum => "frame checksum mismatch",
+        })
+    }
+}
+
 /// Decode the frame starting at `bytes[0]`; `bytes` ends at the end of the records area.
 /// Returns the header and the payload range `32..32+len` (relative to `bytes`).
 #[inline]

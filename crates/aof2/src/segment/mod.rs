@@ -1386,7 +1386,7 @@ pub fn scan_frames(bytes: &[u8], base_seq: u64, limit: u64) -> ScanResult {
                 if zeros {
                     usual_end = true;
                 } else {
-                    result.stop = Some(format!("{e:?} at offset {offset}"));
+                    result.stop = Some(format!("{e} at offset {offset}"));
                 }
                 break;
             }
