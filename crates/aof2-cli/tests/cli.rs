@@ -430,6 +430,11 @@ fn verify_and_append_report_records_lost_behind_a_zeroed_page() {
     assert!(report.contains("later frames (seq "), "{report}");
     assert!(report.contains("..=499"), "{report}");
 
+    // A writable open that appends nothing finds the same damage again next time; the copy is
+    // kept once.
+    let out = run(&["append", "--root", &root, "--log", "a"], b"");
+    expect_status(&out, 0);
+    assert!(text(&out.stderr).contains("is damaged"));
     let out = run(&["append", "--root", &root, "--log", "a"], b"new\n");
     expect_status(&out, 0);
     let warning = text(&out.stderr);

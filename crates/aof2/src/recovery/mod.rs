@@ -927,12 +927,17 @@ fn note_tail(
         std::os::unix::fs::FileExt::read_exact_at(&u.file, &mut bytes, start)
             .context(|| format!("read {}", u.path.display()))?;
         std::fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
+        // Named by what it holds: an open that finds the same damage again (nothing was appended
+        // over it since) keeps the copy it already has.
         let target = dir.join(format!(
-            "{}.damaged-tail-{start}-{}",
+            "{}.damaged-tail-{start}-seq-{}-{}",
             segment_file_name(u.id),
-            sys::now_ms()
+            later.first_seq,
+            later.last_seq
         ));
-        sys::write_atomic(&target, &bytes)?;
+        if !target.exists() {
+            sys::write_atomic(&target, &bytes)?;
+        }
         damaged.saved_to = Some(target);
     }
     tracing::error!(log, "{damaged}");
