@@ -252,9 +252,12 @@ impl SegmentFooter {
         })
     }
 
-    /// File length of a sealed segment with this footer.
+    /// File length of a sealed segment with this footer (saturating: a footer from disk may
+    /// hold anything, and callers compare this with the real length).
     pub fn file_len(&self) -> u64 {
-        self.records_end + self.index_entries as u64 * INDEX_ENTRY_BYTES + SEGMENT_FOOTER_BYTES
+        self.records_end
+            .saturating_add(self.index_entries as u64 * INDEX_ENTRY_BYTES)
+            .saturating_add(SEGMENT_FOOTER_BYTES)
     }
 
     /// The CRC stored in an encoded footer (used as the footer's identity in the manifest).
@@ -266,6 +269,22 @@ impl SegmentFooter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn footer_file_len_of_any_footer_does_not_overflow() {
+        let footer = SegmentFooter {
+            index_entries: u32::MAX,
+            segment_id: 0,
+            base_seq: 0,
+            record_count: 0,
+            records_end: u64::MAX - 1,
+            first_timestamp_ms: 0,
+            last_timestamp_ms: 0,
+            sealed_ms: 0,
+            index_crc: 0,
+        };
+        assert_eq!(footer.file_len(), u64::MAX);
+    }
 
     #[test]
     fn frame_roundtrip_and_corruption() {

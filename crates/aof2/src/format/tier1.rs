@@ -307,7 +307,10 @@ impl Tier1Footer {
 
     /// Length of the Tier 1 file this footer ends.
     pub fn file_len(&self) -> u64 {
-        self.seg_tail_offset + self.seg_tail_len as u64 + TIER1_FOOTER_BYTES
+        // Saturating: a footer from disk may hold anything; callers compare with the real length.
+        self.seg_tail_offset
+            .saturating_add(self.seg_tail_len as u64)
+            .saturating_add(TIER1_FOOTER_BYTES)
     }
 
     /// Check that a header belongs with this footer.
