@@ -166,14 +166,15 @@ run() {
   if [ -n "${FUZZ_KEEP_GOING:-}" ]; then
     keep_going=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
   fi
-  before=$(find "fuzz/artifacts/$target" -type f 2>/dev/null | wc -l)
+  mkdir -p "fuzz/artifacts/$target"
+  before=$(find "fuzz/artifacts/$target" -type f | wc -l)
   # -detect_leaks=0: the file-level targets leave background threads' allocations in flight,
   # which would make LeakSanitizer scan the heap after every input (and leaks are not what
   # these targets look for). -timeout catches endless loops, -malloc_limit_mb huge allocations.
   (cd fuzz && cargo +nightly fuzz run "$target" -- -max_total_time="$secs" -timeout=10 \
     -malloc_limit_mb=512 -detect_leaks=0 -print_final_stats=1 "${keep_going[@]}") \
     >"fuzz/logs/$target.log" 2>&1 || rc=$?
-  after=$(find "fuzz/artifacts/$target" -type f 2>/dev/null | wc -l)
+  after=$(find "fuzz/artifacts/$target" -type f | wc -l)
   if [ "$rc" -eq 0 ] && [ "$after" -gt "$before" ]; then
     rc=1
   fi
@@ -201,6 +202,8 @@ while [ "$running" -gt 0 ]; do
   wait -n || failed=1
   running=$((running - 1))
 done
+# The file-level targets' scratch roots (one per fuzzing process; see fuzz/src/lib.rs).
+rm -rf /dev/shm/aof2-fuzz-* "${TMPDIR:-/tmp}"/aof2-fuzz-*
 if [ "$failed" -ne 0 ]; then
   echo "fuzzing found crashes"
   exit 1

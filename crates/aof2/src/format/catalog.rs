@@ -138,6 +138,13 @@ impl Catalog {
                     sealed.segment_id, tier2.tier1.segment_id
                 )));
             }
+            if sealed.base_seq.checked_add(sealed.record_count).is_none() {
+                return Err(FormatError::Invalid(format!(
+                    "catalog segment {} runs past the sequence space",
+                    sealed.segment_id
+                )));
+            }
+            // Every listed segment passed the check above: the sum below cannot overflow.
             if let Some(prev) = segments.last()
                 && (prev.sealed.segment_id >= sealed.segment_id
                     || prev.sealed.base_seq + prev.sealed.record_count != sealed.base_seq)

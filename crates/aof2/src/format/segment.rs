@@ -239,7 +239,7 @@ impl SegmentFooter {
         if u16::from_le_bytes([bytes[10], bytes[11]]) as usize != FOOTER {
             return Err(FormatError::Invalid("footer length".into()));
         }
-        Ok(SegmentFooter {
+        let footer = SegmentFooter {
             index_entries: le_u32(bytes, 12),
             segment_id: le_u64(bytes, 16),
             base_seq: le_u64(bytes, 24),
@@ -249,7 +249,14 @@ impl SegmentFooter {
             last_timestamp_ms: le_u64(bytes, 56),
             sealed_ms: le_u64(bytes, 64),
             index_crc: le_u32(bytes, 72),
-        })
+        };
+        // Every reader computes the end of the footer's sequence range.
+        if footer.base_seq.checked_add(footer.record_count).is_none() {
+            return Err(FormatError::Invalid(
+                "footer sequence range past u64::MAX".into(),
+            ));
+        }
+        Ok(footer)
     }
 
     /// File length of a sealed segment with this footer (saturating: a footer from disk may

@@ -80,7 +80,16 @@ impl ManifestState {
                     self.next_segment_id
                 ))
             }
+            Edit::SegmentPrepared { segment_id, .. } if *segment_id == u64::MAX => {
+                Err("segment ids exhausted".into())
+            }
             Edit::SegmentPrepared { .. } => Ok(()),
+            Edit::SegmentSealed(info) if info.base_seq.checked_add(info.record_count).is_none() => {
+                Err(format!(
+                    "segment {} holds {} records from seq {}: past the sequence space",
+                    info.segment_id, info.record_count, info.base_seq
+                ))
+            }
             Edit::SegmentSealed(info) => {
                 let entry = self
                     .segments
@@ -777,6 +786,29 @@ mod tests {
             assert_eq!(reopened.state().next_segment_id, 3, "cut {cut}");
             assert_eq!(list_wals(&d).unwrap(), vec![1], "cut {cut}");
         }
+    }
+
+    /// Found by fuzzing (`fuzz/`): edits with valid checksums whose ids or sequence ranges run
+    /// past `u64::MAX` are refused, not applied with an overflow.
+    #[test]
+    fn edits_past_the_id_or_sequence_space_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("m");
+        let mut m = ManifestLog::create(&d, created()).unwrap();
+        assert!(
+            m.append(Edit::SegmentPrepared {
+                segment_id: u64::MAX,
+                capacity: 100,
+            })
+            .is_err()
+        );
+        m.append(Edit::SegmentPrepared {
+            segment_id: 0,
+            capacity: 100,
+        })
+        .unwrap();
+        assert!(m.append(sealed(0, u64::MAX, 1)).is_err());
+        m.append(sealed(0, 0, 10)).unwrap();
     }
 
     #[test]

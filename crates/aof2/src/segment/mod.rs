@@ -1408,6 +1408,12 @@ pub fn scan_frames(bytes: &[u8], base_seq: u64, limit: u64) -> ScanResult {
             ));
             break;
         }
+        // A frame at u64::MAX would leave no sequence for the next one: only a damaged header
+        // can claim it, so the records end before it.
+        let Some(next_seq) = seq.checked_add(1) else {
+            result.stop = Some(format!("sequence space exhausted at offset {offset}"));
+            break;
+        };
         epoch = header.epoch;
         if pending_count == 0 {
             pending_first_ts = header.timestamp_ms;
@@ -1422,7 +1428,7 @@ pub fn scan_frames(bytes: &[u8], base_seq: u64, limit: u64) -> ScanResult {
         }
         pending_count += 1;
         offset += FRAME_HEADER_BYTES + header.len as u64;
-        seq += 1;
+        seq = next_seq;
         if header.batch_remaining == 0 {
             if result.record_count == 0 {
                 result.first_timestamp_ms = pending_first_ts;
