@@ -1336,9 +1336,12 @@ fn find_later_frames(
         }
         let candidate = &bytes[at..limit];
         let seq = u64::from_le_bytes(candidate[8..16].try_into().expect("8 bytes"));
-        // Cheap filters first: the sequence is in range and the stored CRC is not zero (a
-        // zero-filled range has seq 0).
-        if seq.wrapping_sub(next_seq) >= 1 << 32 || candidate[..4] == [0; 4] {
+        // Cheap filters before any checksum: the stored CRC is not zero, and the sequence is one
+        // the lost frames can have here: every frame between `from` and `at` takes at least a
+        // header's bytes. (A looser bound let the offsets of a sparse index through, each a
+        // checksum over whatever length followed: 20-37 ms for a 190 KiB seal reserve.)
+        let most = (at - from as usize) as u64 / FRAME_HEADER_BYTES + 1;
+        if candidate[..4] == [0; 4] || seq.wrapping_sub(next_seq) > most {
             at += 1;
             continue;
         }
