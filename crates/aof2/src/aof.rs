@@ -158,8 +158,11 @@ pub(crate) struct Recovered {
     /// Full segments an interrupted run left unsealed, in order, for the background sealer
     /// (`Durability::None` logs: the open does not wait for their writeback).
     pub unsealed: Vec<RolledSegment>,
-    /// Records known to be on disk: `next_seq`, or the first record of `unsealed` (left
-    /// unsynced for the sealer).
+    /// Files of segments found sealed on disk whose writeback a `None` open did not wait for:
+    /// group commits sync them (the durable watermark stays below them until then).
+    pub unsynced_files: Vec<Arc<std::fs::File>>,
+    /// Records known to be on disk: `next_seq`, or the first record of `unsealed` or
+    /// `unsynced_files` (left unsynced).
     pub durable_seq: u64,
 }
 
@@ -186,7 +189,7 @@ impl LogShared {
             read_only,
             write: Mutex::new(WriteState {
                 active: rec.active,
-                unsynced: Vec::new(),
+                unsynced: rec.unsynced_files,
                 written_bytes: 0,
                 last_timestamp_ms: last_ts,
             }),

@@ -1054,3 +1054,135 @@ fn crash_while_recovering_a_torn_manifest_wal_leaves_log_openable() {
     assert_reads(&log, &fx.model, 0..fx.model.len() as u64);
     m.close().unwrap();
 }
+
+// ------------------------------------------------------------------ a seal the manifest missed
+
+/// Every edit of the log's manifest, in order (snapshot, then each WAL generation).
+fn manifest_edits(dir: &Path) -> Vec<aof2::format::manifest::Edit> {
+    use aof2::format::manifest::{WAL_HEADER_BYTES, WalRead, decode_snapshot, decode_wal_record};
+    let mut edits = Vec::new();
+    if let Ok(bytes) = fs::read(dir.join("snapshot")) {
+        edits.extend(decode_snapshot(&bytes).unwrap().1);
+    }
+    let mut wals: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("wal-"))
+        .collect();
+    wals.sort();
+    for wal in wals {
+        let bytes = fs::read(&wal).unwrap();
+        let mut at = WAL_HEADER_BYTES;
+        while let WalRead::Edit(edit, used) = decode_wal_record(&bytes[at..]).unwrap() {
+            edits.push(edit);
+            at += used;
+        }
+    }
+    edits
+}
+
+/// A kill between a seal's footer (written, file truncated) and its `SegmentSealed` edit leaves
+/// a segment that is sealed on disk but not in the manifest, its frames maybe only in the page
+/// cache (a `None` log seals without syncing). Recovery records the seal. An `Always` open syncs
+/// the file first, so its durable watermark covers the segment; a `None` open does not wait for
+/// that writeback (`seal_syncs_deferred`), its watermark stays below the segment until a flush,
+/// and the flush syncs it. Either way every record reads back and a later open finds the seal
+/// recorded.
+#[test]
+fn a_seal_the_manifest_missed_is_synced_before_the_watermark_covers_it() {
+    use aof2::format::manifest::{Edit, encode_wal_header, encode_wal_record};
+    for durability in [Durability::None, Durability::Always] {
+        let (_dir, root) = fresh_root();
+        let manager_config = || ManagerConfig {
+            tier1_enabled: false,
+            ..ManagerConfig::new(&root)
+        };
+        let log_config = LogConfig {
+            durability,
+            ..LogConfig::default().with_segment_bytes(SEGMENT_BYTES)
+        };
+        let m = AofManager::open(manager_config()).unwrap();
+        let log = m.open_log(NAME, log_config.clone()).unwrap();
+        let mut model = Vec::new();
+        let sealed = loop {
+            let seq = model.len() as u64;
+            assert_eq!(log.append(&payload(seq)).unwrap(), seq);
+            model.push(payload(seq));
+            let sealed: Vec<_> = m
+                .log_info(&log)
+                .segments
+                .into_iter()
+                .filter(|s| s.state == SegmentState::Sealed)
+                .collect();
+            if sealed.len() >= 2 {
+                break sealed;
+            }
+        };
+        log.close().unwrap();
+        m.close().unwrap();
+        drop((log, m));
+
+        // The manifest as the kill left it: the last seal's edit never made it.
+        let missed = sealed.last().unwrap();
+        let manifest = root.join("logs").join(NAME).join("manifest");
+        let edits: Vec<Edit> = manifest_edits(&manifest)
+            .into_iter()
+            .filter(|e| !matches!(e, Edit::SegmentSealed(s) if s.segment_id == missed.id))
+            .collect();
+        fs::remove_dir_all(&manifest).unwrap();
+        fs::create_dir_all(&manifest).unwrap();
+        let mut wal = encode_wal_header(0).to_vec();
+        for edit in &edits {
+            wal.extend(encode_wal_record(edit));
+        }
+        fs::write(manifest.join("wal-0000000000000000"), wal).unwrap();
+
+        let m = AofManager::open(manager_config()).unwrap();
+        let log = m.open_log(NAME, log_config.clone()).unwrap();
+        let report = m.recovery_report(NAME).unwrap();
+        let next = model.len() as u64;
+        assert_eq!(log.next_seq(), next, "{durability:?}: {report:?}");
+        assert!(
+            report.sealed_segments >= 2,
+            "{durability:?}: the seal found on disk is trusted: {report:?}"
+        );
+        assert_eq!(
+            report.scanned_segments, 1,
+            "{durability:?}: only the active segment is scanned: {report:?}"
+        );
+        if durability == Durability::None {
+            assert_eq!(report.seal_syncs_deferred, 1, "{report:?}");
+            assert!(
+                log.durable_watermark() <= missed.base_seq,
+                "the watermark ({}) covers a segment nobody synced (from {}): {report:?}",
+                log.durable_watermark(),
+                missed.base_seq
+            );
+            log.flush().unwrap();
+        } else {
+            assert_eq!(report.seal_syncs_deferred, 0, "{report:?}");
+        }
+        assert_eq!(log.durable_watermark(), next, "{durability:?}: {report:?}");
+        assert_reads(&log, &model, 0..next);
+        let info = m.log_info(&log);
+        assert_eq!(
+            info.segments
+                .iter()
+                .find(|s| s.id == missed.id)
+                .map(|s| s.state),
+            Some(SegmentState::Sealed),
+            "{durability:?}"
+        );
+        log.close().unwrap();
+        m.close().unwrap();
+        drop((log, m));
+
+        let m = AofManager::open(manager_config()).unwrap();
+        let log = m.open_log(NAME, log_config).unwrap();
+        let report = m.recovery_report(NAME).unwrap();
+        assert_eq!(report.seal_syncs_deferred, 0, "{durability:?}: {report:?}");
+        assert_eq!(log.durable_watermark(), next, "{durability:?}: {report:?}");
+        assert_reads(&log, &model, 0..next);
+        m.close().unwrap();
+    }
+}

@@ -610,6 +610,7 @@ struct Totals {
     /// how many segments in all.
     kills_with_seals_resumed: u64,
     seals_resumed: u64,
+    seal_syncs_deferred: u64,
     /// From the children's last statistics before each kill.
     child_compressed: u64,
     child_evictions: u64,
@@ -1215,15 +1216,16 @@ fn check_root(
         }
     }
     let next = log.next_seq();
-    if report.seals_resumed > 0 {
-        // Left to the background sealer, maybe still unsynced: the watermark may say so until a
-        // sync, and a flush makes everything durable.
+    if report.seals_resumed > 0 || report.seal_syncs_deferred > 0 {
+        // Left to the background sealer or the next sync, maybe still unsynced: the watermark
+        // must say so until a sync, and a flush makes everything durable.
         assert_eq!(durability, Durability::None, "{report:?}");
         assert!(
             log.durable_watermark() < next,
             "the watermark must not cover segments nobody synced: {report:?}"
         );
         totals.seals_resumed += report.seals_resumed as u64;
+        totals.seal_syncs_deferred += report.seal_syncs_deferred as u64;
         totals.kills_with_seals_resumed += 1;
         log.flush().expect("flush after a deferred-seal open");
     }
@@ -1862,7 +1864,7 @@ fn crash_loop(scenario: &Scenario) {
              ({} admission timeouts), prepared {} in evicted files; kills that found a compression in flight {} (writing the \
              Tier 1 file {}), an evicted or hydrated segment file not yet settled {}, a \
              hydration writing {}; recovery restarted {} compressions; {} reopens left {} \
-             unsealed segments to the sealer",
+             unsealed segments to the sealer and {} found sealed to the next sync",
             totals.child_compressed,
             totals.child_evictions,
             totals.child_hydrations,
@@ -1874,7 +1876,8 @@ fn crash_loop(scenario: &Scenario) {
             totals.kills_writing_hydration,
             totals.compressions_restarted,
             totals.kills_with_seals_resumed,
-            totals.seals_resumed
+            totals.seals_resumed,
+            totals.seal_syncs_deferred
         );
         assert!(
             iterations < 5 || (totals.child_compressed > 0 && totals.child_evictions > 0),

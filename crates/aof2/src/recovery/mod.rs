@@ -69,6 +69,10 @@ pub struct RecoveryReport {
     /// of being sealed during the open (`Durability::None` opens only: the open does not wait
     /// for their writeback, and the durable watermark stays below them until they are synced).
     pub seals_resumed: usize,
+    /// Segments found sealed on disk but not yet recorded (killed between the footer and the
+    /// manifest edit) whose writeback a `Durability::None` open left to the next sync, like
+    /// `seals_resumed`: the durable watermark stays below them until then.
+    pub seal_syncs_deferred: usize,
     /// How long recovery took.
     pub elapsed: std::time::Duration,
 }
@@ -252,6 +256,10 @@ fn recover_segments(
     let mut index = SegmentIndex::default();
     let mut next_seq: Option<u64> = None;
     let mut unsealed: Vec<Unsealed> = Vec::new();
+    // A `None` open's segment found sealed on disk but not yet synced: its first record, and
+    // its file for the group commits (see below).
+    let mut sealed_unsynced: Option<u64> = None;
+    let mut unsynced_files: Vec<Arc<File>> = Vec::new();
     let mut gap = false;
     let mut blank: Vec<(u64, u64)> = Vec::new();
     // Checking every frame of the unsealed segments is most of an open after a buffered writer
@@ -608,11 +616,21 @@ fn recover_segments(
             && footer.base_seq == header.base_seq
             && let Ok(meta) = check_sealed_meta(&path, len)
         {
-            if !read_only {
-                // The footer and the truncation may be only in the page cache (a `None` log
-                // seals without syncing while it compresses; a kill can land before a seal's
-                // fsync): make them durable before the manifest calls the segment sealed, which
-                // also puts its records under the durable watermark.
+            // The footer and the truncation, and for a `None` log (which seals without syncing
+            // while it compresses) the frames too, may be only in the page cache. `Always` and
+            // `Interval` opens sync the file before the watermark covers it; a `None` open, like
+            // its resumed seals, does not wait for that writeback: the durable watermark stays
+            // below the segment until a group commit syncs the file.
+            if config.durability == Durability::None {
+                if !read_only {
+                    sealed_unsynced.get_or_insert(header.base_seq);
+                    report.seal_syncs_deferred += 1;
+                    unsynced_files.push(Arc::new(
+                        file.try_clone()
+                            .context(|| format!("reopen {}", path.display()))?,
+                    ));
+                }
+            } else if !read_only {
                 sys::retry_transient(|| file.sync_all())
                     .context(|| format!("fsync {}", path.display()))?;
             }
@@ -660,7 +678,7 @@ fn recover_segments(
     // as if they had just rolled, so the open does not wait for their writeback (a buffered writer
     // that outran its sealer leaves many).
     let defer_syncs = !read_only && config.durability == Durability::None;
-    let mut durable_seq = None;
+    let mut durable_seq = sealed_unsynced;
     let mut deferred = Vec::new();
     let tail = unsealed.pop();
     let save_in = (!read_only).then(|| root.join("quarantine").join(name));
@@ -759,6 +777,7 @@ fn recover_segments(
             read_only,
             blank_segments: blank,
             unsealed: deferred,
+            unsynced_files,
             durable_seq: durable_seq.unwrap_or(next_seq),
         },
         RecoveryReport {
