@@ -161,9 +161,12 @@ fn build_store(config: &Tier2Config) -> Result<(Arc<dyn ObjectStore>, String)> {
             )));
         }
         std::fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
+        // An acknowledged PUT must be as durable as an S3 one: the local Tier 1 copy may be
+        // deleted once it is recorded. `LocalFileSystem` writes without fsync unless asked.
         let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| Error::InvalidConfig(format!("tier 2 URL {url:?}: {e}")))?
-            .with_automatic_cleanup(true);
+            .with_automatic_cleanup(true)
+            .with_fsync(true);
         return Ok((Arc::new(store), String::new()));
     }
     if url.starts_with("memory://") {
