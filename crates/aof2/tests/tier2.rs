@@ -699,3 +699,84 @@ fn a_damaged_tier0_copy_is_replaced_by_the_tier2_copy() {
     let seq = both[1].base_seq + (both[1].end_seq - both[1].base_seq) / 2;
     assert_eq!(log.read(seq).unwrap().payload(), payload(seq));
 }
+
+// ------------------------------------------------------------------ opens without the store
+
+fn file_tier2(dir: &std::path::Path) -> Tier2Config {
+    let mut c = Tier2Config::new(&format!("file://{}", dir.display()));
+    c.request_timeout = Duration::from_secs(5);
+    c.backoff_base = Duration::from_millis(10);
+    c.backoff_max = Duration::from_millis(200);
+    c
+}
+
+/// A segment held in Tier 1 and Tier 2 (not Tier 0) whose Tier 1 file is damaged, opened once
+/// without the Tier 2 store configured (a tool run without `--tier2`): the open fails with
+/// `InvalidConfig` and changes nothing, as for a segment held only in Tier 2. It used to
+/// quarantine the segment for good, although Tier 2 holds a verified copy.
+#[test]
+fn open_without_the_store_does_not_quarantine_a_segment_tier2_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let t2 = file_tier2(&dir.path().join("store"));
+    {
+        let m = manager(&root, t2.clone());
+        let log = m.open_log("orders", log_config()).unwrap();
+        append_all(&log, 0..600);
+        log.seal().unwrap();
+        assert!(m.wait_for_tier2(&log, WAIT), "uploads finish");
+        m.evict_tier0(&log).unwrap();
+        log.close().unwrap();
+        m.close().unwrap();
+    }
+    // Damage the Tier 1 copy of segment 0 (its footer).
+    let t1 = root.join("logs/orders/tier1/0000000000000000.t1");
+    let mut bytes = std::fs::read(&t1).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0x41;
+    std::fs::write(&t1, bytes).unwrap();
+    {
+        let mut config = ManagerConfig::new(&root);
+        config.tier0_max_bytes = 16 * SEGMENT;
+        config.compress_threads = 1;
+        let m = AofManager::open(config).unwrap();
+        let err = m
+            .open_log("orders", log_config())
+            .expect_err("the open needs the Tier 2 store");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("Tier 2"), "{err}");
+        m.close().unwrap();
+    }
+    let m = manager(&root, t2);
+    let log = m.open_log("orders", log_config()).unwrap();
+    for seq in [0u64, 1, 50] {
+        match log.read(seq) {
+            Ok(r) => assert_eq!(r.payload(), payload(seq)),
+            Err(e) => panic!("seq {seq} unreadable although Tier 2 holds it: {e}"),
+        }
+    }
+    m.close().unwrap();
+}
+
+/// aof2 has async APIs and is used from tokio tasks: a `RemoteReader` whose open fails, or a
+/// manager with Tier 2, dropped inside a task must not panic (tokio refuses to drop a runtime
+/// there, and each holds one for its requests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_reader_dropped_in_an_async_context_does_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let t2 = file_tier2(&dir.path().join("store"));
+    let opened = RemoteReader::open(t2, "orders");
+    assert_eq!(opened.unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_with_tier2_dropped_in_an_async_context_does_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let t2 = file_tier2(&dir.path().join("store"));
+    let m = manager(&dir.path().join("root"), t2);
+    let log = m.open_log("orders", log_config()).unwrap();
+    log.append(b"x").unwrap();
+    m.close().unwrap();
+    drop(log);
+    drop(m);
+}

@@ -363,6 +363,15 @@ fn recover_segments(
                         report.tier1_dropped.push((id, e.to_string()));
                         None
                     }
+                    Err(e) if entry.tier2.is_some() => {
+                        // Tier 2 holds the segment, but this open has no store to read it from:
+                        // change nothing (quarantining it would cut off a good copy for good).
+                        return Err(Error::InvalidConfig(format!(
+                            "log {name:?}: segment {id}'s local copy is unusable ({e}) and only \
+                             Tier 2 holds it; open the root with its Tier 2 store configured \
+                             (--tier2 URL)"
+                        )));
+                    }
                     Err(e) => {
                         let reason = format!("Tier 1 copy unusable and no Tier 0 copy: {e}");
                         tracing::error!(log = name, segment = id, %reason, "quarantining segment");

@@ -109,7 +109,8 @@ pub(crate) struct Tier2 {
     /// Key prefix from the URL ("" or "a/b/").
     prefix: String,
     url: String,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    runtime: Option<tokio::runtime::Runtime>,
     config: Tier2Config,
     breaker: Breaker,
     counters: Counters,
@@ -118,6 +119,17 @@ pub(crate) struct Tier2 {
     stopping: AtomicBool,
     /// Whether the store keeps object metadata (the checksum goes there too).
     metadata: bool,
+}
+
+impl Drop for Tier2 {
+    /// Dropping a runtime waits for its threads, which tokio refuses (with a panic) inside an
+    /// async context, and the last handle of a manager or `RemoteReader` may well be dropped in
+    /// one. Nothing waits on the I/O threads at this point: let them wind down on their own.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// User metadata key of a segment object's CRC-32C (hex), e.g. `x-amz-meta-aof2-crc32c`.
@@ -235,7 +247,7 @@ impl Tier2 {
             store,
             prefix,
             url: config.url.clone(),
-            runtime,
+            runtime: Some(runtime),
             config: config.clone(),
             breaker: Breaker::new(config.breaker_failures, config.breaker_open_for),
             counters: Counters::default(),
@@ -360,7 +372,8 @@ impl Tier2 {
         Fut: Future<Output = object_store::Result<T>> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime.spawn(async move {
+        let runtime = self.runtime.as_ref().expect("runtime lives until drop");
+        runtime.spawn(async move {
             let outcome = tokio::time::timeout(timeout, fut).await;
             let _ = tx.send(outcome);
         });
