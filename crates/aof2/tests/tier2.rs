@@ -703,7 +703,7 @@ fn a_damaged_tier0_copy_is_replaced_by_the_tier2_copy() {
 // ------------------------------------------------------------------ opens without the store
 
 fn file_tier2(dir: &std::path::Path) -> Tier2Config {
-    let mut c = Tier2Config::new(&format!("file://{}", dir.display()));
+    let mut c = Tier2Config::new(format!("file://{}", dir.display()));
     c.request_timeout = Duration::from_secs(5);
     c.backoff_base = Duration::from_millis(10);
     c.backoff_max = Duration::from_millis(200);
