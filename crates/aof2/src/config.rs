@@ -141,7 +141,8 @@ pub struct ManagerConfig {
     /// Tick of the interval/age timer. Default 1 ms.
     pub timer_tick: Duration,
     /// Tier 0 budget, bytes: every segment file in Tier 0 (active, prepared, sealed and not yet
-    /// evicted, hydrated) counts at its full size, across all logs. Default 1 GiB.
+    /// evicted, hydrated) counts at its full size, across all logs open for writing (a
+    /// read-only handle can evict nothing, so its files are not counted). Default 1 GiB.
     pub tier0_max_bytes: u64,
     /// Tier 1 budget, bytes of compressed files. Without Tier 2, Tier 1 is the final home of
     /// sealed segments, so a full Tier 1 stops compression and surfaces as backpressure naming

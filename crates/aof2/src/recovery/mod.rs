@@ -233,6 +233,10 @@ fn recover_segments(
     let manifest_dir = segment_dir.with_file_name("manifest");
     let tier1_dir = segment_dir.with_file_name("tier1");
     let log_id = manifest.state().log_id;
+    // What the Tier 0 budget counts for a segment file. A read-only handle can evict nothing (that
+    // takes manifest edits), so counting its files would only hold room that writers of other
+    // logs can never get back: they stay on disk either way.
+    let tier0_lease = |bytes: u64| budget.force(if read_only { 0 } else { bytes });
     // A new epoch for every writable open: frames of older epochs found after frames of this one
     // are stale leftovers, so a torn tail never has to be zeroed.
     let epoch = manifest.state().epoch.checked_add(1).ok_or_else(|| {
@@ -449,7 +453,7 @@ fn recover_segments(
             match check_sealed(&path, info.footer_crc, info.file_len) {
                 Ok(meta) => {
                     report.sealed_segments += 1;
-                    let lease = budget.force(meta.file_len);
+                    let lease = tier0_lease(meta.file_len);
                     let segment = Segment::sealed(log_name.clone(), id, path, meta, Some(lease));
                     if let Some(t1) = tier1 {
                         segment.set_tier1(t1);
@@ -646,7 +650,7 @@ fn recover_segments(
             manifest.append(Edit::SegmentSealed(sealed_info(id, &meta)))?;
             next_seq = Some(header.base_seq + footer.record_count);
             report.sealed_segments += 1;
-            let lease = budget.force(meta.file_len);
+            let lease = tier0_lease(meta.file_len);
             index.insert(Arc::new(Segment::sealed(
                 log_name.clone(),
                 id,
@@ -693,7 +697,7 @@ fn recover_segments(
     let save_in = (!read_only).then(|| root.join("quarantine").join(name));
     for u in unsealed {
         note_tail(&u, &mut report, name, save_in.as_deref())?;
-        let lease = budget.force(u.header.capacity);
+        let lease = tier0_lease(u.header.capacity);
         let active = u.into_active(
             &log_name,
             epoch,
@@ -722,7 +726,7 @@ fn recover_segments(
     let active = match tail {
         Some(u) if read_only => {
             note_tail(&u, &mut report, name, None)?;
-            let lease = budget.force(u.header.capacity);
+            let lease = tier0_lease(u.header.capacity);
             Some(u.into_active(&log_name, epoch, WriteMode::Syscall, lease)?)
         }
         None if read_only => None,
@@ -730,7 +734,7 @@ fn recover_segments(
             note_tail(&u, &mut report, name, save_in.as_deref())?;
             reset_tail_length(&u)?;
             let path = u.path.clone();
-            let lease = budget.force(u.header.capacity);
+            let lease = tier0_lease(u.header.capacity);
             let active = u.into_active(
                 &log_name,
                 epoch,
@@ -762,7 +766,7 @@ fn recover_segments(
             };
             let id = prepared.id;
             let active = prepared
-                .with_lease(budget.force(config.segment_bytes))
+                .with_lease(tier0_lease(config.segment_bytes))
                 .activate(log_name.clone(), log_id, next_seq, sys::now_ms(), epoch);
             // Make the header durable so the next open finds the segment active.
             sys::retry_transient(|| active.file.sync_data())
