@@ -734,11 +734,14 @@ impl LogShared {
         else {
             return false;
         };
-        match std::fs::rename(path, &to) {
-            Ok(()) => {
+        // A file some mapping still shows (a `Record` of an earlier handle of this log, a deep
+        // verify) must not be rewritten: it is unlinked instead, which leaves mappings intact.
+        match crate::segment::mmap::rename_if_unmapped(path, &to) {
+            Ok(true) => {
                 slot.recycled.push((to, Instant::now()));
                 true
             }
+            Ok(false) => false,
             Err(e) => {
                 tracing::warn!(log = %self.name, file = %path.display(), error = %e, "keeping an evicted segment file for reuse failed");
                 false

@@ -1123,11 +1123,22 @@ fn a_seal_the_manifest_missed_is_synced_before_the_watermark_covers_it() {
         drop((log, m));
 
         // The manifest as the kill left it: the last seal's edit never made it.
-        let missed = sealed.last().unwrap();
+        // (The last seal recorded: one more may have finished since `sealed` was listed.)
         let manifest = root.join("logs").join(NAME).join("manifest");
-        let edits: Vec<Edit> = manifest_edits(&manifest)
+        let all = manifest_edits(&manifest);
+        let missed = all
+            .iter()
+            .filter_map(|e| match e {
+                Edit::SegmentSealed(s) => Some(*s),
+                _ => None,
+            })
+            .next_back()
+            .unwrap();
+        assert!(missed.segment_id >= sealed.last().unwrap().id);
+        let missed_id = missed.segment_id;
+        let edits: Vec<Edit> = all
             .into_iter()
-            .filter(|e| !matches!(e, Edit::SegmentSealed(s) if s.segment_id == missed.id))
+            .filter(|e| !matches!(e, Edit::SegmentSealed(s) if s.segment_id == missed_id))
             .collect();
         fs::remove_dir_all(&manifest).unwrap();
         fs::create_dir_all(&manifest).unwrap();
@@ -1168,7 +1179,7 @@ fn a_seal_the_manifest_missed_is_synced_before_the_watermark_covers_it() {
         assert_eq!(
             info.segments
                 .iter()
-                .find(|s| s.id == missed.id)
+                .find(|s| s.id == missed_id)
                 .map(|s| s.state),
             Some(SegmentState::Sealed),
             "{durability:?}"

@@ -1312,3 +1312,134 @@ fn a_read_only_handle_does_not_starve_writers_of_other_logs() {
     drop(ro);
     close(m, w);
 }
+
+// ------------------------------------------------------------------ mappings and reused files
+
+/// Appends `bytes` of 60 kB records (precomputed, so appends are fast).
+fn append_60k(log: &Aof, payloads: &[Vec<u8>], bytes: u64) {
+    let mut n = 0;
+    let mut i = 0;
+    while n < bytes {
+        log.append(&payloads[i % payloads.len()]).unwrap();
+        i += 1;
+        n += 60_000;
+    }
+}
+
+fn none_log(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        durability: Durability::None,
+        ..LogConfig::default().with_segment_bytes(segment_bytes)
+    }
+}
+
+/// A zero-copy `Record` read before the log is closed keeps mapping its segment file. After
+/// a reopen, eviction keeps that file for reuse and a later segment is prepared in it: the held
+/// record's payload must not change.
+#[test]
+fn a_record_held_across_a_reopen_is_not_overwritten_by_a_reused_file() {
+    let (_dir, _root, m, log, mut model) = compressed_log(2 << 20, 64 << 10);
+    // Records 1..=12 of segment 0, read from Tier 0 (zero-copy).
+    let held: Vec<Record> = (1..=12).map(|seq| log.read(seq).unwrap()).collect();
+    for r in &held {
+        assert_eq!(r.payload(), model[r.seq() as usize].as_slice());
+    }
+    log.close().unwrap();
+    drop(log);
+    let log = m.open_log(NAME, log_config()).unwrap();
+    m.evict_tier0(&log).unwrap();
+    let mut active = m.log_info(&log).segments.last().unwrap().clone();
+    let mut rolls = 0;
+    while fs::read(&active.path).unwrap()[12] & 1 == 0 {
+        let before = active.id;
+        while active.id == before {
+            fill(&log, &mut model, 4 << 10);
+            active = m.log_info(&log).segments.last().unwrap().clone();
+        }
+        rolls += 1;
+        assert!(rolls <= 8, "no reused file became the active segment");
+    }
+    fill(&log, &mut model, 16 << 10);
+    let changed: Vec<u64> = held
+        .iter()
+        .filter(|r| r.payload() != model[r.seq() as usize].as_slice())
+        .map(|r| r.seq())
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "records read before the reopen changed under their holder: {changed:?}"
+    );
+    close(m, log);
+}
+
+/// Same, reopened with smaller segments: the reused file used to be truncated under the held
+/// record (SIGBUS on the next read). Mapped files are now unlinked, never reused.
+#[test]
+fn a_record_held_across_a_reopen_with_smaller_segments_stays_readable() {
+    const BIG: u64 = 8 << 20;
+    let payloads: Vec<Vec<u8>> = (0..16).map(|i| payload_of(7, i, 60_000)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let m = AofManager::open(manager_config(&root)).unwrap();
+    let log = m.open_log(NAME, none_log(BIG)).unwrap();
+    append_60k(&log, &payloads, 2 * BIG - (1 << 20));
+    log.seal().unwrap();
+    assert!(m.wait_for_tier1(&log, BACKGROUND));
+    // The last record of segment 1, near the end of its file.
+    let last = m.log_info(&log).segments[1].end_seq - 1;
+    let held = log.read(last).unwrap();
+    let want = held.payload().to_vec();
+    log.close().unwrap();
+    drop(log);
+    let log = m.open_log(NAME, none_log(1 << 20)).unwrap();
+    for _ in 0..4 {
+        // Roll past the segments prepared under the old size.
+        log.append(b"small").unwrap();
+        log.seal().unwrap();
+    }
+    m.evict_tier0(&log).unwrap();
+    append_60k(&log, &payloads, 6 << 20);
+    assert_eq!(
+        held.payload(),
+        want.as_slice(),
+        "held record {last} changed"
+    );
+}
+
+/// `verify_log` used to map each sealed segment file on its own, unseen by eviction, which kept
+/// the file for reuse while verify read it; preparing a later segment in it (of a smaller
+/// configured size: the file is truncated) pulled the pages from under verify (SIGBUS). It now
+/// reads through the segment's own mapping, which pins the segment.
+#[test]
+fn verify_while_an_evicted_file_is_reused() {
+    const BIG: u64 = 64 << 20;
+    let payloads: Vec<Vec<u8>> = (0..16).map(|i| payload_of(7, i, 60_000)).collect();
+    for round in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        {
+            let m = AofManager::open(manager_config(&root)).unwrap();
+            let log = m.open_log(NAME, none_log(BIG)).unwrap();
+            append_60k(&log, &payloads, 2 * BIG - (1 << 20));
+            log.seal().unwrap();
+            assert!(m.wait_for_tier1(&log, BACKGROUND));
+            close(m, log);
+        }
+        let m = AofManager::open(manager_config(&root)).unwrap();
+        let log = m.open_log(NAME, none_log(1 << 20)).unwrap();
+        for _ in 0..4 {
+            log.append(b"small").unwrap();
+            log.seal().unwrap();
+        }
+        assert!(m.wait_for_tier1(&log, BACKGROUND));
+        let report = std::thread::scope(|s| {
+            let verifier = s.spawn(|| m.verify_log(&log));
+            std::thread::sleep(Duration::from_millis(2));
+            m.evict_tier0(&log).unwrap();
+            append_60k(&log, &payloads, 6 << 20);
+            verifier.join().unwrap()
+        });
+        assert!(report.is_clean(), "round {round}: {:?}", report.problems);
+        close(m, log);
+    }
+}

@@ -663,8 +663,8 @@ fn recover_segments(
         let mut scan = match prescanned.remove(&id) {
             Some(p) if p.len == len && p.base_seq == header.base_seq => p.scan,
             _ => {
-                let mapping =
-                    Mapping::map_read(&file, len).context(|| format!("mmap {}", path.display()))?;
+                let mapping = Mapping::map_read(&file, &path, len)
+                    .context(|| format!("mmap {}", path.display()))?;
                 scan_frames(mapping.tail(0), header.base_seq, len)
             }
         };
@@ -823,7 +823,7 @@ fn prescan(dir: &Path, ids: &[u64]) -> std::collections::HashMap<u64, Prescan> {
         let file = File::open(&path).ok()?;
         let header = read_header(&file, &path).ok()??;
         let len = file.metadata().ok()?.len();
-        let mapping = Mapping::map_read(&file, len).ok()?;
+        let mapping = Mapping::map_read(&file, &path, len).ok()?;
         mapping.prefault_read();
         Some(Prescan {
             len,

@@ -65,9 +65,11 @@ fn verify_segment(log: &LogShared, segment: &Arc<Segment>, visible: u64) -> Resu
     if let Some(meta) = segment.sealed_meta() {
         // Every copy is checked: the Tier 0 file and the Tier 1 frames.
         let mut records = None;
-        if segment.in_tier0() {
+        // Through the segment's own mapping, which pins it: eviction skips it meanwhile.
+        if let Some(mapping) = segment.tier0_mapping().map_err(|e| problem(segment, e))? {
             records = Some(
-                segment::verify_sealed(&segment.path, &meta).map_err(|e| problem(segment, e))?,
+                segment::verify_sealed_bytes(mapping.tail(0), &segment.path, &meta)
+                    .map_err(|e| problem(segment, e))?,
             );
         }
         if let Some(t1) = segment.tier1() {

@@ -10,33 +10,87 @@
 //!   preallocated tail, beyond the footer).
 //! - Another process modifying the file behind our back breaks the first rule; the root lock
 //!   (`LOCK`) is what keeps other aof2 processes out.
+//! - A file mapped anywhere in the process is never reused for another segment (which would
+//!   rewrite or shrink it): every mapping is registered by inode, and an evicted file is moved
+//!   away for reuse only through [`rename_if_unmapped`]. This covers mappings the segment's own
+//!   pin count cannot see: `Record`s of an earlier handle of the same log, or a deep verify.
 #![allow(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use memmap2::{MmapOptions, MmapRaw};
+use parking_lot::{Mutex, const_mutex};
+
+/// Live mappings per file (device, inode) in this process.
+static MAPPED: Mutex<BTreeMap<(u64, u64), usize>> = const_mutex(BTreeMap::new());
+
+fn file_key(meta: &std::fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
+}
+
+/// Rename `from` to `to` unless a mapping of `from`'s file is alive anywhere in this process.
+/// `Ok(false)`: it is mapped (or gone), nothing was renamed.
+pub fn rename_if_unmapped(from: &Path, to: &Path) -> io::Result<bool> {
+    let mapped = MAPPED.lock();
+    let key = match std::fs::metadata(from) {
+        Ok(meta) => file_key(&meta),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if mapped.contains_key(&key) {
+        return Ok(false);
+    }
+    std::fs::rename(from, to)?;
+    Ok(true)
+}
 
 /// A shared mapping of (a prefix of) a segment file.
 #[derive(Debug)]
 pub struct Mapping {
     raw: MmapRaw,
     len: usize,
+    key: (u64, u64),
 }
 
 impl Mapping {
-    /// Map `len` bytes of `file` read-write (shared: stores reach the page cache of the file).
-    pub fn map_write(file: &File, len: u64) -> io::Result<Self> {
+    /// Map `len` bytes of `file` (opened from `path`) read-write (shared: stores reach the page
+    /// cache of the file).
+    pub fn map_write(file: &File, path: &Path, len: u64) -> io::Result<Self> {
         let len = usize::try_from(len).map_err(io::Error::other)?;
         let raw = MmapOptions::new().len(len).map_raw(file)?;
-        Ok(Mapping { raw, len })
+        Self::register(raw, len, file, path)
     }
 
-    /// Map `len` bytes of `file` read-only.
-    pub fn map_read(file: &File, len: u64) -> io::Result<Self> {
+    /// Map `len` bytes of `file` (opened from `path`) read-only.
+    pub fn map_read(file: &File, path: &Path, len: u64) -> io::Result<Self> {
         let len = usize::try_from(len).map_err(io::Error::other)?;
         let raw = MmapOptions::new().len(len).map_raw_read_only(file)?;
-        Ok(Mapping { raw, len })
+        Self::register(raw, len, file, path)
+    }
+
+    /// Count the mapping against its file, provided `path` still names that file: if it was
+    /// moved away for reuse since it was opened, the mapping is refused (`NotFound`) rather than
+    /// left to see the file rewritten.
+    fn register(raw: MmapRaw, len: usize, file: &File, path: &Path) -> io::Result<Self> {
+        let key = file_key(&file.metadata()?);
+        let mut mapped = MAPPED.lock();
+        let named = match std::fs::metadata(path) {
+            Ok(meta) => file_key(&meta) == key,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        if !named {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} was moved away while being mapped", path.display()),
+            ));
+        }
+        *mapped.entry(key).or_insert(0) += 1;
+        Ok(Mapping { raw, len, key })
     }
 
     /// Fault every page in ahead of use (off the append path), so appends do not pay for first
@@ -102,6 +156,18 @@ impl Mapping {
     pub fn tail(&self, offset: u64) -> &[u8] {
         self.slice(offset, (self.len as u64).saturating_sub(offset))
             .unwrap_or(&[])
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        let mut mapped = MAPPED.lock();
+        if let Some(n) = mapped.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                mapped.remove(&self.key);
+            }
+        }
     }
 }
 

@@ -376,7 +376,8 @@ impl Segment {
             ));
         }
         let m = Arc::new(
-            Mapping::map_read(&file, len).context(|| format!("mmap {}", self.path.display()))?,
+            Mapping::map_read(&file, &self.path, len)
+                .context(|| format!("mmap {}", self.path.display()))?,
         );
         slot.mapping = Some(m.clone());
         Ok(Some(m))
@@ -828,8 +829,8 @@ impl PreparedSegment {
                 .context(|| format!("zero-fill {}", path.display()))?;
         }
         let mapping = match mode {
-            WriteMode::Mapped => Mapping::map_write(&file, capacity),
-            WriteMode::Syscall => Mapping::map_read(&file, capacity),
+            WriteMode::Mapped => Mapping::map_write(&file, &path, capacity),
+            WriteMode::Syscall => Mapping::map_read(&file, &path, capacity),
         };
         let mapping = Arc::new(mapping.context(|| format!("mmap {}", path.display()))?);
         match mode {
@@ -1009,8 +1010,8 @@ impl ActiveSegment {
         lease: Option<Lease>,
     ) -> Result<Self> {
         let mapping = match mode {
-            WriteMode::Mapped => Mapping::map_write(&file, header.capacity),
-            WriteMode::Syscall => Mapping::map_read(&file, header.capacity),
+            WriteMode::Mapped => Mapping::map_write(&file, &path, header.capacity),
+            WriteMode::Syscall => Mapping::map_read(&file, &path, header.capacity),
         };
         let mapping = Arc::new(mapping.context(|| format!("mmap {}", path.display()))?);
 
@@ -1582,12 +1583,27 @@ pub fn check_sealed(
     })
 }
 
-/// Deep check of a sealed segment: every frame's checksum and sequence, and the index.
+/// Deep check of a sealed segment file: every frame's checksum and sequence, and the index.
 pub fn verify_sealed(path: &Path, meta: &SealedMeta) -> Result<u64> {
     let file = File::open(path).context(|| format!("open {}", path.display()))?;
+    let len = file
+        .metadata()
+        .context(|| format!("stat {}", path.display()))?
+        .len();
+    // Never map past the end of the file (a read there is SIGBUS).
+    if len != meta.file_len {
+        return Err(Error::corruption(
+            path.display().to_string(),
+            format!("file is {len} bytes, its footer says {}", meta.file_len),
+        ));
+    }
     let mapping =
-        Mapping::map_read(&file, meta.file_len).context(|| format!("mmap {}", path.display()))?;
-    let bytes = mapping.tail(0);
+        Mapping::map_read(&file, path, len).context(|| format!("mmap {}", path.display()))?;
+    verify_sealed_bytes(mapping.tail(0), path, meta)
+}
+
+/// [`verify_sealed`] of a mapping already held (`path` names it in errors).
+pub fn verify_sealed_bytes(bytes: &[u8], path: &Path, meta: &SealedMeta) -> Result<u64> {
     let scan = scan_frames(bytes, meta.footer.base_seq, meta.footer.records_end);
     let location = |offset: u64| format!("{} offset {offset}", path.display());
     if scan.record_count != meta.footer.record_count || scan.records_end != meta.footer.records_end

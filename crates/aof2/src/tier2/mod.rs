@@ -638,7 +638,7 @@ impl Tier2 {
         let crc = if len < self.config.multipart_threshold {
             // The body is the file's pages, mapped (no copy into fresh memory): a Tier 1 file
             // is never written after its rename, and an unlink leaves the mapping valid.
-            let mapping = crate::segment::mmap::Mapping::map_read(&file, len)
+            let mapping = crate::segment::mmap::Mapping::map_read(&file, path, len)
                 .context(|| format!("map {}", path.display()))?;
             let body = bytes::Bytes::from_owner(MappedFile { mapping, len });
             let crc = crc32c(&body);
