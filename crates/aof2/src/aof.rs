@@ -247,6 +247,17 @@ impl LogShared {
         Ok(())
     }
 
+    /// Whether records may still arrive for a follower: not once the log failed or closed.
+    pub(crate) fn check_followable(&self) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(self.failure_error());
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed(format!("log {:?}", self.name)));
+        }
+        Ok(())
+    }
+
     fn failure_error(&self) -> Error {
         let cause = self
             .failure

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aof2::{AofManager, Durability, ErrorKind, LogConfig, ManagerConfig};
+use aof2::{AofManager, Durability, ErrorKind, LogConfig, ManagerConfig, ReadVisibility};
 
 fn small(durability: Durability) -> LogConfig {
     LogConfig {
@@ -118,6 +118,12 @@ fn interval_and_none_modes_and_follow() {
             .unwrap()
             .is_none()
     );
+    // Closed: the follower is told at once, rather than waiting out its timeout over and over.
+    log.close().unwrap();
+    let started = std::time::Instant::now();
+    let err = reader.next_timeout(Duration::from_secs(10)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
 
     let none = m.open_log("n", small(Durability::None)).unwrap();
     for i in 0..100u32 {
@@ -167,6 +173,20 @@ fn failed_sync_is_sticky() {
         "appends refused after a failed sync: {err}"
     );
     assert_eq!(log.next_seq(), 1, "the second append wrote nothing");
+    // A follower learns that nothing more will come, instead of waiting out every timeout.
+    const WAIT: Duration = Duration::from_secs(10);
+    let mut follower = log.reader_with(0, ReadVisibility::Written);
+    assert_eq!(
+        follower.next_timeout(WAIT).unwrap().unwrap().payload(),
+        b"x"
+    );
+    let started = std::time::Instant::now();
+    let err = follower.next_timeout(WAIT).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(
+        started.elapsed() < WAIT,
+        "the follower waited out its timeout"
+    );
     // Reopening lets recovery decide what is on disk: the record written before the failed
     // sync is there (it reached the page cache), and the log takes appends again. The old
     // handle still refuses them.

@@ -98,7 +98,9 @@ impl Reader {
     }
 
     /// Follow mode: wait up to `timeout` for the next record to become visible.
-    /// `Ok(None)` means nothing arrived in time (or the log was closed).
+    /// `Ok(None)` means nothing arrived in time. Once every visible record has been returned, a
+    /// log that failed (a failed sync) gives its `LogFailed` error, and a closed log `Closed`:
+    /// nothing more will arrive through this handle, and a follower must not spin on `None`.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Record>> {
         if let Some(r) = self.try_next()? {
             return Ok(Some(r));
@@ -108,10 +110,14 @@ impl Reader {
             .log
             .wait_visible(self.next_seq, self.visibility, deadline)
         {
-            self.try_next()
-        } else {
-            Ok(None)
+            return self.try_next();
         }
+        if let Some(r) = self.try_next()? {
+            // Made visible as the log failed or closed.
+            return Ok(Some(r));
+        }
+        self.log.check_followable()?;
+        Ok(None)
     }
 }
 
