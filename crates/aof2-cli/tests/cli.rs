@@ -1129,6 +1129,8 @@ fn tier0_budget_smaller_than_two_segments_is_invalid_input() {
     for bad in [
         vec!["--compression", "0"],
         vec!["--compression", "adaptive:9..1"],
+        // zstd reads level 0 as "default" (3): as a bound it would let the level pass it.
+        vec!["--compression", "adaptive:-5..0"],
         vec!["--tier1-max-bytes", "lots"],
     ] {
         let mut args = vec!["append", "--root", &root, "--log", "x"];

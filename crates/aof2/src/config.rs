@@ -111,7 +111,7 @@ impl Compression {
     fn validate(&self) -> Result<()> {
         let (min, max) = self.bounds();
         let range = limits::MIN_ZSTD_LEVEL..=limits::MAX_ZSTD_LEVEL;
-        if !range.contains(&min) || !range.contains(&max) || min > max || min == 0 {
+        if !range.contains(&min) || !range.contains(&max) || min > max || min == 0 || max == 0 {
             return Err(Error::InvalidConfig(format!(
                 "zstd levels {min}..={max} must be non-zero, ordered, within {}..={}",
                 limits::MIN_ZSTD_LEVEL,
