@@ -38,7 +38,10 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use aof2::{AofManager, ErrorKind, LogInfo, RecoveryReport, RemoteReader, Tier2Config, TierStats};
+use aof2::{
+    AofManager, ErrorKind, LogInfo, RecoveryReport, RemoteReader, Tier2Config, TierLocation,
+    TierStats,
+};
 use serde::Serialize;
 
 use crate::args::InspectArgs;
@@ -211,6 +214,7 @@ fn collect(
     let mut logs = Vec::with_capacity(names.len());
     // Read-only handles do not count toward the manager's Tier 1 budget: add up the files.
     let mut tier1_bytes = 0;
+    let mut tier0_bytes = 0;
     let mut unreadable_logs = Vec::new();
     for name in names {
         let log = match manager.open_log_read_only(&name) {
@@ -227,6 +231,13 @@ fn collect(
         };
         let info = manager.log_info(&log);
         tier1_bytes += info.segments.iter().map(|s| s.tier1_bytes).sum::<u64>();
+        // Counted from the files: read-only handles hold no Tier 0 budget.
+        tier0_bytes += info
+            .segments
+            .iter()
+            .filter(|s| matches!(s.tier, TierLocation::Tier0 | TierLocation::Tier0And1))
+            .map(|s| s.file_bytes)
+            .sum::<u64>();
         let report = manager.recovery_report(&name).unwrap_or_default();
         let catalog = manager
             .config()
@@ -239,7 +250,7 @@ fn collect(
         root: manager.root().display().to_string(),
         logs,
         unreadable_logs,
-        tiers: tiers_doc(&manager.tier_stats(), tier1_bytes),
+        tiers: tiers_doc(&manager.tier_stats(), tier0_bytes, tier1_bytes),
     })
 }
 
@@ -265,9 +276,9 @@ fn catalog_doc(config: &Tier2Config, name: &str) -> CatalogDoc {
     }
 }
 
-fn tiers_doc(stats: &TierStats, tier1_bytes: u64) -> TiersDoc {
+fn tiers_doc(stats: &TierStats, tier0_bytes: u64, tier1_bytes: u64) -> TiersDoc {
     TiersDoc {
-        tier0_used_bytes: stats.tier0_used_bytes,
+        tier0_used_bytes: tier0_bytes,
         tier0_max_bytes: stats.tier0_max_bytes,
         tier1_used_bytes: tier1_bytes,
         tier1_max_bytes: (stats.tier1_max_bytes != u64::MAX).then_some(stats.tier1_max_bytes),
