@@ -715,6 +715,13 @@ impl Tier2 {
                     writer.write(&buf[..n]);
                     offset += n as u64;
                 }
+                // Every part but the buffered last one is in: a failure here can still abort
+                // the upload, so no incomplete upload is left to bill storage. (A failure inside
+                // `finish`, or the time limit, leaves one behind: see docs/durability.md.)
+                if let Err(e) = writer.wait_for_capacity(0).await {
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
                 writer.finish().await?;
                 Ok(digest.finalize() as u32)
             }
