@@ -30,6 +30,9 @@ const UPLOAD_DEFER_MAX: Duration = Duration::from_secs(2);
 const UPLOAD_DEFER_POLL: Duration = Duration::from_millis(20);
 /// How long a failed upload waits before it is tried again (at least: the breaker may say later).
 const UPLOAD_RETRY: Duration = Duration::from_millis(500);
+/// How long an upload that failed for a local reason (an I/O error such as too many open files)
+/// waits before it is tried again.
+const UPLOAD_LOCAL_RETRY: Duration = Duration::from_secs(10);
 
 pub(super) enum UploadTask {
     /// Upload a segment (queued at the instant given).
@@ -53,6 +56,8 @@ enum Outcome {
     Done,
     /// Tier 2 is unavailable: try again later.
     Retry,
+    /// A local I/O error: try again much later.
+    RetryLocal,
 }
 
 impl Tiering {
@@ -174,6 +179,7 @@ impl Tiering {
                     }
                 }
                 Outcome::Retry => u.parked.push((Instant::now() + UPLOAD_RETRY, task)),
+                Outcome::RetryLocal => u.parked.push((Instant::now() + UPLOAD_LOCAL_RETRY, task)),
             }
             drop(u);
             self.note_progress();
@@ -206,9 +212,15 @@ impl Tiering {
                 }
                 Outcome::Done
             }
+            Err(e) if e.kind() == ErrorKind::Io => {
+                // Local trouble that may pass (too many open files, an I/O error): the catalog
+                // lists only a contiguous prefix, so giving up would stall Tier 2 until a reopen.
+                tracing::error!(log = %log.name, segment = segment.id, error = %e, "upload to Tier 2 failed; trying again in {} s", UPLOAD_LOCAL_RETRY.as_secs());
+                Outcome::RetryLocal
+            }
             Err(e) => {
-                // Local trouble (a Tier 1 file removed by retention, an I/O error): the segment
-                // stays in Tier 1 and is queued again at the next open.
+                // The Tier 1 file went with retention, or is damaged: the segment is queued
+                // again at the next open.
                 tracing::error!(log = %log.name, segment = segment.id, error = %e, "upload to Tier 2 failed");
                 Outcome::Done
             }
