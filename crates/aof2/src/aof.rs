@@ -102,6 +102,9 @@ pub(crate) struct LogShared {
     failed: AtomicBool,
     failure: Mutex<Option<Error>>,
     closed: AtomicBool,
+    /// Held by the first `close` until it is done; later callers wait on it and get its outcome
+    /// (`None`: closed cleanly), so no caller returns while the log is still closing.
+    closing: Mutex<Option<Option<Error>>>,
     pub(crate) segments: RwLock<SegmentIndex>,
     pub(crate) manifest: Mutex<ManifestLog>,
     prepare: Mutex<PrepareSlot>,
@@ -205,6 +208,7 @@ impl LogShared {
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             closed: AtomicBool::new(false),
+            closing: Mutex::new(None),
             segments: RwLock::new(rec.index),
             manifest: Mutex::new(rec.manifest),
             prepare: Mutex::new(PrepareSlot {
@@ -1120,11 +1124,19 @@ impl LogShared {
     // ---------------------------------------------------------------- lifecycle
 
     pub(crate) fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
+        // Every caller waits for the first one to finish: a reopen closes the old instance
+        // first and must never run beside its background work (they share the manifest).
+        let mut closing = self.closing.lock();
+        if let Some(outcome) = closing.as_ref() {
+            return outcome.clone().map_or(Ok(()), Err);
         }
-        let result = if self.read_only || self.failed.load(Ordering::Acquire) {
+        self.closed.store(true, Ordering::Release);
+        let result = if self.read_only {
             Ok(())
+        } else if self.failed.load(Ordering::Acquire) {
+            // A failed sync may have dropped acknowledged `Interval`/`None` records: the close
+            // must not report that everything is durable.
+            Err(self.failure_error())
         } else {
             self.sync_to(self.written())
         };
@@ -1156,6 +1168,7 @@ impl LogShared {
             self.tiering.forget_tier1(tier1_bytes);
         }
         self.notify_visible();
+        *closing = Some(result.clone().err());
         result
     }
 
@@ -1465,7 +1478,10 @@ impl Aof {
         self.shared.stats()
     }
 
-    /// Sync, wait for background sealing, and refuse further appends on every handle.
+    /// Sync, wait for background sealing, and refuse further appends on every handle. Returns
+    /// an error if the final sync fails or the log had failed (a background sync of an
+    /// `Interval` or `None` log may have failed after acknowledging records). A call while
+    /// another thread is closing the log waits for it and returns its outcome.
     pub fn close(&self) -> Result<()> {
         self.shared.close()
     }

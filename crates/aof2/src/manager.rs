@@ -547,7 +547,8 @@ impl AofManager {
         *self.inner.sync_fault.lock() = fault;
     }
 
-    /// Close every log (syncing it) and stop the background threads.
+    /// Close every log (syncing it) and stop the background threads. Returns the first log's
+    /// error (see [`Aof::close`]): `Ok` means every acknowledged record is durable.
     pub fn close(&self) -> Result<()> {
         if self
             .inner

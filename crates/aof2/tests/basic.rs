@@ -509,3 +509,166 @@ fn a_new_durable_log_leaves_its_unzeroed_first_segment_early() {
         );
     }
 }
+
+/// Pseudo-random, moderately compressible payload of record `i` (so that Tier 1 compression at a
+/// high level takes a while).
+fn race_payload(i: u64) -> Vec<u8> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..1000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'a' + (x % 16) as u8
+        })
+        .collect()
+}
+
+/// `Aof::close` on one thread while `open_log` of the same name runs on another: the documented
+/// rule ("a closed or failed instance finishes its background work before a new one shares its
+/// manifest") must hold, and no record may be lost.
+#[test]
+fn reopen_while_close_is_running_waits_for_the_old_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager_config = || ManagerConfig {
+        compression: aof2::Compression::Fixed(19),
+        ..ManagerConfig::new(dir.path())
+    };
+    let config = LogConfig {
+        durability: Durability::None,
+        ..LogConfig::default().with_segment_bytes(4 << 20)
+    };
+    let m = AofManager::open(manager_config()).unwrap();
+    let log = m.open_log("race", config.clone()).unwrap();
+    const N: u64 = 16_000; // ~16 MB: four segments to seal by compressing
+    for i in 0..N {
+        assert_eq!(log.append(&race_payload(i)).unwrap(), i);
+    }
+    let closer = {
+        let log = log.clone();
+        std::thread::spawn(move || log.close())
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let reopened = m.open_log("race", config.clone()).unwrap();
+    let old_still_closing = !closer.is_finished();
+    for i in N..N + 2000 {
+        assert_eq!(reopened.append(&race_payload(i)).unwrap(), i);
+    }
+    let closed_old = closer.join().unwrap();
+    let closed_new = reopened.close();
+    let closed_manager = m.close();
+    drop(m);
+    let m = AofManager::open(manager_config()).unwrap();
+    let reopened_again = m.open_log("race", config.clone());
+    eprintln!(
+        "old close: {closed_old:?}; new close: {closed_new:?}; manager close: {closed_manager:?}; \
+         reopen: {:?}",
+        reopened_again.as_ref().map(|l| l.next_seq())
+    );
+    let log = reopened_again.unwrap();
+    assert_eq!(log.next_seq(), N + 2000);
+    for i in 0..N + 2000 {
+        assert_eq!(
+            log.read(i).unwrap().payload(),
+            race_payload(i),
+            "record {i}"
+        );
+    }
+    let report = m.verify_log(&log);
+    assert!(report.is_clean(), "{report:?}");
+    assert!(
+        !old_still_closing,
+        "open_log returned a new instance while the old one's close was still waiting for its \
+         background work (both share the manifest)"
+    );
+}
+
+/// The same race with an `Always` log (sealed by the sealer, then compressed in the background).
+#[test]
+fn reopen_while_close_is_running_waits_for_the_old_instance_always() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager_config = || ManagerConfig {
+        compression: aof2::Compression::Fixed(19),
+        ..ManagerConfig::new(dir.path())
+    };
+    let config = LogConfig {
+        durability: Durability::Always,
+        ..LogConfig::default().with_segment_bytes(4 << 20)
+    };
+    let m = AofManager::open(manager_config()).unwrap();
+    let log = m.open_log("race", config.clone()).unwrap();
+    const N: u64 = 16_000; // ~16 MB: four segments to seal and compress
+    for i in 0..N {
+        assert_eq!(log.append_nowait(&race_payload(i)).unwrap(), i);
+    }
+    log.wait_durable(N - 1).unwrap();
+    let closer = {
+        let log = log.clone();
+        std::thread::spawn(move || log.close())
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let reopened = m.open_log("race", config.clone()).unwrap();
+    let old_still_closing = !closer.is_finished();
+    for i in N..N + 2000 {
+        assert_eq!(reopened.append(&race_payload(i)).unwrap(), i);
+    }
+    let closed_old = closer.join().unwrap();
+    let closed_new = reopened.close();
+    let closed_manager = m.close();
+    drop(m);
+    let m = AofManager::open(manager_config()).unwrap();
+    let reopened_again = m.open_log("race", config.clone());
+    eprintln!(
+        "old close: {closed_old:?}; new close: {closed_new:?}; manager close: {closed_manager:?}; \
+         reopen: {:?}",
+        reopened_again.as_ref().map(|l| l.next_seq())
+    );
+    let log = reopened_again.unwrap();
+    assert_eq!(log.next_seq(), N + 2000);
+    for i in 0..N + 2000 {
+        assert_eq!(
+            log.read(i).unwrap().payload(),
+            race_payload(i),
+            "record {i}"
+        );
+    }
+    let report = m.verify_log(&log);
+    assert!(report.is_clean(), "{report:?}");
+    assert!(
+        !old_still_closing,
+        "open_log returned a new instance while the old one's close was still waiting for its \
+         background work (both share the manifest)"
+    );
+}
+
+/// An `Interval` log whose background sync failed after it acknowledged a record: the record
+/// never became durable, and the appender saw only `Ok`. Closing it (the log's or the manager's
+/// `close`, both documented as syncing) must not report success.
+#[test]
+fn close_after_a_failed_background_interval_sync_reports_the_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    m.set_sync_fault(Some(std::sync::Arc::new(|| {
+        Err(std::io::Error::from_raw_os_error(libc_eio()))
+    })));
+    let log = m
+        .open_log("iv", small(Durability::Interval(Duration::from_millis(2))))
+        .unwrap();
+    assert_eq!(log.append(b"acknowledged").unwrap(), 0);
+    // The interval timer syncs within 2 ms; its sync fails and fails the log.
+    let mut follower = log.reader_with(1, ReadVisibility::Written);
+    let err = follower.next_timeout(Duration::from_secs(10)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert_eq!(
+        log.durable_watermark(),
+        0,
+        "the record never became durable"
+    );
+    let closed = log.close();
+    let manager_closed = m.close();
+    assert!(
+        closed.is_err() && manager_closed.is_err(),
+        "close reports success for a log whose acknowledged record never became durable: \
+         Aof::close = {closed:?}, AofManager::close = {manager_closed:?}"
+    );
+}
