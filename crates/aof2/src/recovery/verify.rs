@@ -8,7 +8,7 @@ use crate::aof::LogShared;
 use crate::config::ReadVisibility;
 use crate::segment::{self, Segment};
 
-/// One problem found by [`verify`].
+/// One problem found by a deep verify (`AofManager::verify_log`).
 #[derive(Debug, Clone)]
 pub struct Problem {
     /// Segment id.

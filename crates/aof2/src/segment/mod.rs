@@ -1288,7 +1288,7 @@ pub struct ScanResult {
     pub later: Option<LaterFrames>,
 }
 
-/// Valid frames found past the end of a segment's readable frames ([`scan_frames`]): frames with
+/// Valid frames found past the end of a segment's readable frames (`scan_frames`): frames with
 /// a valid checksum, a sequence number at or after the first missing one, and an epoch not below
 /// that of the last readable frame. A crash (`kill -9`) never leaves any: the end of the frames
 /// is then torn at most. Damage in the middle of the frames (a zeroed page, flipped bits) does.
