@@ -1065,6 +1065,9 @@ impl LogShared {
         if let Some(age) = self.config.segment_max_age {
             let ready = !self.prepare.lock().ready.is_empty();
             let mut w = self.write.lock();
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
             let Some(active) = w.active.as_ref() else {
                 return;
             };
@@ -1131,6 +1134,10 @@ impl LogShared {
             return outcome.clone().map_or(Ok(()), Err);
         }
         self.closed.store(true, Ordering::Release);
+        // Appends and age rollovers check `closed` under the write lock: once this lock was
+        // taken, none of them can roll a segment (and queue a seal this close would not wait
+        // for) any more.
+        drop(self.write.lock());
         let result = if self.read_only {
             Ok(())
         } else if self.failed.load(Ordering::Acquire) {

@@ -267,6 +267,11 @@ impl AofManager {
             return Err(Error::Closed("manager".into()));
         }
         let mut logs = self.inner.logs.lock();
+        // Again under the lock `close` drains the logs with: a log opened after that drain
+        // would outlive the manager's threads.
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::Closed("manager".into()));
+        }
         if let Some(shared) = logs.get(name)
             && shared.is_closed()
         {
