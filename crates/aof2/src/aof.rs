@@ -116,6 +116,8 @@ pub(crate) struct LogShared {
     background: Mutex<usize>,
     background_done: Condvar,
     flush_scheduled: AtomicBool,
+    /// A flush was asked for while one was queued or running (see `background_flush`).
+    flush_again: AtomicBool,
     prepare_started: AtomicBool,
     followers: AtomicUsize,
     visible: Mutex<()>,
@@ -222,6 +224,7 @@ impl LogShared {
             background: Mutex::new(0),
             background_done: Condvar::new(),
             flush_scheduled: AtomicBool::new(false),
+            flush_again: AtomicBool::new(false),
             prepare_started: AtomicBool::new(false),
             followers: AtomicUsize::new(0),
             visible: Mutex::new(()),
@@ -1032,19 +1035,32 @@ impl LogShared {
         Ok(target)
     }
 
+    /// Ask the flush pool for a sync of this log. At most one job per log is queued or running
+    /// at a time, so a log whose syncs are slow occupies one worker, never all of them; a
+    /// request made meanwhile is remembered and queued again when that job ends.
     pub(crate) fn request_flush(&self) {
-        if !self.flush_scheduled.swap(true, Ordering::AcqRel) {
+        if self.flush_scheduled.swap(true, Ordering::AcqRel) {
+            self.flush_again.store(true, Ordering::Release);
+        } else {
             self.workers.submit(Job::Flush(self.self_arc()));
         }
     }
 
     /// Background flush job.
     pub(crate) fn background_flush(&self) {
-        self.flush_scheduled.store(false, Ordering::Release);
-        if self.failed.load(Ordering::Acquire) {
-            return;
+        // Requests made until now are covered by this sync (it reads the written watermark).
+        self.flush_again.store(false, Ordering::Release);
+        if !self.failed.load(Ordering::Acquire) {
+            let _ = self.sync_to(self.written());
         }
-        let _ = self.sync_to(self.written());
+        self.flush_scheduled.store(false, Ordering::Release);
+        // Requests made while the sync ran go to the back of the queue, behind other logs.
+        if self.flush_again.swap(false, Ordering::AcqRel)
+            && !self.failed.load(Ordering::Acquire)
+            && !self.closed.load(Ordering::Acquire)
+        {
+            self.request_flush();
+        }
     }
 
     /// Timer tick: interval flushes and age-based rollover.
@@ -1204,7 +1220,23 @@ impl LogShared {
             let Some(segment) = self.segments.read().first().cloned() else {
                 break;
             };
-            if segment.end_seq().is_none_or(|end| end > seq) {
+            let Some(end) = segment.end_seq().filter(|&end| end <= seq) else {
+                break;
+            };
+            // The newest sealed segment is what tells a reopen where the log ends while the
+            // active segment holds nothing recovery can read back (an `Always` segment's header
+            // is written with its first frames): keep it until a later record is on disk.
+            let newest_sealed = self
+                .segments
+                .read()
+                .iter()
+                .nth(1)
+                .is_none_or(|next| next.end_seq().is_none());
+            let later_on_disk = match self.config.durability {
+                Durability::None => self.in_file.load(Ordering::Acquire) > end,
+                _ => self.durable() > end,
+            };
+            if newest_sealed && !later_on_disk {
                 break;
             }
             let tier1_bytes = {
@@ -1444,8 +1476,10 @@ impl Aof {
 
     /// Retention: delete every sealed segment whose records all lie below `seq`, from every tier
     /// (whole segments, oldest first; a segment still being sealed or compressed stays, and so
-    /// does everything after it). Returns the first sequence the log still holds. Reads below it
-    /// return `NotFound`. This is how Tier 1 space is reclaimed when there is no Tier 2.
+    /// does everything after it; the newest sealed segment stays until a record after it is
+    /// durable, since it is what tells a reopen where the log ends). Returns the first sequence
+    /// the log still holds. Reads below it return `NotFound`. This is how Tier 1 space is
+    /// reclaimed when there is no Tier 2.
     pub fn truncate_before(&self, seq: u64) -> Result<u64> {
         self.shared.truncate_before(seq)
     }

@@ -672,3 +672,68 @@ fn close_after_a_failed_background_interval_sync_reports_the_failure() {
          Aof::close = {closed:?}, AofManager::close = {manager_closed:?}"
     );
 }
+
+/// A slow log must not delay other logs' background flushes. The flush job used to clear its
+/// "scheduled" flag when it started, so each `append_nowait` on a log whose sync was slow queued
+/// another job, which waited for that sync on another worker: the slow log took every worker,
+/// and an `Interval` log's timer flush waited behind it.
+#[test]
+fn a_slow_log_does_not_take_every_flush_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ManagerConfig::new(dir.path().join("root"));
+    config.flush_threads = 2;
+    let m = AofManager::open(config).unwrap();
+
+    // Log "slow": every group-commit sync takes 3 s while `slow` is set.
+    let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = slow.clone();
+    m.set_sync_fault(Some(std::sync::Arc::new(move || {
+        if s.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        Ok(())
+    })));
+    let slow_log = m
+        .open_log(
+            "slow",
+            LogConfig {
+                durability: Durability::Always,
+                ..LogConfig::default().with_segment_bytes(1 << 20)
+            },
+        )
+        .unwrap();
+    m.set_sync_fault(None);
+    let fast = m
+        .open_log(
+            "fast",
+            LogConfig {
+                durability: Durability::Interval(Duration::from_millis(20)),
+                ..LogConfig::default().with_segment_bytes(1 << 20)
+            },
+        )
+        .unwrap();
+
+    slow.store(true, std::sync::atomic::Ordering::Release);
+    // Pipelined durable appends on the slow log: each asks for a background group commit.
+    for _ in 0..20 {
+        slow_log.append_nowait(b"slow record").unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // The fast log's record must be synced within its interval (plus scheduling slack), not
+    // after the slow log's syncs.
+    let seq = fast.append(b"fast record").unwrap();
+    let start = std::time::Instant::now();
+    while fast.durable_watermark() <= seq {
+        assert!(
+            start.elapsed() < Duration::from_millis(1000),
+            "Interval(20ms) log not synced after {:?}: the slow log holds every flush worker",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    slow.store(false, std::sync::atomic::Ordering::Release);
+    drop(fast);
+    drop(slow_log);
+    m.close().unwrap();
+}

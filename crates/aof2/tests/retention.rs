@@ -155,3 +155,56 @@ fn retention_frees_a_full_tier1() {
     }
     m.close().unwrap();
 }
+
+/// An `Always` log whose active segment is still empty (its header is written with its first
+/// frames) and whose sealed segments were all retired: a reopen must continue the sequence, not
+/// start again at 0 (the newest sealed segment is what carries the log's end; retention keeps
+/// it until a later record is durable).
+fn always_64k() -> LogConfig {
+    LogConfig {
+        durability: Durability::Always,
+        ..LogConfig::default().with_segment_bytes(64 * 1024)
+    }
+}
+
+#[test]
+fn sequences_continue_after_retiring_every_sealed_segment_with_an_empty_active_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let reopen = |m: AofManager| {
+        m.close().unwrap();
+        drop(m);
+        let m = AofManager::open(ManagerConfig::new(&root)).unwrap();
+        let log = m.open_log("l", always_64k()).unwrap();
+        (m, log)
+    };
+    let m = AofManager::open(ManagerConfig::new(&root)).unwrap();
+    let log = m.open_log("l", always_64k()).unwrap();
+    for i in 0..100u64 {
+        assert_eq!(log.append(format!("record {i}").as_bytes()).unwrap(), i);
+    }
+    // Seal the active segment: appends continue in a new, still empty segment.
+    assert!(log.seal().unwrap());
+    assert!(m.wait_for_tier1(&log, Duration::from_secs(30)));
+    // Everything is below the floor, but the newest sealed segment stays while nothing after it
+    // is on disk.
+    assert_eq!(log.truncate_before(u64::MAX).unwrap(), 0);
+    assert_eq!(log.next_seq(), 100);
+    drop(log);
+    let (m, log) = reopen(m);
+    assert_eq!((log.first_seq(), log.next_seq()), (0, 100));
+    assert_eq!(log.append(b"after").unwrap(), 100);
+    // Now a later record is durable: the segment goes.
+    assert_eq!(log.truncate_before(100).unwrap(), 100);
+    drop(log);
+    let (m, log) = reopen(m);
+    let (first, next) = (log.first_seq(), log.next_seq());
+    let appended = log.append(b"again").unwrap();
+    assert_eq!(
+        (first, next, appended),
+        (100, 101, 101),
+        "(first_seq, next_seq, seq of the next append) after reopen: sequence numbers went back"
+    );
+    assert_eq!(log.read(100).unwrap().payload(), b"after");
+    m.close().unwrap();
+}
