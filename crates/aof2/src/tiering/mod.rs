@@ -921,8 +921,14 @@ impl Tiering {
                 self.frame_cache.clone(),
             )?;
             before_done()?;
-            log.manifest.lock().append(Edit::CompressDone(info))?;
-            segment.set_tier1(Arc::new(opened));
+            {
+                // Counted and installed under the manifest lock: retention, which retires a
+                // segment (and forgets its Tier 1 bytes) under that lock, sees all or none of it.
+                let mut manifest = log.manifest.lock();
+                manifest.append(Edit::CompressDone(info))?;
+                self.tier1_used.fetch_add(info.file_len, Ordering::Relaxed);
+                segment.set_tier1(Arc::new(opened));
+            }
             if let Some(log) = log.me_arc() {
                 self.submit_upload(&log, segment.clone());
             }
@@ -939,7 +945,6 @@ impl Tiering {
                 c.compress_out_bytes
                     .fetch_add(info.file_len, Ordering::Relaxed);
                 c.compress_ns.fetch_add(ns, Ordering::Relaxed);
-                self.tier1_used.fetch_add(info.file_len, Ordering::Relaxed);
                 ewma(
                     &self.compress_ns_per_mib,
                     per_mib(ns, info.uncompressed_bytes),
@@ -1125,7 +1130,7 @@ impl Tiering {
         }
         let dir = log.tier1_dir();
         let path = dir.join(tier1::tier1_file_name(segment.id));
-        let result = (|| -> Result<Tier1Segment> {
+        let result = (|| -> Result<()> {
             let bytes = copy.download()?;
             crate::sys::write_atomic(&path, &bytes)?;
             let opened =
@@ -1145,13 +1150,14 @@ impl Tiering {
             manifest.append(Edit::Tier1Fetched {
                 segment_id: segment.id,
             })?;
-            Ok(opened)
+            // Under the manifest lock, as for a compression (retention sees all or none).
+            self.tier1_used
+                .fetch_add(copy.info.tier1.file_len, Ordering::Relaxed);
+            segment.set_tier1(Arc::new(opened));
+            Ok(())
         })();
         match result {
-            Ok(opened) => {
-                self.tier1_used
-                    .fetch_add(copy.info.tier1.file_len, Ordering::Relaxed);
-                segment.set_tier1(Arc::new(opened));
+            Ok(()) => {
                 self.counters.tier2_fetches.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {

@@ -432,8 +432,11 @@ impl Tiering {
                 manifest.append(Edit::Tier1Evicted {
                     segment_id: segment.id,
                 })?;
+                // Taken under the manifest lock: a retention that retires the segment after
+                // this finds no Tier 1 bytes to forget, and these are forgotten here.
+                let taken = segment.take_tier1();
                 drop(manifest);
-                let Some(t1) = segment.take_tier1() else {
+                let Some(t1) = taken else {
                     return Ok(None);
                 };
                 // Recorded first: a crash before the unlink leaves a file recovery removes.
