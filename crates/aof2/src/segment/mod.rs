@@ -184,6 +184,8 @@ pub struct Segment {
     tier2: RwLock<Option<Arc<Tier2Copy>>>,
     /// Coarse clock of the last read (least-recently-used eviction).
     last_access: AtomicU64,
+    /// Retention removed it (reads of its range are `NotFound`, not damage).
+    retired: std::sync::atomic::AtomicBool,
     /// Sparse index: grows while active; loaded from the footer for sealed segments.
     index: RwLock<Option<Vec<IndexEntry>>>,
     sealed: Mutex<Option<SealedMeta>>,
@@ -241,6 +243,7 @@ impl Segment {
             tier1: RwLock::new(None),
             tier2: RwLock::new(None),
             last_access: AtomicU64::new(0),
+            retired: std::sync::atomic::AtomicBool::new(false),
             index: RwLock::new(None),
             sealed: Mutex::new(Some(meta)),
             quarantine: None,
@@ -267,6 +270,7 @@ impl Segment {
             tier1: RwLock::new(None),
             tier2: RwLock::new(None),
             last_access: AtomicU64::new(0),
+            retired: std::sync::atomic::AtomicBool::new(false),
             index: RwLock::new(Some(Vec::new())),
             sealed: Mutex::new(None),
             quarantine: Some(reason),
@@ -297,6 +301,7 @@ impl Segment {
             tier1: RwLock::new(None),
             tier2: RwLock::new(None),
             last_access: AtomicU64::new(access_tick()),
+            retired: std::sync::atomic::AtomicBool::new(false),
             index: RwLock::new(Some(index)),
             sealed: Mutex::new(None),
             quarantine: None,
@@ -484,6 +489,7 @@ impl Segment {
     /// Retention removed this segment: release its budget and forget its Tier 1 copy (readers
     /// that hold its bytes keep them until they let go). The caller deletes the files.
     pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
         let mut slot = self.tier0.lock();
         slot.present = false;
         slot.mapping = None;
@@ -568,6 +574,12 @@ impl Segment {
             let tier1 = match (&local, self.tier2()) {
                 (Some(t1), _) => t1.clone(),
                 (None, Some(t2)) => t2.segment()?,
+                (None, None) if self.retired.load(Ordering::Acquire) => {
+                    return Err(Error::NotFound(format!(
+                        "seq {seq}: segment {} was removed by retention",
+                        self.id
+                    )));
+                }
                 (None, None) => {
                     return Err(self.corruption(None, "segment is in neither Tier 0, 1 nor 2"));
                 }
