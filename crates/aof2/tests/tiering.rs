@@ -230,6 +230,31 @@ fn compressed_log(
     (dir, root, m, log, model)
 }
 
+/// Append until the active segment is one prepared in a kept (evicted) file (header flag bit 0
+/// of byte 12), within `max_rolls` rollovers. Returns that segment.
+fn roll_into_a_reused_file(
+    m: &AofManager,
+    log: &Aof,
+    model: &mut Vec<Vec<u8>>,
+    max_rolls: usize,
+) -> SegmentInfo {
+    let mut active = m.log_info(log).segments.last().unwrap().clone();
+    let mut rolls = 0;
+    while fs::read(&active.path).unwrap()[12] & 1 == 0 {
+        let before = active.id;
+        while active.id == before {
+            fill(log, model, 4 << 10);
+            active = m.log_info(log).segments.last().unwrap().clone();
+        }
+        rolls += 1;
+        assert!(
+            rolls <= max_rolls,
+            "no reused file became the active segment"
+        );
+    }
+    active
+}
+
 // ------------------------------------------------------------------ 1. round trip
 
 #[test]
@@ -1200,17 +1225,7 @@ fn evicted_segment_files_are_reused_and_leftovers_never_read_as_records() {
         );
     }
     // The segments prepared ahead are used first, then the kept files.
-    let mut active = m.log_info(&log).segments.last().unwrap().clone();
-    let mut rolls = 0;
-    while fs::read(&active.path).unwrap()[12] & 1 == 0 {
-        let before = active.id;
-        while active.id == before {
-            fill(&log, &mut model, 4 << 10);
-            active = m.log_info(&log).segments.last().unwrap().clone();
-        }
-        rolls += 1;
-        assert!(rolls <= 4, "no reused file became the active segment");
-    }
+    let active = roll_into_a_reused_file(&m, &log, &mut model, 4);
     assert!(log.stats().segments_recycled >= 1, "{:?}", log.stats());
     // The reused file still holds frames of its earlier segment after the new records.
     let bytes = fs::read(&active.path).unwrap();
@@ -1333,6 +1348,30 @@ fn none_log(segment_bytes: u64) -> LogConfig {
     }
 }
 
+fn payloads_60k() -> Vec<Vec<u8>> {
+    (0..16).map(|i| payload_of(7, i, 60_000)).collect()
+}
+
+/// A `None` log of `big`-byte segments with two of them sealed and compressed.
+fn two_big_segments(root: &Path, payloads: &[Vec<u8>], big: u64) -> (AofManager, Aof) {
+    let m = AofManager::open(manager_config(root)).unwrap();
+    let log = m.open_log(NAME, none_log(big)).unwrap();
+    append_60k(&log, payloads, 2 * big - (1 << 20));
+    log.seal().unwrap();
+    assert!(m.wait_for_tier1(&log, BACKGROUND));
+    (m, log)
+}
+
+/// Open the log with 1 MiB segments and roll past the segments prepared under the old size.
+fn reopen_with_small_segments(m: &AofManager) -> Aof {
+    let log = m.open_log(NAME, none_log(1 << 20)).unwrap();
+    for _ in 0..4 {
+        log.append(b"small").unwrap();
+        log.seal().unwrap();
+    }
+    log
+}
+
 /// A zero-copy `Record` read before the log is closed keeps mapping its segment file. After
 /// a reopen, eviction keeps that file for reuse and a later segment is prepared in it: the held
 /// record's payload must not change.
@@ -1348,17 +1387,7 @@ fn a_record_held_across_a_reopen_is_not_overwritten_by_a_reused_file() {
     drop(log);
     let log = m.open_log(NAME, log_config()).unwrap();
     m.evict_tier0(&log).unwrap();
-    let mut active = m.log_info(&log).segments.last().unwrap().clone();
-    let mut rolls = 0;
-    while fs::read(&active.path).unwrap()[12] & 1 == 0 {
-        let before = active.id;
-        while active.id == before {
-            fill(&log, &mut model, 4 << 10);
-            active = m.log_info(&log).segments.last().unwrap().clone();
-        }
-        rolls += 1;
-        assert!(rolls <= 8, "no reused file became the active segment");
-    }
+    roll_into_a_reused_file(&m, &log, &mut model, 8);
     fill(&log, &mut model, 16 << 10);
     let changed: Vec<u64> = held
         .iter()
@@ -1376,27 +1405,17 @@ fn a_record_held_across_a_reopen_is_not_overwritten_by_a_reused_file() {
 /// record (SIGBUS on the next read). Mapped files are now unlinked, never reused.
 #[test]
 fn a_record_held_across_a_reopen_with_smaller_segments_stays_readable() {
-    const BIG: u64 = 8 << 20;
-    let payloads: Vec<Vec<u8>> = (0..16).map(|i| payload_of(7, i, 60_000)).collect();
+    let payloads = payloads_60k();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let m = AofManager::open(manager_config(&root)).unwrap();
-    let log = m.open_log(NAME, none_log(BIG)).unwrap();
-    append_60k(&log, &payloads, 2 * BIG - (1 << 20));
-    log.seal().unwrap();
-    assert!(m.wait_for_tier1(&log, BACKGROUND));
+    let (m, log) = two_big_segments(&root, &payloads, 8 << 20);
     // The last record of segment 1, near the end of its file.
     let last = m.log_info(&log).segments[1].end_seq - 1;
     let held = log.read(last).unwrap();
     let want = held.payload().to_vec();
     log.close().unwrap();
     drop(log);
-    let log = m.open_log(NAME, none_log(1 << 20)).unwrap();
-    for _ in 0..4 {
-        // Roll past the segments prepared under the old size.
-        log.append(b"small").unwrap();
-        log.seal().unwrap();
-    }
+    let log = reopen_with_small_segments(&m);
     m.evict_tier0(&log).unwrap();
     append_60k(&log, &payloads, 6 << 20);
     assert_eq!(
@@ -1412,25 +1431,14 @@ fn a_record_held_across_a_reopen_with_smaller_segments_stays_readable() {
 /// reads through the segment's own mapping, which pins the segment.
 #[test]
 fn verify_while_an_evicted_file_is_reused() {
-    const BIG: u64 = 64 << 20;
-    let payloads: Vec<Vec<u8>> = (0..16).map(|i| payload_of(7, i, 60_000)).collect();
+    let payloads = payloads_60k();
     for round in 0..2 {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
-        {
-            let m = AofManager::open(manager_config(&root)).unwrap();
-            let log = m.open_log(NAME, none_log(BIG)).unwrap();
-            append_60k(&log, &payloads, 2 * BIG - (1 << 20));
-            log.seal().unwrap();
-            assert!(m.wait_for_tier1(&log, BACKGROUND));
-            close(m, log);
-        }
+        let (m, log) = two_big_segments(&root, &payloads, 64 << 20);
+        close(m, log);
         let m = AofManager::open(manager_config(&root)).unwrap();
-        let log = m.open_log(NAME, none_log(1 << 20)).unwrap();
-        for _ in 0..4 {
-            log.append(b"small").unwrap();
-            log.seal().unwrap();
-        }
+        let log = reopen_with_small_segments(&m);
         assert!(m.wait_for_tier1(&log, BACKGROUND));
         let report = std::thread::scope(|s| {
             let verifier = s.spawn(|| m.verify_log(&log));
