@@ -1190,6 +1190,8 @@ impl LogShared {
         if !self.read_only {
             self.tiering.forget_tier1(tier1_bytes);
         }
+        // Every task of this instance has finished; a reopen may own these files next.
+        self.manifest.lock().close();
         self.notify_visible();
         *closing = Some(result.clone().err());
         result
@@ -1215,6 +1217,11 @@ impl LogShared {
             });
         }
         self.check_open()?;
+        // Registered like a background task: a close waits for it, and it never runs on once a
+        // reopen may own the files it would delete.
+        let Some(_running) = self.enter_background() else {
+            return Err(Error::Closed(format!("log {:?}", self.name)));
+        };
         let mut retired_objects = Vec::new();
         loop {
             let Some(segment) = self.segments.read().first().cloned() else {

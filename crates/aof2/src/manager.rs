@@ -403,9 +403,13 @@ impl AofManager {
     pub fn log_info(&self, log: &Aof) -> LogInfo {
         let shared = &log.shared;
         let written = shared.written();
-        let segments = shared
-            .segments
-            .read()
+        // Taken before, and the index released before the rest: a roll holds the write state
+        // and then takes the index, so holding the index while asking for the write state
+        // deadlocked with it.
+        let active_end = shared.active_records_end();
+        let listed: Vec<Arc<crate::segment::Segment>> =
+            shared.segments.read().iter().cloned().collect();
+        let segments = listed
             .iter()
             .map(|s| {
                 let file_bytes = std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0);
@@ -428,9 +432,7 @@ impl AofManager {
                         s.records_end() - crate::limits::SEGMENT_HEADER_BYTES,
                     )
                 } else {
-                    let bytes = shared
-                        .active_records_end()
-                        .saturating_sub(crate::limits::SEGMENT_HEADER_BYTES);
+                    let bytes = active_end.saturating_sub(crate::limits::SEGMENT_HEADER_BYTES);
                     (SegmentState::Active, written, bytes)
                 };
                 let tier1 = s.tier1();

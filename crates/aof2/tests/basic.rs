@@ -690,3 +690,66 @@ fn a_slow_log_does_not_take_every_flush_worker() {
     drop(slow_log);
     m.close().unwrap();
 }
+
+/// `AofManager::log_info` held the segment index while it asked for the write state, and a roll
+/// takes them the other way round: a `seal` (or an append that fills a segment) beside a
+/// `log_info` deadlocked the log, then the whole manager (found by a stress test).
+#[test]
+fn log_info_while_segments_roll_does_not_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path().join("root"))).unwrap();
+    let log = m
+        .open_log(
+            "a",
+            LogConfig {
+                durability: Durability::None,
+                ..LogConfig::default().with_segment_bytes(64 * 1024)
+            },
+        )
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = std::sync::Arc::new([
+        std::sync::atomic::AtomicU64::new(0),
+        std::sync::atomic::AtomicU64::new(0),
+    ]);
+    let writer = {
+        let (log, stop, progress) = (log.clone(), stop.clone(), progress.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                log.append(&[7u8; 100]).unwrap();
+                log.seal().unwrap(); // roll: write-state mutex, then segment index write lock
+                progress[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let info = {
+        let (m, log, stop, progress) = (m.clone(), log.clone(), stop.clone(), progress.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // segment index read lock, then write-state mutex (active segment)
+                let _ = m.log_info(&log);
+                progress[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let mut last = [0, 0];
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = [
+            progress[0].load(std::sync::atomic::Ordering::Relaxed),
+            progress[1].load(std::sync::atomic::Ordering::Relaxed),
+        ];
+        if now == last {
+            eprintln!(
+                "DEADLOCK: seal loop at {} iterations, log_info loop at {}; neither moved for 500 ms",
+                now[0], now[1]
+            );
+            std::process::abort();
+        }
+        last = now;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    info.join().unwrap();
+    eprintln!("no deadlock: {} seals, {} log_info calls", last[0], last[1]);
+}

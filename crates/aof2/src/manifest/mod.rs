@@ -421,6 +421,9 @@ pub struct ManifestLog {
     /// written after those bytes (replay would take them for corruption, or apply an edit that
     /// was reported as failed).
     tail_dirty: bool,
+    /// Set when the log instance that owns it has closed: a later instance may own the same
+    /// files now, so any edit a stray task of the old one still tries is refused.
+    closed: bool,
     /// Test seam: the next append writes only this many bytes of its record, then fails.
     #[cfg(test)]
     fail_next_append_after: Option<usize>,
@@ -466,6 +469,7 @@ impl ManifestLog {
             tail_dirty: false,
             #[cfg(test)]
             fail_next_append_after: None,
+            closed: false,
         })
     }
 
@@ -587,6 +591,7 @@ impl ManifestLog {
                 tail_dirty: false,
                 #[cfg(test)]
                 fail_next_append_after: None,
+                closed: false,
             });
         }
         let wal = if torn || wals.is_empty() {
@@ -600,6 +605,7 @@ impl ManifestLog {
                 tail_dirty: false,
                 #[cfg(test)]
                 fail_next_append_after: None,
+                closed: false,
             };
             m.write_snapshot()?;
             return Ok(m);
@@ -618,6 +624,7 @@ impl ManifestLog {
             tail_dirty: false,
             #[cfg(test)]
             fail_next_append_after: None,
+            closed: false,
         })
     }
 
@@ -627,6 +634,12 @@ impl ManifestLog {
 
     /// Check, append, sync and apply an edit.
     pub fn append(&mut self, edit: Edit) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed(format!(
+                "manifest {} (its log was closed)",
+                self.dir.display()
+            )));
+        }
         self.state.check(&edit).map_err(|why| {
             Error::corruption(
                 self.dir.display().to_string(),
@@ -675,6 +688,11 @@ impl ManifestLog {
             self.tail_dirty = true;
         }
         Ok(())
+    }
+
+    /// Refuse every later edit (the owning log instance closed).
+    pub fn close(&mut self) {
+        self.closed = true;
     }
 
     /// Write a snapshot of the state and start a new WAL generation.

@@ -488,6 +488,11 @@ impl Segment {
 
     /// Retention removed this segment: release its budget and forget its Tier 1 copy (readers
     /// that hold its bytes keep them until they let go). The caller deletes the files.
+    /// Whether retention removed it.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Release);
         let mut slot = self.tier0.lock();
