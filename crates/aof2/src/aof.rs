@@ -242,12 +242,7 @@ impl LogShared {
     // ---------------------------------------------------------------- append
 
     fn check_open(&self) -> Result<()> {
-        if self.failed.load(Ordering::Acquire) {
-            return Err(self.failure_error());
-        }
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed(format!("log {:?}", self.name)));
-        }
+        self.check_followable()?;
         if let Some(claim) = self.claim.get() {
             claim.check()?;
         }
