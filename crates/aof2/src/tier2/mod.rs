@@ -22,7 +22,6 @@ pub mod breaker;
 
 use std::future::Future;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -623,8 +622,7 @@ impl Tier2 {
     /// parts above it. Returns the CRC-32C of the object.
     pub(crate) fn upload_file(&self, key: &str, path: &Path, len: u64) -> Result<u32> {
         let started = Instant::now();
-        let file =
-            Arc::new(std::fs::File::open(path).context(|| format!("open {}", path.display()))?);
+        let file = std::fs::File::open(path).context(|| format!("open {}", path.display()))?;
         let actual = file
             .metadata()
             .context(|| format!("stat {}", path.display()))?
@@ -635,19 +633,18 @@ impl Tier2 {
                 format!("file is {actual} bytes, the manifest says {len}"),
             ));
         }
-        let crc = if len < self.config.multipart_threshold {
-            // The body is the file's pages, mapped (no copy into fresh memory): a Tier 1 file
-            // is never written after its rename, and an unlink leaves the mapping valid.
-            let mapping = crate::segment::mmap::Mapping::map_read(&file, path, len)
-                .context(|| format!("map {}", path.display()))?;
-            let body = bytes::Bytes::from_owner(MappedFile { mapping, len });
-            let crc = crc32c(&body);
+        // The body is the file's pages, mapped (no copy into fresh memory): a Tier 1 file is
+        // never written after its rename, and an unlink leaves the mapping valid.
+        let mapping = crate::segment::mmap::Mapping::map_read(&file, path, len)
+            .context(|| format!("map {}", path.display()))?;
+        let body = bytes::Bytes::from_owner(MappedFile { mapping, len });
+        let crc = crc32c(&body);
+        if len < self.config.multipart_threshold {
             self.put_body(key, PutPayload::from(body), false, Some(crc))?
                 .map_err(|_| unavailable(format!("PUT {key}: refused")))?;
-            crc
         } else {
-            self.upload_parts(key, path, file, len)?
-        };
+            self.upload_parts(key, body, crc)?;
+        }
         let c = &self.counters;
         c.uploads.fetch_add(1, Ordering::Relaxed);
         c.upload_bytes.fetch_add(len, Ordering::Relaxed);
@@ -656,38 +653,18 @@ impl Tier2 {
         Ok(crc)
     }
 
-    fn upload_parts(
-        &self,
-        key: &str,
-        path: &Path,
-        file: Arc<std::fs::File>,
-        len: u64,
-    ) -> Result<u32> {
+    /// Upload `body` in parts of `part_bytes`, two in flight.
+    fn upload_parts(&self, key: &str, body: bytes::Bytes, crc: u32) -> Result<()> {
         let part = self.config.part_bytes;
-        let parts = len.div_ceil(part as u64).max(1);
-        // The checksum goes with the object's metadata, so it is computed first (the file is in
-        // the page cache: one fast pass).
-        let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
-        let mut buf = vec![0u8; part];
-        let mut offset = 0u64;
-        while offset < len {
-            let n = (len - offset).min(part as u64) as usize;
-            file.read_exact_at(&mut buf[..n], offset)
-                .context(|| format!("read {}", path.display()))?;
-            digest.update(&buf[..n]);
-            offset += n as u64;
-        }
-        drop(buf);
-        let crc = digest.finalize() as u32;
+        let parts = body.len().div_ceil(part).max(1);
+        // The checksum goes with the object's metadata.
         let attributes = self.checksum_attributes(Some(crc));
         // The time limit covers the whole upload: one request's worth per part.
         let timeout = self.timeout().saturating_mul(parts as u32);
         let object = ObjectPath::from(key);
-        let display = path.display().to_string();
-        let uploaded = self.call("multipart PUT", key, timeout, move |store| {
+        self.call("multipart PUT", key, timeout, move |store| {
             let object = object.clone();
-            let file = file.clone();
-            let display = display.clone();
+            let body = body.clone();
             let opts = object_store::PutMultipartOptions {
                 attributes: attributes.clone(),
                 ..Default::default()
@@ -695,25 +672,13 @@ impl Tier2 {
             async move {
                 let upload = store.put_multipart_opts(&object, opts).await?;
                 let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, part);
-                let mut offset = 0u64;
-                let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
-                let mut buf = vec![0u8; part];
-                while offset < len {
-                    let n = (len - offset).min(part as u64) as usize;
-                    if let Err(e) = file.read_exact_at(&mut buf[..n], offset) {
-                        let _ = writer.abort().await;
-                        return Err(object_store::Error::Generic {
-                            store: "aof2",
-                            source: format!("read {display}: {e}").into(),
-                        });
-                    }
-                    digest.update(&buf[..n]);
+                for offset in (0..body.len()).step_by(part) {
                     if let Err(e) = writer.wait_for_capacity(2).await {
                         let _ = writer.abort().await;
                         return Err(e);
                     }
-                    writer.write(&buf[..n]);
-                    offset += n as u64;
+                    // Slices of the mapping: no copy.
+                    writer.put(body.slice(offset..(offset + part).min(body.len())));
                 }
                 // Every part but the buffered last one is in: a failure here can still abort
                 // the upload, so no incomplete upload is left to bill storage. (A failure inside
@@ -722,19 +687,10 @@ impl Tier2 {
                     let _ = writer.abort().await;
                     return Err(e);
                 }
-                writer.finish().await?;
-                Ok(digest.finalize() as u32)
+                writer.finish().await.map(|_| ())
             }
-        })?;
-        let sent = uploaded.map_err(|_| unavailable(format!("multipart PUT {key}: refused")))?;
-        if sent != crc {
-            // The file changed under the upload: a local problem, never a silent bad object.
-            return Err(Error::corruption(
-                path.display().to_string(),
-                format!("CRC {sent:#010x} while uploading, {crc:#010x} before"),
-            ));
-        }
-        Ok(crc)
+        })?
+        .map_err(|_| unavailable(format!("multipart PUT {key}: refused")))
     }
 
     // ------------------------------------------------------------------ logs
