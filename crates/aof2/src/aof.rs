@@ -169,6 +169,9 @@ pub(crate) struct Recovered {
     /// Records known to be on disk: `next_seq`, or the first record of `unsealed` or
     /// `unsynced_files` (left unsynced).
     pub durable_seq: u64,
+    /// Timestamp of the newest record of the log (0 without records): appends never stamp
+    /// earlier ones.
+    pub last_timestamp_ms: u64,
 }
 
 impl LogShared {
@@ -183,7 +186,11 @@ impl LogShared {
         let durable = rec.durable_seq.min(next);
         let epoch = rec.active.as_ref().map_or(0, ActiveSegment::epoch);
         let reuse = rec.blank_segments.into_iter().collect();
-        let last_ts = rec.active.as_ref().map_or(0, |a| a.last_timestamp_ms);
+        let last_ts = rec
+            .active
+            .as_ref()
+            .map_or(0, |a| a.last_timestamp_ms)
+            .max(rec.last_timestamp_ms);
         let read_only = rec.read_only;
         Arc::new_cyclic(|me| LogShared {
             me: me.clone(),

@@ -753,3 +753,116 @@ fn log_info_while_segments_roll_does_not_deadlock() {
     info.join().unwrap();
     eprintln!("no deadlock: {} seals, {} log_info calls", last[0], last[1]);
 }
+
+/// Writes a log as aof2 0.1 would leave it after a run whose clock was an hour ahead of the
+/// machine's clock now (a clock stepped back between two runs, as NTP does): one sealed segment
+/// holding `records` records stamped `stamped_ms`, and no active segment (it was sealed, or its
+/// header never reached the disk). Built from the public format encoders (`docs/format.md`).
+fn write_log_stamped(root: &std::path::Path, name: &str, records: u64, stamped_ms: u64) {
+    use aof2::format::manifest::{Edit, SealedInfo, encode_wal_header, encode_wal_record};
+    use aof2::format::segment::{
+        FrameHeader, IndexEntry, SegmentFooter, SegmentHeader, encode_frame, encode_index,
+    };
+    let log_id = 0x5eed;
+    let capacity = 256 * 1024;
+    let header = SegmentHeader {
+        log_id,
+        segment_id: 0,
+        base_seq: 0,
+        created_ms: stamped_ms,
+        capacity,
+        recycled: false,
+    };
+    let mut seg = header.encode().to_vec();
+    let index = vec![IndexEntry {
+        seq: 0,
+        offset: seg.len() as u64,
+        timestamp_ms: stamped_ms,
+    }];
+    for seq in 0..records {
+        let payload = format!("old-{seq}").into_bytes();
+        let at = seg.len();
+        seg.resize(at + 32 + payload.len(), 0);
+        let frame = FrameHeader {
+            len: payload.len() as u32,
+            seq,
+            timestamp_ms: stamped_ms,
+            batch_remaining: 0,
+            epoch: 1,
+        };
+        encode_frame(&mut seg[at..], &frame, &payload);
+    }
+    let index_bytes = encode_index(&index);
+    let footer = SegmentFooter {
+        index_entries: 1,
+        segment_id: 0,
+        base_seq: 0,
+        record_count: records,
+        records_end: seg.len() as u64,
+        first_timestamp_ms: stamped_ms,
+        last_timestamp_ms: stamped_ms,
+        sealed_ms: stamped_ms,
+        index_crc: aof2::format::crc32c(&index_bytes),
+    };
+    let encoded = footer.encode();
+    seg.extend_from_slice(&index_bytes);
+    seg.extend_from_slice(&encoded);
+    let dir = root.join("logs").join(name);
+    std::fs::create_dir_all(dir.join("segments")).unwrap();
+    std::fs::create_dir_all(dir.join("manifest")).unwrap();
+    std::fs::write(dir.join("segments").join(format!("{:016x}.seg", 0)), &seg).unwrap();
+    let mut wal = encode_wal_header(0).to_vec();
+    for edit in [
+        Edit::LogCreated {
+            log_id,
+            created_ms: stamped_ms,
+            name: name.to_string(),
+        },
+        Edit::LogOpened { epoch: 1 },
+        Edit::SegmentPrepared {
+            segment_id: 0,
+            capacity,
+        },
+        Edit::SegmentSealed(SealedInfo {
+            segment_id: 0,
+            base_seq: 0,
+            record_count: records,
+            file_len: seg.len() as u64,
+            first_timestamp_ms: stamped_ms,
+            last_timestamp_ms: stamped_ms,
+            footer_crc: SegmentFooter::stored_crc(&encoded),
+        }),
+    ] {
+        wal.extend_from_slice(&encode_wal_record(&edit));
+    }
+    std::fs::write(dir.join("manifest").join(format!("wal-{:016x}", 0)), wal).unwrap();
+}
+
+/// Append timestamps never decrease within a log (`docs/format.md`), also across a reopen whose
+/// active segment is new (the previous one was sealed): the log's last timestamp comes from its
+/// sealed segments then. The reopen used to start again from the clock, so a clock stepped back
+/// between two runs stamped new records earlier than old ones.
+#[test]
+fn timestamps_do_not_go_back_across_a_reopen_into_a_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let ahead_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 3_600_000;
+    write_log_stamped(dir.path(), "events", 3, ahead_ms);
+    for durability in [Durability::Always, Durability::None] {
+        let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+        let log = m.open_log("events", small(durability)).unwrap();
+        let last = log.read(log.next_seq() - 1).unwrap().timestamp_ms();
+        let seq = log.append(b"new").unwrap();
+        let stamped = log.read(seq).unwrap().timestamp_ms();
+        assert!(
+            stamped >= last,
+            "{durability:?}: record {seq} stamped {stamped} ms, before record {} ({last} ms)",
+            seq - 1
+        );
+        log.seal().unwrap();
+        m.close().unwrap();
+    }
+}

@@ -259,6 +259,9 @@ fn recover_segments(
 
     let mut index = SegmentIndex::default();
     let mut next_seq: Option<u64> = None;
+    // Timestamps never decrease within a log: a new active segment continues from the newest
+    // record of any segment, not from the clock alone (which may have been stepped back).
+    let mut last_timestamp_ms = 0u64;
     let mut unsealed: Vec<Unsealed> = Vec::new();
     // A `None` open's segment found sealed on disk but not yet synced: its first record, and
     // its file for the group commits (see below).
@@ -295,6 +298,7 @@ fn recover_segments(
                 ));
             }
             next_seq = Some(info.base_seq + info.record_count);
+            last_timestamp_ms = last_timestamp_ms.max(info.last_timestamp_ms);
             if let Some(reason) = entry.quarantined {
                 index.insert(Arc::new(Segment::quarantined(
                     log_name.clone(),
@@ -649,6 +653,7 @@ fn recover_segments(
             }
             manifest.append(Edit::SegmentSealed(sealed_info(id, &meta)))?;
             next_seq = Some(header.base_seq + footer.record_count);
+            last_timestamp_ms = last_timestamp_ms.max(footer.last_timestamp_ms);
             report.sealed_segments += 1;
             let lease = tier0_lease(meta.file_len);
             index.insert(Arc::new(Segment::sealed(
@@ -677,6 +682,7 @@ fn recover_segments(
         if let Some(stop) = &scan.stop {
             tracing::warn!(log = name, segment = id, offset = scan.records_end, %stop, "cutting torn tail");
         }
+        last_timestamp_ms = last_timestamp_ms.max(scan.last_timestamp_ms);
         unsealed.push(Unsealed {
             id,
             path,
@@ -792,6 +798,7 @@ fn recover_segments(
             unsealed: deferred,
             unsynced_files,
             durable_seq: durable_seq.unwrap_or(next_seq),
+            last_timestamp_ms,
         },
         RecoveryReport {
             elapsed: started.elapsed(),
