@@ -359,8 +359,12 @@ pub fn decode_wal_record(bytes: &[u8]) -> FormatResult<WalRead> {
             .is_none_or(|rest| rest.iter().all(|&b| b == 0))
     };
     if len > MAX_MANIFEST_EDIT_BYTES || end > bytes.len() as u64 {
+        // A record running past the end of the file is torn only if nothing was written after
+        // it: a damaged length field in front of later records looks the same otherwise.
         return if only_zeros_after(WAL_RECORD_OVERHEAD)
-            || end > bytes.len() as u64 && len <= MAX_MANIFEST_EDIT_BYTES
+            || end > bytes.len() as u64
+                && len <= MAX_MANIFEST_EDIT_BYTES
+                && !holds_record(&bytes[WAL_RECORD_OVERHEAD..])
         {
             Ok(WalRead::Torn)
         } else {
@@ -383,6 +387,18 @@ pub fn decode_wal_record(bytes: &[u8]) -> FormatResult<WalRead> {
         Edit::decode(&bytes[WAL_RECORD_OVERHEAD..end])?,
         end,
     ))
+}
+
+/// Whether a complete record with a matching CRC starts anywhere in `bytes` (checked only
+/// behind a record that claims to run past the end of the WAL, so at most one record's bytes).
+fn holds_record(bytes: &[u8]) -> bool {
+    (0..bytes.len().saturating_sub(WAL_RECORD_OVERHEAD - 1)).any(|at| {
+        let candidate = &bytes[at..];
+        let len = le_u32(candidate, 4) as usize;
+        len <= MAX_MANIFEST_EDIT_BYTES as usize
+            && WAL_RECORD_OVERHEAD + len <= candidate.len()
+            && le_u32(candidate, 0) == crc32c(&candidate[4..WAL_RECORD_OVERHEAD + len])
+    })
 }
 
 pub fn encode_wal_header(generation: u64) -> [u8; WAL_HEADER_BYTES] {

@@ -908,6 +908,55 @@ mod tests {
         assert_eq!(err.kind(), crate::ErrorKind::Corruption, "{err}");
     }
 
+    /// A damaged length field in the middle of the WAL (one flipped bit, found by flipping bytes
+    /// of a real log's WAL and running `aof2 verify`) claims a record running past the end of
+    /// the file. That is what a torn final record looks like, but later records follow it:
+    /// corruption, not a torn tail. Taken for a torn tail, every later edit (the seals of all
+    /// later segments) was silently dropped, and a writable open compacted that loss in.
+    #[test]
+    fn damaged_length_in_front_of_later_records_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("m");
+        let mut m = ManifestLog::create(&d, created()).unwrap();
+        for id in 0..4 {
+            m.append(Edit::SegmentPrepared {
+                segment_id: id,
+                capacity: 100,
+            })
+            .unwrap();
+            m.append(sealed(id, id * 10, 10)).unwrap();
+        }
+        drop(m);
+        let wal = wal_path(&d, 0);
+        let clean = std::fs::read(&wal).unwrap();
+        // The length field of the record after LogCreated.
+        let second = WAL_HEADER_BYTES + encode_wal_record(&created()).len();
+        for (byte, flip) in [(1, 0x5a), (2, 0x01), (0, 0xff)] {
+            let mut bytes = clean.clone();
+            bytes[second + 4 + byte] ^= flip;
+            std::fs::write(&wal, &bytes).unwrap();
+            for read_only in [true, false] {
+                match ManifestLog::open_mode(&d, read_only) {
+                    Err(e) => assert_eq!(e.kind(), crate::ErrorKind::Corruption, "{e}"),
+                    Ok(m) => panic!(
+                        "length byte {byte} ^ {flip:#x}: opened with {} of 4 segments",
+                        m.state().segments.len()
+                    ),
+                }
+            }
+        }
+        // A record really cut short at the end is still a torn tail.
+        std::fs::write(&wal, &clean[..clean.len() - 3]).unwrap();
+        assert_eq!(
+            ManifestLog::open_read_only(&d)
+                .unwrap()
+                .state()
+                .segments
+                .len(),
+            4
+        );
+    }
+
     #[test]
     fn tier2_edits_keep_a_copy_and_survive_compaction() {
         let dir = tempfile::tempdir().unwrap();
