@@ -1267,7 +1267,7 @@ impl LogShared {
             }
             segment.retire();
             // The manifest no longer knows these files; a crash before the unlinks leaves them
-            // behind as unreferenced files (never read).
+            // behind, never read, until the next open's `sweep_retired_files`.
             for path in [
                 segment.path.clone(),
                 self.tier1_dir()
@@ -1290,6 +1290,55 @@ impl LogShared {
         self.tiering
             .submit_retired(&self.self_arc(), retired_objects);
         Ok(self.first_seq())
+    }
+
+    /// Delete the local files of segments retention retired in an earlier run that stopped
+    /// between the manifest edit and the unlinks (`truncate_before`): segment and Tier 1 files
+    /// of ids below the oldest segment the manifest holds. Retention removes only a prefix and
+    /// ids only grow, so nothing below that id is live. Runs in the background after a writable
+    /// open (listing the Tier 1 directory grows with history; the open must not).
+    pub(crate) fn sweep_retired_files(&self) {
+        let Some(_running) = self.enter_background() else {
+            return;
+        };
+        let first_live = {
+            let manifest = self.manifest.lock();
+            let state = manifest.state();
+            state
+                .segments
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(state.next_segment_id)
+        };
+        let mut removed = 0u64;
+        for (dir, suffix) in [
+            (self.segment_dir.clone(), ".seg"),
+            (self.tier1_dir(), ".t1"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let id = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(suffix))
+                    .filter(|hex| hex.len() == 16)
+                    .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+                if id.is_some_and(|id| id < first_live) {
+                    match std::fs::remove_file(entry.path()) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => tracing::warn!(path = %entry.path().display(), error = %e,
+                            "removing a retired segment file failed"),
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(log = %self.name, removed, "deleted files of segments retired before a restart");
+        }
     }
 
     /// The first sequence still in the log (retention removes whole segments from the front).

@@ -315,6 +315,11 @@ impl AofManager {
         self.inner.workers.register(&shared);
         self.inner.tiering.register(&shared);
         shared.resume_seals(unsealed);
+        if !read_only {
+            self.inner
+                .workers
+                .submit(crate::flush::Job::Sweep(shared.clone()));
+        }
         logs.insert(name.to_string(), shared.clone());
         self.inner.reports.lock().insert(name.to_string(), report);
         Ok(Aof { shared })

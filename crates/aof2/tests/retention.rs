@@ -305,3 +305,75 @@ fn retention_racing_reads_and_verify_reports_nothing_false() {
     );
     m.close().unwrap();
 }
+
+/// A process stopped between retention's manifest edit and its unlinks leaves the retired
+/// segments' files behind; the next writable open deletes them in the background, and nothing
+/// live.
+#[test]
+fn files_of_segments_retired_before_a_crash_are_deleted_after_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let log_dir = root.join("logs").join(NAME);
+    let stash = dir.path().join("stash");
+    std::fs::create_dir_all(&stash).unwrap();
+    let m = AofManager::open(ManagerConfig::new(&root)).unwrap();
+    let log = m.open_log(NAME, log_config()).unwrap();
+    for seq in 0..6000 {
+        log.append(&payload(seq)).unwrap();
+    }
+    assert!(m.wait_for_tier1(&log, Duration::from_secs(30)));
+    let sealed: Vec<_> = m
+        .log_info(&log)
+        .segments
+        .into_iter()
+        .filter(|s| s.state == aof2::SegmentState::Sealed)
+        .collect();
+    assert!(sealed.len() >= 4, "{sealed:?}");
+    // Copies of the files of the two segments retention is about to retire.
+    let mut left_behind = Vec::new();
+    for s in &sealed[..2] {
+        for path in [
+            s.path.clone(),
+            log_dir.join("tier1").join(format!("{:016x}.t1", s.id)),
+        ] {
+            let copy = stash.join(path.file_name().unwrap());
+            std::fs::copy(&path, &copy).unwrap();
+            left_behind.push((copy, path));
+        }
+    }
+    let first = log.truncate_before(sealed[2].base_seq).unwrap();
+    assert_eq!(first, sealed[2].base_seq);
+    m.close().unwrap();
+    drop(m);
+    // As if the unlinks never ran.
+    for (copy, path) in &left_behind {
+        assert!(!path.exists(), "{}", path.display());
+        std::fs::rename(copy, path).unwrap();
+    }
+
+    let m = AofManager::open(ManagerConfig::new(&root)).unwrap();
+    let log = m.open_log(NAME, log_config()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while left_behind.iter().any(|(_, path)| path.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "files of retired segments are still there"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Every live file is still there, and every record above the cut reads back.
+    for s in &sealed[2..] {
+        let t1 = log_dir.join("tier1").join(format!("{:016x}.t1", s.id));
+        assert!(
+            s.path.exists() || t1.exists(),
+            "segment {} lost its files",
+            s.id
+        );
+    }
+    assert_eq!(log.first_seq(), first);
+    for seq in first..6000 {
+        assert_eq!(log.read(seq).unwrap().payload(), payload(seq), "seq {seq}");
+    }
+    assert!(m.verify_log(&log).problems.is_empty());
+    m.close().unwrap();
+}

@@ -28,6 +28,9 @@ pub(crate) enum Job {
     Flush(Arc<LogShared>),
     Prepare(Arc<LogShared>),
     Seal(Arc<LogShared>, RolledSegment),
+    /// Delete the files of segments retired before a restart (see
+    /// [`LogShared::sweep_retired_files`]).
+    Sweep(Arc<LogShared>),
 }
 
 /// A simple blocking work queue (many producers, many consumers).
@@ -78,6 +81,7 @@ fn run(job: Job) {
         Job::Flush(log) => log.background_flush(),
         Job::Prepare(log) => log.prepare_next_segment(),
         Job::Seal(log, rolled) => log.seal_segment(rolled, None),
+        Job::Sweep(log) => log.sweep_retired_files(),
     }
 }
 
@@ -155,7 +159,7 @@ impl FlushManager {
     pub(crate) fn submit(&self, job: Job) {
         match job {
             Job::Flush(_) => self.flush.push(job),
-            Job::Prepare(_) => self.prepare.push(job),
+            Job::Prepare(_) | Job::Sweep(_) => self.prepare.push(job),
             Job::Seal(..) => self.seal.push(job),
         }
     }

@@ -242,13 +242,14 @@ fn recover_segments(
     let epoch = manifest.state().epoch.checked_add(1).ok_or_else(|| {
         Error::corruption(manifest_dir.display().to_string(), "open epoch exhausted")
     })?;
-    manifest.append(Edit::LogOpened { epoch })?;
+    // Checked before anything is written: a refused open leaves another log's manifest as it was.
     if manifest.state().name != name {
         return Err(Error::corruption(
             manifest_dir.display().to_string(),
             format!("manifest belongs to log {:?}", manifest.state().name),
         ));
     }
+    manifest.append(Edit::LogOpened { epoch })?;
     let log_name: Arc<str> = Arc::from(name);
     let entries: Vec<(u64, SegmentEntry)> = manifest
         .state()
