@@ -780,3 +780,47 @@ async fn manager_with_tier2_dropped_in_an_async_context_does_not_panic() {
     drop(log);
     drop(m);
 }
+
+/// A segment object cut short in the bucket (a bad copy, an operator's mistake): reading it is
+/// `Corruption` naming the object, the store is not taken for down (no retries, the breaker stays
+/// closed) and the other segments read on.
+#[test]
+fn a_truncated_object_is_corruption_not_an_outage() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("truncated"));
+    let mut t2 = tier2_config(&target);
+    t2.breaker_failures = 2;
+    t2.breaker_open_for = Duration::from_secs(3600);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), t2.clone());
+    let log = m.open_log("cut", log_config()).unwrap();
+    append_all(&log, 0..1500);
+    assert!(m.wait_for_tier2(&log, WAIT));
+    m.evict_tier0(&log).unwrap();
+    assert!(m.evict_tier1(&log).unwrap() > 0);
+    let keys: Vec<String> = server
+        .list_keys(target.bucket_name(), "aof2/logs/cut/")
+        .into_iter()
+        .filter(|k| k.ends_with(".t1"))
+        .collect();
+    let bytes = server.object_bytes(target.bucket_name(), &keys[0]).unwrap();
+    server.put_object(
+        target.bucket_name(),
+        &keys[0],
+        bytes[..bytes.len() / 2].to_vec(),
+    );
+
+    let before = m.tier_stats().tier2.unwrap();
+    let e = log.read(0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+    assert!(e.to_string().contains(&keys[0]), "{e}");
+    let after = m.tier_stats().tier2.unwrap();
+    assert_eq!(after.breaker, "closed", "{after:?}");
+    assert_eq!(after.request_failures, before.request_failures, "{after:?}");
+    let reader = RemoteReader::open(t2, "cut").unwrap();
+    let e = reader.read(0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+    let last = reader.end_seq() - 1;
+    assert_eq!(reader.read(last).unwrap().payload(), payload(last));
+    assert_eq!(log.read(last).unwrap().payload(), payload(last));
+}

@@ -4,7 +4,8 @@
 //! Every request goes through one path ([`Tier2::call`]): a time limit per attempt, retries of
 //! transient failures with exponential backoff and full jitter, and a circuit breaker that makes
 //! callers fail fast with `Unavailable` while the store is down (see [`breaker`]). Answers that
-//! are definite ("not found", "already exists") are not retried and count as the store being up.
+//! are definite ("not found", "already exists", a range past the end of an object) are not
+//! retried and count as the store being up.
 //!
 //! Key layout under the URL's prefix (spec in `docs/format.md`):
 //!
@@ -566,22 +567,41 @@ impl Tier2 {
         let path = ObjectPath::from(key);
         let want = range.end - range.start;
         let r = range.clone();
+        // `Err(size)`: the object ends before the range does.
         let got = self.call("GET range of", key, self.timeout(), move |store| {
             let path = path.clone();
             let r = r.clone();
-            async move { store.get_range(&path, r).await.map(|b| b.to_vec()) }
+            async move {
+                match store.get_range(&path, r.clone()).await {
+                    Ok(bytes) => Ok(Ok(bytes.to_vec())),
+                    // A range that starts past the end is refused (S3: 416) with an error that
+                    // object_store does not tell apart from a failing server: ask for the size,
+                    // so a short object is reported as such, not retried as an outage (which
+                    // would open the breaker for every other request).
+                    Err(e @ object_store::Error::Generic { .. }) => match store.head(&path).await {
+                        Ok(meta) if meta.size < r.end => Ok(Err(meta.size)),
+                        _ => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
         })?;
         self.counters.ranged_gets.fetch_add(1, Ordering::Relaxed);
+        let at = || format!("{}/{key} bytes {}..{}", self.url, range.start, range.end);
         match got {
-            Ok(bytes) if bytes.len() as u64 == want => {
+            Ok(Ok(bytes)) if bytes.len() as u64 == want => {
                 self.counters
                     .download_bytes
                     .fetch_add(want, Ordering::Relaxed);
                 Ok(bytes)
             }
-            Ok(bytes) => Err(Error::corruption(
-                format!("{}/{key} bytes {}..{}", self.url, range.start, range.end),
+            Ok(Ok(bytes)) => Err(Error::corruption(
+                at(),
                 format!("the store returned {} bytes", bytes.len()),
+            )),
+            Ok(Err(size)) => Err(Error::corruption(
+                at(),
+                format!("the object is only {size} bytes"),
             )),
             Err(_) => Err(Error::NotFound(format!(
                 "Tier 2 object {key} in {} (a segment the manifest says is there)",
