@@ -326,10 +326,24 @@ impl AofManager {
     }
 
     /// Claim the log's writer epoch in Tier 2 and publish its catalog. A claim held by another
-    /// root fails the open with `Error::Fenced`; an unreachable store does not (local tiers keep
-    /// serving; the uploader claims before its first upload, and fences the log if it lost).
+    /// root fails the open with `Error::Fenced`, a store that holds none although the log has
+    /// segments in Tier 2 with `InvalidConfig` (another store or prefix); an unreachable store
+    /// does not (local tiers keep serving; the uploader claims before its first upload, and
+    /// fences the log if it lost).
     fn claim_tier2(&self, tier2: &Arc<crate::tier2::Tier2>, shared: &Arc<LogShared>) -> Result<()> {
-        let claim = Arc::new(crate::tier2::LogClaim::new(&shared.name, shared.log_id));
+        let in_tier2 = {
+            let manifest = shared.manifest.lock();
+            manifest
+                .state()
+                .segments
+                .values()
+                .any(|e| e.tier2.is_some())
+        };
+        let claim = Arc::new(crate::tier2::LogClaim::new(
+            &shared.name,
+            shared.log_id,
+            in_tier2,
+        ));
         shared.set_claim(claim.clone());
         // The claim runs on its own thread; the open waits for it a bounded time, so a hung
         // store delays an open by at most `CLAIM_WAIT` (the claim finishes in the background and
@@ -357,7 +371,10 @@ impl AofManager {
                 }
                 Ok(())
             }
-            Ok(Err(e)) if e.kind() == crate::ErrorKind::Fenced => {
+            Ok(Err(e))
+                if e.kind() == crate::ErrorKind::Fenced
+                    || e.kind() == crate::ErrorKind::InvalidInput =>
+            {
                 let _ = shared.close();
                 Err(e)
             }

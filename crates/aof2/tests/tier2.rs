@@ -824,3 +824,36 @@ fn a_truncated_object_is_corruption_not_an_outage() {
     assert_eq!(reader.read(last).unwrap().payload(), payload(last));
     assert_eq!(log.read(last).unwrap().payload(), payload(last));
 }
+
+/// A log reopened with another Tier 2 prefix (a typo, a changed `--tier2`): the open fails with
+/// `InvalidConfig`, and nothing is claimed or published there. It used to claim the log in the
+/// new place and publish a catalog listing segments whose objects are all in the old one, so a
+/// restore or a remote reader of that catalog found nothing to read, and later uploads went to
+/// a second place.
+#[test]
+fn a_log_reopened_with_another_prefix_is_refused() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("prefix"));
+    let dir = tempfile::tempdir().unwrap();
+    write_log(
+        dir.path(),
+        &tier2_config(&target.with_prefix("a")),
+        "moved",
+        1500,
+    );
+
+    let m = manager(dir.path(), tier2_config(&target.with_prefix("b")));
+    let err = m.open_log("moved", log_config()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("another store or prefix"), "{err}");
+    assert_eq!(
+        server.list_keys(target.bucket_name(), "b/"),
+        Vec::<String>::new()
+    );
+    drop(m);
+
+    // With the store it was written to, the log opens and reads as before.
+    let m = manager(dir.path(), tier2_config(&target.with_prefix("a")));
+    let log = m.open_log("moved", log_config()).unwrap();
+    assert_eq!(log.read(0).unwrap().payload(), payload(0));
+}

@@ -739,6 +739,16 @@ impl Tier2 {
     fn claim_once(&self, claim: &LogClaim, root_id: u128, take_over: bool) -> Result<Option<u64>> {
         let name = claim.name.as_str();
         let latest = self.newest_claim(name)?;
+        if latest.is_none() && claim.in_tier2 {
+            // A writer never deletes its own newest claim: this is not the store the log's
+            // segments went to. Claiming here would publish a catalog listing objects this store
+            // does not hold, and split the log's segments between two stores.
+            return Err(Error::InvalidConfig(format!(
+                "log {name:?} has segments in Tier 2, but {} holds no writer claim of it: they \
+                 were uploaded to another store or prefix; open the log with that one",
+                self.url
+            )));
+        }
         if let Some(epoch) = latest {
             let key = self.claim_key(name, epoch);
             let bytes = self.get(&key)?.map_err(|_| Error::Fenced {
@@ -928,6 +938,9 @@ impl Tier2 {
 pub(crate) struct LogClaim {
     pub(crate) name: String,
     pub(crate) log_id: u128,
+    /// The manifest recorded segments in Tier 2 when the log was opened: its store holds a
+    /// claim of the log.
+    in_tier2: bool,
     epoch: AtomicU64,
     fenced: AtomicBool,
     fence_detail: Mutex<Option<String>>,
@@ -942,10 +955,11 @@ pub(crate) struct LogClaim {
 }
 
 impl LogClaim {
-    pub(crate) fn new(name: &str, log_id: u128) -> Self {
+    pub(crate) fn new(name: &str, log_id: u128, in_tier2: bool) -> Self {
         LogClaim {
             name: name.to_string(),
             log_id,
+            in_tier2,
             epoch: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
             fence_detail: Mutex::new(None),
