@@ -1292,6 +1292,19 @@ impl LogShared {
         Ok(self.first_seq())
     }
 
+    /// Id of the oldest segment the manifest holds (the next id if none): every segment below it
+    /// was retired.
+    pub(crate) fn oldest_live_segment_id(&self) -> u64 {
+        let manifest = self.manifest.lock();
+        let state = manifest.state();
+        state
+            .segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(state.next_segment_id)
+    }
+
     /// Delete the local files of segments retention retired in an earlier run that stopped
     /// between the manifest edit and the unlinks (`truncate_before`): segment and Tier 1 files
     /// of ids below the oldest segment the manifest holds. Retention removes only a prefix and
@@ -1301,16 +1314,7 @@ impl LogShared {
         let Some(_running) = self.enter_background() else {
             return;
         };
-        let first_live = {
-            let manifest = self.manifest.lock();
-            let state = manifest.state();
-            state
-                .segments
-                .keys()
-                .next()
-                .copied()
-                .unwrap_or(state.next_segment_id)
-        };
+        let first_live = self.oldest_live_segment_id();
         let mut removed = 0u64;
         for (dir, suffix) in [
             (self.segment_dir.clone(), ".seg"),

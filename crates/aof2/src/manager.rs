@@ -327,8 +327,8 @@ impl AofManager {
 
     /// Claim the log's writer epoch in Tier 2 and publish its catalog. A claim held by another
     /// root fails the open with `Error::Fenced`, a store that holds none although the log has
-    /// segments in Tier 2 with `InvalidConfig` (another store or prefix); an unreachable store
-    /// does not (local tiers keep serving; the uploader claims before its first upload, and
+    /// segments in Tier 2 with `InvalidConfig` (another store or prefix), a damaged claim object
+    /// with `Corruption`; an unreachable store does not (local tiers keep serving; the uploader claims before its first upload, and
     /// fences the log if it lost).
     fn claim_tier2(&self, tier2: &Arc<crate::tier2::Tier2>, shared: &Arc<LogShared>) -> Result<()> {
         let in_tier2 = {
@@ -371,10 +371,9 @@ impl AofManager {
                 }
                 Ok(())
             }
-            Ok(Err(e))
-                if e.kind() == crate::ErrorKind::Fenced
-                    || e.kind() == crate::ErrorKind::InvalidInput =>
-            {
+            // Only an unreachable store defers the claim; any definite refusal (fenced, another
+            // store, a damaged claim object) fails the open, or the log would never upload.
+            Ok(Err(e)) if e.kind() != crate::ErrorKind::Unavailable => {
                 let _ = shared.close();
                 Err(e)
             }

@@ -857,3 +857,26 @@ fn a_log_reopened_with_another_prefix_is_refused() {
     let log = m.open_log("moved", log_config()).unwrap();
     assert_eq!(log.read(0).unwrap().payload(), payload(0));
 }
+
+/// A claim object that is not a claim (garbage under `writer/`) fails the open with
+/// `Corruption` naming it; it used to be taken for an outage ("claim deferred"), and the log then
+/// never uploaded anything.
+#[test]
+fn a_damaged_writer_claim_fails_the_open() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("garbage-claim"));
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), &tier2_config(&target), "claimed", 500);
+    let claims: Vec<String> = server
+        .list_keys(target.bucket_name(), "")
+        .into_iter()
+        .filter(|k| k.contains("/writer/"))
+        .collect();
+    let newest = claims.iter().max().expect("a writer claim").clone();
+    server.put_object(target.bucket_name(), &newest, b"not a claim".to_vec());
+
+    let m = manager(dir.path(), tier2_config(&target));
+    let err = m.open_log("claimed", log_config()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+    assert!(err.to_string().contains("writer claim"), "{err}");
+}

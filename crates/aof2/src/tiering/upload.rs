@@ -351,17 +351,9 @@ impl Tiering {
         // Below both the oldest live segment and the oldest one the published catalog lists:
         // retention may have moved on since the last publication (its own deletions follow the
         // next one).
-        let first_live = {
-            let manifest = log.manifest.lock();
-            let state = manifest.state();
-            state
-                .segments
-                .keys()
-                .next()
-                .copied()
-                .unwrap_or(state.next_segment_id)
-        }
-        .min(claim.published_first.load(Ordering::Acquire));
+        let first_live = log
+            .oldest_live_segment_id()
+            .min(claim.published_first.load(Ordering::Acquire));
         let keys = match tier2.list(&tier2.segments_prefix(&log.name, log.log_id)) {
             Ok(keys) => keys,
             Err(e) if e.kind() == ErrorKind::Unavailable => return Outcome::Retry,
