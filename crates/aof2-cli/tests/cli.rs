@@ -167,12 +167,89 @@ fn append_stops_at_an_oversized_line_after_acknowledging_the_rest() {
     assert_eq!(text(&out.stdout), "0\n");
     let err = text(&out.stderr);
     assert!(
-        err.starts_with("aof2: error: stdin line 2: record of 70000 bytes"),
+        err.starts_with("aof2: error: stdin line 2: record longer than the maximum of "),
         "{err}"
     );
     let out = run(&["cat", "--root", &root, "--log", "big"], b"");
     expect_status(&out, 0);
     assert_eq!(out.stdout, b"first\n");
+}
+
+#[test]
+fn append_reads_no_more_of_an_oversized_line_than_the_maximum_record() {
+    // A line without end (`aof2 append < /dev/zero`) must fail once it exceeds the maximum
+    // record size, not buffer the whole line in memory first.
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let mut child = Command::new(BIN)
+        .args([
+            "append",
+            "--root",
+            &root,
+            "--log",
+            "endless",
+            "--segment-bytes",
+            "64KiB",
+            "--tier2",
+            "none",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"first\n").unwrap();
+    // Far more than one line may hold (64 KiB segments): aof2 stops reading long before the end,
+    // and the write fails with a broken pipe once it has exited.
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut offered = 0usize;
+    while offered < 32 << 20 {
+        if input.write_all(&chunk).is_err() {
+            break;
+        }
+        offered += chunk.len();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        offered < 32 << 20,
+        "aof2 read all {offered} bytes of one line"
+    );
+    expect_status(&out, 2);
+    assert_eq!(text(&out.stdout), "0\n");
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("aof2: error: stdin line 2: record longer than the maximum of "),
+        "{err}"
+    );
+    let out = run(
+        &[
+            "cat", "--root", &root, "--log", "endless", "--tier2", "none",
+        ],
+        b"",
+    );
+    expect_status(&out, 0);
+    assert_eq!(out.stdout, b"first\n");
+
+    // The largest record fits, with or without its newline; one byte more does not.
+    let max = aof2::LogConfig::default()
+        .with_segment_bytes(64 * 1024)
+        .max_record_bytes as usize;
+    let mut input = vec![b'a'; max];
+    input.push(b'\n');
+    input.extend(std::iter::repeat_n(b'b', max));
+    let extra = ["--segment-bytes", "64KiB", "--tier2", "none"];
+    assert_eq!(append(&root, "endless", &input, &extra), vec![1, 2]);
+    let mut args = vec!["append", "--root", &root, "--log", "endless"];
+    args.extend_from_slice(&extra);
+    let out = run(&args, &vec![b'c'; max + 1]);
+    expect_status(&out, 2);
+    assert!(
+        text(&out.stderr).contains(&format!("record longer than the maximum of {max} bytes")),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //!
 //! Contract: each line of stdin (bytes up to, not including, `\n`; a final line without `\n`
 //! counts; nothing else is stripped, so an empty line is a zero-length record) is appended in
-//! order. A record's sequence number is printed on its own line only once the record is
+//! order. A line longer than the log's maximum record size fails the command (exit 2) as soon
+//! as that much of it was read: no more of it is read, so memory stays bounded whatever the
+//! input (`aof2 append < /dev/zero`). A record's sequence number is printed on its own line only once the record is
 //! acknowledged under the log's durability: with `always`, only after an fdatasync covers it.
 //! With `always` the appends are pipelined: up to [`BATCH`] lines are appended without waiting,
 //! then one wait for durability covers them all. A batch also ends whenever stdin has no more
@@ -23,7 +25,7 @@
 //! after that), until every sealed segment is uploaded and the log's catalog lists it. The
 //! active segment's records reach Tier 2 only once it is sealed.
 
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::time::Duration;
 
 use aof2::{Aof, AofManager, Durability, ErrorKind};
@@ -65,6 +67,7 @@ pub fn run(args: &AppendArgs) -> Result<(), Failure> {
             let stdout = io::stdout();
             pump(
                 &log,
+                log_config(&args.options).max_record_bytes,
                 BufReader::with_capacity(64 * 1024, stdin.lock()),
                 &mut BufWriter::with_capacity(64 * 1024, stdout.lock()),
             )?;
@@ -120,9 +123,12 @@ fn wait_tier2(manager: &AofManager, log: &Aof) -> Result<(), Failure> {
     )))
 }
 
-/// Append every line of `input` to `log`, writing acknowledged sequence numbers to `out`.
-fn pump<R: io::Read, W: Write>(
+/// Append every line of `input` to `log`, writing acknowledged sequence numbers to `out`. A line
+/// is read up to `max_record_bytes` and its `\n`; one longer than that stops the command without
+/// reading the rest of it.
+fn pump<R: Read, W: Write>(
     log: &Aof,
+    max_record_bytes: u64,
     mut input: BufReader<R>,
     out: &mut W,
 ) -> Result<(), Failure> {
@@ -133,18 +139,26 @@ fn pump<R: io::Read, W: Write>(
     loop {
         line.clear();
         line_number += 1;
-        let step = match input.read_until(b'\n', &mut line) {
+        // A whole record and its newline, or one byte too many.
+        let step = match (&mut input)
+            .take(max_record_bytes + 1)
+            .read_until(b'\n', &mut line)
+        {
             Ok(0) => break,
             Ok(_) => {
                 if line.last() == Some(&b'\n') {
                     line.pop();
                 }
-                if pipelined {
-                    log.append_nowait(&line)
+                if line.len() as u64 > max_record_bytes {
+                    Err(Failure::usage(format!(
+                        "record longer than the maximum of {max_record_bytes} bytes for this log \
+                         (the rest of the line was not read)"
+                    )))
+                } else if pipelined {
+                    log.append_nowait(&line).map_err(Failure::from)
                 } else {
-                    log.append(&line)
+                    log.append(&line).map_err(Failure::from)
                 }
-                .map_err(Failure::from)
             }
             Err(e) => Err(Failure::environment(format!("read stdin: {e}"))),
         };
