@@ -486,6 +486,42 @@ fn verify_clean_log() {
 /// A zeroed page in the middle of the active segment's records is damage, not a torn tail:
 /// `verify` exits 3 and says which records were lost, and the next writable open (here
 /// `append`) warns and keeps the dropped bytes in quarantine before writing over them.
+/// A crash during a log's first open can leave its directories without a manifest: not a log,
+/// so `verify` and `inspect` of the root pass over it, and `cat` says it does not exist.
+#[test]
+fn a_log_directory_left_without_a_manifest_is_not_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    append(&root, "good", b"x\n", &[]);
+    let ghost = Path::new(&root).join("logs").join("ghost");
+    std::fs::create_dir_all(ghost.join("segments")).unwrap();
+    std::fs::create_dir_all(ghost.join("manifest")).unwrap();
+    let out = run(&["verify", "--root", &root], b"");
+    expect_status(&out, 0);
+    assert!(
+        !text(&out.stdout).contains("ghost"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&["inspect", "--root", &root, "--json"], b"");
+    expect_status(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["logs"].as_array().unwrap().len(), 1, "{doc}");
+    assert!(
+        doc["unreadable_logs"].as_array().unwrap().is_empty(),
+        "{doc}"
+    );
+    let out = run(&["cat", "--root", &root, "--log", "ghost"], b"");
+    expect_status(&out, 2);
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Appending creates it.
+    assert_eq!(append(&root, "ghost", b"y\n", &[]), vec![0]);
+}
+
 #[test]
 fn verify_and_append_report_records_lost_behind_a_zeroed_page() {
     let dir = tempfile::tempdir().unwrap();

@@ -388,25 +388,22 @@ impl AofManager {
         }
     }
 
-    /// Whether a log exists in this root.
+    /// Whether a log exists in this root: it has a manifest (or segment files without one,
+    /// which opening it reports as corruption). A crash during a log's first open can leave its
+    /// directories without either: nothing was ever appended there, so that is no log, and the
+    /// next writable open creates it afresh.
     pub fn log_exists(&self, name: &str) -> bool {
-        validate_log_name(name).is_ok()
-            && self
-                .root()
-                .join("logs")
-                .join(name)
-                .join("manifest")
-                .is_dir()
+        validate_log_name(name).is_ok() && crate::recovery::log_exists(self.root(), name)
     }
 
-    /// Names of the logs in this root, sorted.
+    /// Names of the logs in this root (those [`AofManager::log_exists`] finds), sorted.
     pub fn list_logs(&self) -> Result<Vec<String>> {
         let dir = self.root().join("logs");
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).context(|| format!("list {}", dir.display()))? {
             let entry = entry.context(|| format!("list {}", dir.display()))?;
             if let Some(name) = entry.file_name().to_str()
-                && validate_log_name(name).is_ok()
+                && self.log_exists(name)
             {
                 names.push(name.to_string());
             }

@@ -209,6 +209,10 @@ impl AofManager {
         }
         drop(manifest);
         let target = logs.join(name);
+        if target.exists() {
+            // Directories a crash during a first open left (`log_exists` said no log is there).
+            std::fs::remove_dir_all(&target).context(|| format!("remove {}", target.display()))?;
+        }
         std::fs::rename(&staging, &target)
             .context(|| format!("rename {} to {}", staging.display(), target.display()))?;
         sys::sync_dir(&logs)?;

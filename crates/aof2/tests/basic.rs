@@ -866,3 +866,51 @@ fn timestamps_do_not_go_back_across_a_reopen_into_a_new_segment() {
         m.close().unwrap();
     }
 }
+
+/// A crash during a log's first open can leave its directories without a manifest (it is
+/// written last, atomically). No record was ever appended there: that is not a log, for listing,
+/// for `log_exists`, for readers, and the next writable open creates it afresh.
+#[test]
+fn a_log_directory_without_its_manifest_is_not_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+        m.open_log("good", small(Durability::Always))
+            .unwrap()
+            .append(b"x")
+            .unwrap();
+        m.close().unwrap();
+    }
+    let ghost = dir.path().join("logs").join("ghost");
+    std::fs::create_dir_all(ghost.join("segments")).unwrap();
+    std::fs::create_dir_all(ghost.join("manifest")).unwrap();
+    // The manifest's temporary file, written but not yet renamed.
+    std::fs::write(
+        ghost.join("manifest").join("wal-0000000000000000.tmp"),
+        b"partial",
+    )
+    .unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    assert_eq!(m.list_logs().unwrap(), vec!["good".to_string()]);
+    assert!(m.log_exists("good"));
+    assert!(!m.log_exists("ghost"));
+    let err = m.open_log_read_only("ghost").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let log = m.open_log("ghost", small(Durability::Always)).unwrap();
+    assert_eq!(log.append(b"first").unwrap(), 0);
+    assert!(m.log_exists("ghost"));
+    assert_eq!(m.list_logs().unwrap(), vec!["ghost", "good"]);
+
+    // Segment files without a manifest are a damaged log, not a missing one.
+    let lost = dir.path().join("logs").join("lost");
+    std::fs::create_dir_all(lost.join("segments")).unwrap();
+    std::fs::write(
+        lost.join("segments").join("0000000000000000.seg"),
+        b"frames",
+    )
+    .unwrap();
+    assert!(m.log_exists("lost"));
+    assert_eq!(m.list_logs().unwrap(), vec!["ghost", "good", "lost"]);
+    let err = m.open_log_read_only("lost").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+}

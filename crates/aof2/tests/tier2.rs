@@ -306,6 +306,10 @@ fn restore_onto_an_empty_root_and_continue_appending() {
     };
 
     let b = tempfile::tempdir().unwrap();
+    // What a crash during a first open of the log there left: no log, nothing to keep.
+    for sub in ["segments", "manifest"] {
+        std::fs::create_dir_all(b.path().join("logs").join("events").join(sub)).unwrap();
+    }
     let mut take_over = t2.clone();
     take_over.take_over = true;
     let m = manager(b.path(), take_over);

@@ -117,6 +117,28 @@ pub(crate) fn log_dirs(root: &Path, name: &str) -> (PathBuf, PathBuf) {
     (dir.join("manifest"), dir.join("segments"))
 }
 
+/// Whether log `name` exists in `root`: it has a manifest, or segment files (a log whose manifest
+/// is gone, which opening reports as corruption). A crash during a log's first open can leave
+/// its directories without either; nothing was ever appended there, and a writable open creates
+/// the log afresh.
+pub(crate) fn log_exists(root: &Path, name: &str) -> bool {
+    let (manifest_dir, segment_dir) = log_dirs(root, name);
+    ManifestLog::exists(&manifest_dir) || has_segment_files(&segment_dir)
+}
+
+fn has_segment_files(segment_dir: &Path) -> bool {
+    std::fs::read_dir(segment_dir).is_ok_and(|mut entries| {
+        entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg")))
+    })
+}
+
+fn manifest_missing(manifest_dir: &Path) -> Error {
+    Error::corruption(
+        manifest_dir.display().to_string(),
+        "log has segment files but no manifest",
+    )
+}
+
 struct Unsealed {
     id: u64,
     path: PathBuf,
@@ -144,6 +166,9 @@ pub(crate) fn recover_log(
     let report = RecoveryReport::default();
     if read_only {
         if !ManifestLog::exists(&manifest_dir) {
+            if has_segment_files(&segment_dir) {
+                return Err(manifest_missing(&manifest_dir));
+            }
             return Err(Error::NotFound(format!("log {name:?}")));
         }
         let manifest = ManifestLog::open_read_only(&manifest_dir)?;
@@ -173,14 +198,8 @@ pub(crate) fn recover_log(
     let manifest = if let Some(m) = existing {
         m
     } else {
-        let has_segments = std::fs::read_dir(&segment_dir).is_ok_and(|mut entries| {
-            entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg")))
-        });
-        if has_segments {
-            return Err(Error::corruption(
-                manifest_dir.display().to_string(),
-                "log has segment files but no manifest",
-            ));
+        if has_segment_files(&segment_dir) {
+            return Err(manifest_missing(&manifest_dir));
         }
         std::fs::create_dir_all(&segment_dir)
             .context(|| format!("create {}", segment_dir.display()))?;
