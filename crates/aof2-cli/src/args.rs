@@ -169,9 +169,10 @@ pub struct CatArgs {
     /// Log to read (must exist).
     #[arg(long, value_name = "NAME")]
     pub log: String,
-    /// First sequence number to print.
-    #[arg(long, value_name = "SEQ", default_value_t = 0)]
-    pub from: u64,
+    /// First sequence number to print (default: the log's first record; retention may have
+    /// removed records below it, and asking for those is an error).
+    #[arg(long, value_name = "SEQ")]
+    pub from: Option<u64>,
     /// Print at most this many records.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,

@@ -333,6 +333,58 @@ fn cat_from_and_limit() {
     assert_eq!(cat(&["--limit", "0"]), "");
 }
 
+/// Retention (`Aof::truncate_before`) removes whole segments from the front: `cat` starts at the
+/// log's first record, and a `--from` below it is invalid input naming where the log starts.
+#[test]
+fn cat_starts_at_the_first_record_retention_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let first = {
+        let m = aof2::AofManager::open(aof2::ManagerConfig::new(&root)).unwrap();
+        let log = m
+            .open_log(
+                "kept",
+                aof2::LogConfig::default().with_segment_bytes(64 * 1024),
+            )
+            .unwrap();
+        for i in 0..3000u64 {
+            log.append(format!("r{i}").repeat(8).as_bytes()).unwrap();
+        }
+        assert!(m.wait_for_tier1(&log, std::time::Duration::from_secs(120)));
+        let first = log.truncate_before(1500).unwrap();
+        m.close().unwrap();
+        first
+    };
+    assert!(first > 0 && first <= 1500, "{first}");
+    let root = root.display().to_string();
+    let cat = |extra: &[&str]| {
+        let mut args = vec!["cat", "--root", &root, "--log", "kept", "--format", "json"];
+        args.extend_from_slice(extra);
+        run(&args, b"")
+    };
+    let seqs = |out: &Output| -> Vec<u64> {
+        text(&out.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let out = cat(&[]);
+    expect_status(&out, 0);
+    assert_eq!(seqs(&out), (first..3000).collect::<Vec<_>>());
+    let out = cat(&["--from", &(first + 1).to_string(), "--limit", "1"]);
+    expect_status(&out, 0);
+    assert_eq!(seqs(&out), vec![first + 1]);
+    let out = cat(&["--from", &(first - 1).to_string()]);
+    expect_status(&out, 2);
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("starts at record {first}")), "{err}");
+}
+
 #[test]
 fn cat_missing_log_or_root_is_invalid_input() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,8 @@
 //!
 //! Contract: never creates a root, a log or a store (a missing one is exit 2) and changes nothing
 //! on disk (the log is opened read-only). Prints the visible records
-//! from `--from`, at most `--limit` of them, in sequence order. `raw`: each payload's bytes
+//! from `--from` (default: the log's first record, which retention may have moved past 0; a
+//! `--from` below it is exit 2), at most `--limit` of them, in sequence order. `raw`: each payload's bytes
 //! exactly, then `\n`. `json`: one object per line,
 //! `{"seq":S,"timestamp_ms":T,"len":L,"payload_base64":"..."}` (standard alphabet, padded).
 //! A read error (for example a quarantined segment, exit 3) stops the output after flushing what
@@ -45,12 +46,26 @@ pub fn run(args: &CatArgs) -> Result<(), Failure> {
     let result = require_log(&manager, &args.log).and_then(|()| {
         let log = manager.open_log_read_only(&args.log)?;
         crate::open::warn_recovery(&manager, &args.log);
-        let records = log.reader(args.from).take(limit(args));
+        let from = start(args.from, log.first_seq(), &args.log)?;
+        let records = log.reader(from).take(limit(args));
         with_stdout(|out| print(records, args.format, out))
     });
     let closed = manager.close();
     result?;
     Ok(closed?)
+}
+
+/// The first sequence to print: `--from`, or the log's first record (`first_seq`). Records
+/// below `first_seq` were removed by retention: asking for them is invalid input.
+fn start(from: Option<u64>, first_seq: u64, log: &str) -> Result<u64, Failure> {
+    match from {
+        None => Ok(first_seq),
+        Some(from) if from < first_seq => Err(Failure::usage(format!(
+            "--from {from}: log {log:?} starts at record {first_seq} (retention removed the \
+             records before it)"
+        ))),
+        Some(from) => Ok(from),
+    }
 }
 
 fn limit(args: &CatArgs) -> usize {
@@ -77,11 +92,12 @@ fn run_remote(args: &CatArgs) -> Result<(), Failure> {
         ErrorKind::NotFound => Failure::usage(e.to_string()),
         _ => Failure::from(e),
     })?;
+    let from = start(args.from, reader.first_seq(), &args.log)?;
     if !args.follow {
-        let records = reader.iter_from(args.from).take(limit(args));
+        let records = reader.iter_from(from).take(limit(args));
         return with_stdout(|out| print(records, args.format, out));
     }
-    let mut records = reader.iter_from(args.from);
+    let mut records = reader.iter_from(from);
     let poll = Duration::from_millis(args.poll_ms);
     with_stdout(|out| {
         let mut left = args.limit.unwrap_or(u64::MAX);
