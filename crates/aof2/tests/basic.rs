@@ -913,4 +913,17 @@ fn a_log_directory_without_its_manifest_is_not_a_log() {
     assert_eq!(m.list_logs().unwrap(), vec!["ghost", "good", "lost"]);
     let err = m.open_log_read_only("lost").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+    // So are Tier 1 files alone (every sealed segment had left Tier 0): never taken for left-overs
+    // of a first open, which a restore may delete.
+    let cold = dir.path().join("logs").join("cold");
+    std::fs::create_dir_all(cold.join("segments")).unwrap();
+    std::fs::create_dir_all(cold.join("tier1")).unwrap();
+    std::fs::write(cold.join("tier1").join("0000000000000000.t1"), b"zstd").unwrap();
+    assert!(m.log_exists("cold"));
+    for err in [
+        m.open_log_read_only("cold").unwrap_err(),
+        m.open_log("cold", small(Durability::Always)).unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+    }
 }

@@ -4,14 +4,14 @@
 //! counts; nothing else is stripped, so an empty line is a zero-length record) is appended in
 //! order. A line longer than the log's maximum record size fails the command (exit 2) as soon
 //! as that much of it was read: no more of it is read, so memory stays bounded whatever the
-//! input (`aof2 append < /dev/zero`). A record's sequence number is printed on its own line only once the record is
-//! acknowledged under the log's durability: with `always`, only after an fdatasync covers it.
-//! With `always` the appends are pipelined: up to [`BATCH`] lines are appended without waiting,
-//! then one wait for durability covers them all. A batch also ends whenever stdin has no more
-//! buffered input, so interactive input is acknowledged line by line. If appending fails, the
-//! records appended before the failure are still acknowledged and printed, then the error is
-//! reported. Unlike `cat`, a closed stdout is an error (exit 4): the caller did not learn every
-//! sequence number.
+//! input (`aof2 append < /dev/zero`). A record's sequence number is printed on its own line
+//! only once the record is acknowledged under the log's durability: with `always`, only after
+//! an fdatasync covers it. With `always` the appends are pipelined: up to [`BATCH`] lines are
+//! appended without waiting, then one wait for durability covers them all. A batch also ends
+//! whenever stdin has no more buffered input, so interactive input is acknowledged line by line.
+//! If appending fails, the records appended before the failure are still acknowledged and
+//! printed, then the error is reported. Unlike `cat`, a closed stdout is an error (exit 4): the
+//! caller did not learn every sequence number.
 //!
 //! Sealed segments are compressed into Tier 1 in the background; closing does not wait for it
 //! (an interrupted compression resumes at the next writable open). With `--wait-tier1`, after a

@@ -2,10 +2,9 @@
 //! Tier 2 alone.
 //!
 //! Contract: never creates a root, a log or a store (a missing one is exit 2) and changes nothing
-//! on disk (the log is opened read-only). Prints the visible records
-//! from `--from` (default: the log's first record, which retention may have moved past 0; a
-//! `--from` below it is exit 2), at most `--limit` of them, in sequence order. `raw`: each payload's bytes
-//! exactly, then `\n`. `json`: one object per line,
+//! on disk (the log is opened read-only). Prints the visible records from `--from` (default: the
+//! log's first record, which retention may have moved past 0; a `--from` below it is exit 2), at
+//! most `--limit` of them, in sequence order. `raw`: each payload's bytes exactly, then `\n`. `json`: one object per line,
 //! `{"seq":S,"timestamp_ms":T,"len":L,"payload_base64":"..."}` (standard alphabet, padded).
 //! A read error (for example a quarantined segment, exit 3) stops the output after flushing what
 //! was printed. A closed stdout (`aof2 cat | head`) stops quietly with exit 0.

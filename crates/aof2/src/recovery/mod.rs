@@ -117,8 +117,8 @@ pub(crate) fn log_dirs(root: &Path, name: &str) -> (PathBuf, PathBuf) {
     (dir.join("manifest"), dir.join("segments"))
 }
 
-/// Whether log `name` exists in `root`: it has a manifest, or segment files (a log whose manifest
-/// is gone, which opening reports as corruption). A crash during a log's first open can leave
+/// Whether log `name` exists in `root`: it has a manifest, or segment or Tier 1 files (a log
+/// whose manifest is gone, which opening reports as corruption). A crash during a log's first open can leave
 /// its directories without either; nothing was ever appended there, and a writable open creates
 /// the log afresh.
 pub(crate) fn log_exists(root: &Path, name: &str) -> bool {
@@ -126,16 +126,21 @@ pub(crate) fn log_exists(root: &Path, name: &str) -> bool {
     ManifestLog::exists(&manifest_dir) || has_segment_files(&segment_dir)
 }
 
+/// Whether the log holds data files: segment files, or Tier 1 files (a log whose every sealed
+/// segment left Tier 0).
 fn has_segment_files(segment_dir: &Path) -> bool {
-    std::fs::read_dir(segment_dir).is_ok_and(|mut entries| {
-        entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg")))
-    })
+    let holds = |dir: &Path, suffix: &str| {
+        std::fs::read_dir(dir).is_ok_and(|mut entries| {
+            entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(suffix)))
+        })
+    };
+    holds(segment_dir, ".seg") || holds(&segment_dir.with_file_name("tier1"), ".t1")
 }
 
 fn manifest_missing(manifest_dir: &Path) -> Error {
     Error::corruption(
         manifest_dir.display().to_string(),
-        "log has segment files but no manifest",
+        "log has segment or Tier 1 files but no manifest",
     )
 }
 
