@@ -884,3 +884,102 @@ fn a_damaged_writer_claim_fails_the_open() {
     assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
     assert!(err.to_string().contains("writer claim"), "{err}");
 }
+
+/// A segment object cut short behind aof2's back (a bad copy, a damaged disk under a `file://`
+/// store), read while Tier 2 is its only copy: a typed `Corruption` naming the object, as for a
+/// flipped byte in it. The store answers such a read at once (a range past the end of an object
+/// is refused, HTTP 416), which used to be taken for an outage: every read retried five times,
+/// failed with `Unavailable` (`aof2 cat` exit 4, "retry later"), and opened the circuit breaker,
+/// so one damaged object stopped every upload and Tier 2 read for a while.
+#[test]
+fn a_truncated_tier2_object_is_corruption_not_an_outage() {
+    let server = S3Server::start();
+    let s3 = server.bucket(&unique_bucket("cut"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // Half the object: its header reads, its footer lies past the end.
+    let truncate_file = |key: &str| {
+        let path = store.join(key);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    };
+    let truncate_object = |key: &str| {
+        let mut bytes = server.object_bytes(s3.bucket_name(), key).unwrap();
+        bytes.truncate(bytes.len() / 2);
+        server.put_object(s3.bucket_name(), key, bytes);
+    };
+    type Truncate<'a> = &'a dyn Fn(&str);
+    let stores: [(&str, Tier2Config, Truncate); 2] = [
+        ("file", file_tier2(&store), &truncate_file),
+        ("s3", tier2_config(&s3), &truncate_object),
+    ];
+    for (kind, t2, truncate) in stores {
+        let root = dir.path().join(kind);
+        let m = manager(&root, t2);
+        let log = m.open_log("cut", log_config()).unwrap();
+        append_all(&log, 0..600);
+        log.seal().unwrap();
+        assert!(m.wait_for_tier2(&log, WAIT), "{kind}: uploads finish");
+        m.evict_tier0(&log).unwrap();
+        m.evict_tier1(&log).unwrap();
+        let segments: Vec<aof2::SegmentInfo> = m
+            .log_info(&log)
+            .segments
+            .into_iter()
+            .filter(|s| s.state != aof2::SegmentState::Active)
+            .collect();
+        assert!(segments.len() >= 2, "{kind}: {segments:?}");
+        assert!(
+            segments.iter().all(|s| s.tiers() == "2"),
+            "{kind}: {segments:?}"
+        );
+        let key = format!(
+            "aof2/logs/cut/{:032x}/{:016x}-",
+            m.log_info(&log).log_id,
+            segments[0].id
+        );
+        let key = match kind {
+            "file" => walk_keys(&store)
+                .into_iter()
+                .find(|k| k.starts_with(&key))
+                .unwrap(),
+            _ => server
+                .list_keys(s3.bucket_name(), &key)
+                .into_iter()
+                .next()
+                .unwrap(),
+        };
+        truncate(&key);
+
+        let e = log.read(0).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corruption, "{kind}: {e}");
+        assert!(e.to_string().contains(&key), "{kind}: {e}");
+        let stats = m.tier_stats().tier2.unwrap();
+        assert_eq!(stats.breaker, "closed", "{kind}: {stats:?}");
+        let last = segments.last().unwrap();
+        assert_eq!(
+            log.read(last.base_seq).unwrap().payload(),
+            payload(last.base_seq),
+            "{kind}: other segments read on"
+        );
+        m.close().unwrap();
+    }
+}
+
+/// Every file under `dir`, as a `/`-separated path relative to it.
+fn walk_keys(dir: &std::path::Path) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap();
+                keys.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    keys
+}

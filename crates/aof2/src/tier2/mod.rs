@@ -567,21 +567,22 @@ impl Tier2 {
         let path = ObjectPath::from(key);
         let want = range.end - range.start;
         let r = range.clone();
-        // `Err(size)`: the object ends before the range does.
         let got = self.call("GET range of", key, self.timeout(), move |store| {
             let path = path.clone();
             let r = r.clone();
             async move {
                 match store.get_range(&path, r.clone()).await {
-                    Ok(bytes) => Ok(Ok(bytes.to_vec())),
-                    // A range that starts past the end is refused (S3: 416) with an error that
-                    // object_store does not tell apart from a failing server: ask for the size,
-                    // so a short object is reported as such, not retried as an outage (which
-                    // would open the breaker for every other request).
-                    Err(e @ object_store::Error::Generic { .. }) => match store.head(&path).await {
-                        Ok(meta) if meta.size < r.end => Ok(Err(meta.size)),
-                        _ => Err(e),
-                    },
+                    Ok(bytes) => Ok(Ranged::Bytes(bytes.to_vec())),
+                    // A range that starts past the end of the object is refused (HTTP 416, a
+                    // local store's "invalid range"), not answered short. If the object does end
+                    // before the range, the store has answered: the object was cut short. Not a
+                    // failed request to retry (nor one that opens the breaker).
+                    Err(e) if !matches!(e, object_store::Error::NotFound { .. }) => {
+                        match store.head(&path).await {
+                            Ok(meta) if meta.size < r.end => Ok(Ranged::PastEnd(meta.size)),
+                            _ => Err(e),
+                        }
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -589,19 +590,19 @@ impl Tier2 {
         self.counters.ranged_gets.fetch_add(1, Ordering::Relaxed);
         let at = || format!("{}/{key} bytes {}..{}", self.url, range.start, range.end);
         match got {
-            Ok(Ok(bytes)) if bytes.len() as u64 == want => {
+            Ok(Ranged::Bytes(bytes)) if bytes.len() as u64 == want => {
                 self.counters
                     .download_bytes
                     .fetch_add(want, Ordering::Relaxed);
                 Ok(bytes)
             }
-            Ok(Ok(bytes)) => Err(Error::corruption(
+            Ok(Ranged::Bytes(bytes)) => Err(Error::corruption(
                 at(),
                 format!("the store returned {} bytes", bytes.len()),
             )),
-            Ok(Err(size)) => Err(Error::corruption(
+            Ok(Ranged::PastEnd(size)) => Err(Error::corruption(
                 at(),
-                format!("the object is only {size} bytes"),
+                format!("the object is {size} bytes: it ends before the range"),
             )),
             Err(_) => Err(Error::NotFound(format!(
                 "Tier 2 object {key} in {} (a segment the manifest says is there)",
@@ -1009,6 +1010,13 @@ impl AsRef<[u8]> for MappedFile {
             .slice(0, self.len)
             .expect("the mapping covers the file")
     }
+}
+
+/// What a ranged GET found.
+enum Ranged {
+    Bytes(Vec<u8>),
+    /// The store refused the range, and the object (this many bytes) ends before it.
+    PastEnd(u64),
 }
 
 /// A segment's Tier 1 file in Tier 2, read with ranged GETs.
