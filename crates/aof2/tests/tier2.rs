@@ -983,3 +983,63 @@ fn walk_keys(dir: &std::path::Path) -> Vec<String> {
     }
     keys
 }
+
+/// A segment held in Tier 1 and Tier 2 whose local Tier 1 file is damaged inside a frame
+/// (damage the open's header, footer and index checks cannot see): reads of that frame come
+/// from the Tier 2 copy, as reads of a damaged Tier 0 copy come from Tier 1; `verify` still
+/// reports the damaged file. They used to fail with `Corruption` (`aof2 cat` stopped there with
+/// exit 3), at every open, although Tier 2 held a verified copy.
+#[test]
+fn a_damaged_tier1_frame_is_read_from_tier2() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let t2 = file_tier2(&dir.path().join("store"));
+    let segments = {
+        let m = manager(&root, t2.clone());
+        let log = m.open_log("frames", log_config()).unwrap();
+        append_all(&log, 0..600);
+        log.seal().unwrap();
+        assert!(m.wait_for_tier2(&log, WAIT), "uploads finish");
+        m.evict_tier0(&log).unwrap();
+        let segments: Vec<aof2::SegmentInfo> = m
+            .log_info(&log)
+            .segments
+            .into_iter()
+            .filter(|s| s.state != aof2::SegmentState::Active)
+            .collect();
+        assert!(segments.iter().all(|s| s.tiers() == "1+2"), "{segments:?}");
+        m.close().unwrap();
+        segments
+    };
+    // A byte inside the first zstd frame of segment 0's Tier 1 file (frames start at 192).
+    let t1 = root.join(format!("logs/frames/tier1/{:016x}.t1", segments[0].id));
+    let mut bytes = std::fs::read(&t1).unwrap();
+    bytes[192 + 40] ^= 0x10;
+    std::fs::write(&t1, &bytes).unwrap();
+
+    let m = manager(&root, t2);
+    let log = m.open_log("frames", log_config()).unwrap();
+    match log.read(3) {
+        Ok(r) => assert_eq!(r.payload(), payload(3)),
+        Err(e) => panic!("seq 3 unreadable although Tier 2 holds it: {e}"),
+    }
+    let mut n = 0;
+    for (i, r) in log.reader(0).enumerate() {
+        match r {
+            Ok(r) => assert_eq!(r.payload(), payload(i as u64), "seq {i}"),
+            Err(e) => panic!("seq {i} unreadable although Tier 2 holds it: {e}"),
+        }
+        n += 1;
+    }
+    assert_eq!(n, 600);
+    let verify = m.verify_log(&log);
+    assert!(
+        verify
+            .problems
+            .iter()
+            .any(|p| p.segment_id == segments[0].id),
+        "verify still names the damaged Tier 1 file: {:?}",
+        verify.problems
+    );
+    m.close().unwrap();
+}

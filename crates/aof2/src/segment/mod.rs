@@ -571,11 +571,13 @@ impl Segment {
     }
 
     /// Locate the frame of `seq` in the Tier 1 copy (also the fallback when the Tier 0 copy
-    /// fails a checksum).
+    /// fails a checksum). A local Tier 1 frame that fails its checks is read from the Tier 2
+    /// copy, if there is one (the open checks only a Tier 1 file's header, footer and index).
     pub fn locate_tier1(&self, seq: u64) -> Result<Position> {
         let mut retried = false;
+        let mut local_damaged = false;
         let (tier1, frame, base, count, bytes) = loop {
-            let local = self.tier1();
+            let local = if local_damaged { None } else { self.tier1() };
             let tier1 = match (&local, self.tier2()) {
                 (Some(t1), _) => t1.clone(),
                 (None, Some(t2)) => t2.segment()?,
@@ -599,9 +601,17 @@ impl Segment {
                 Err(e)
                     if !retried
                         && e.kind() == crate::ErrorKind::NotFound
-                        && local.is_some_and(|t1| !self.tier1_is(&t1)) =>
+                        && local.as_ref().is_some_and(|t1| !self.tier1_is(t1)) =>
                 {
                     retried = true;
+                }
+                Err(e)
+                    if e.kind() == crate::ErrorKind::Corruption
+                        && local.is_some()
+                        && self.tier2().is_some() =>
+                {
+                    tracing::error!(segment = self.id, seq, error = %e, "Tier 1 copy is damaged; reading from Tier 2");
+                    local_damaged = true;
                 }
                 Err(e) => return Err(e),
             }
