@@ -58,6 +58,15 @@ fn append_all(log: &aof2::Aof, range: std::ops::Range<u64>) {
 }
 
 /// Append, wait for Tier 2, seal what is active by reopening, and drop local copies.
+/// The log's segments other than the active one.
+fn sealed_segments(m: &AofManager, log: &aof2::Aof) -> Vec<aof2::SegmentInfo> {
+    m.log_info(log)
+        .segments
+        .into_iter()
+        .filter(|s| s.state != aof2::SegmentState::Active)
+        .collect()
+}
+
 fn write_log(root: &std::path::Path, t2: &Tier2Config, name: &str, records: u64) {
     let m = manager(root, t2.clone());
     let log = m.open_log(name, log_config()).unwrap();
@@ -76,12 +85,7 @@ fn segments_are_uploaded_evicted_and_read_back_from_tier2() {
     let log = m.open_log("orders", log_config()).unwrap();
     append_all(&log, 0..3000);
     assert!(m.wait_for_tier2(&log, WAIT));
-    let sealed = m
-        .log_info(&log)
-        .segments
-        .iter()
-        .filter(|s| s.state != aof2::SegmentState::Active)
-        .count();
+    let sealed = sealed_segments(&m, &log).len();
     assert!(sealed >= 10, "{sealed} sealed segments");
     let stats = m.tier_stats().tier2.unwrap();
     assert!(stats.segments_uploaded >= sealed as u64, "{stats:?}");
@@ -596,11 +600,8 @@ fn fault_hung_requests_time_out_and_missing_objects_are_reported() {
     let e = log.read(0).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(e.to_string().contains(&keys[0]), "{e}");
-    let last_sealed = m
-        .log_info(&log)
-        .segments
+    let last_sealed = sealed_segments(&m, &log)
         .iter()
-        .filter(|s| s.state != aof2::SegmentState::Active)
         .map(|s| s.end_seq)
         .max()
         .unwrap();
@@ -922,12 +923,7 @@ fn a_truncated_tier2_object_is_corruption_not_an_outage() {
         assert!(m.wait_for_tier2(&log, WAIT), "{kind}: uploads finish");
         m.evict_tier0(&log).unwrap();
         m.evict_tier1(&log).unwrap();
-        let segments: Vec<aof2::SegmentInfo> = m
-            .log_info(&log)
-            .segments
-            .into_iter()
-            .filter(|s| s.state != aof2::SegmentState::Active)
-            .collect();
+        let segments = sealed_segments(&m, &log);
         assert!(segments.len() >= 2, "{kind}: {segments:?}");
         assert!(
             segments.iter().all(|s| s.tiers() == "2"),
@@ -1001,12 +997,7 @@ fn a_damaged_tier1_frame_is_read_from_tier2() {
         log.seal().unwrap();
         assert!(m.wait_for_tier2(&log, WAIT), "uploads finish");
         m.evict_tier0(&log).unwrap();
-        let segments: Vec<aof2::SegmentInfo> = m
-            .log_info(&log)
-            .segments
-            .into_iter()
-            .filter(|s| s.state != aof2::SegmentState::Active)
-            .collect();
+        let segments = sealed_segments(&m, &log);
         assert!(segments.iter().all(|s| s.tiers() == "1+2"), "{segments:?}");
         m.close().unwrap();
         segments
