@@ -135,6 +135,8 @@ pub(crate) struct LogShared {
     read_only: bool,
     /// Tier 2 writer claim; a fenced claim refuses appends.
     claim: std::sync::OnceLock<Arc<crate::tier2::LogClaim>>,
+    /// The manager's open logs, which this log leaves once closed ([`LogShared::forget`]).
+    open_logs: std::sync::Weak<crate::manager::OpenLogs>,
 }
 
 impl std::fmt::Debug for LogShared {
@@ -181,6 +183,7 @@ impl LogShared {
         workers: Arc<FlushManager>,
         tiering: Arc<Tiering>,
         sync_fault: Option<SyncFault>,
+        open_logs: std::sync::Weak<crate::manager::OpenLogs>,
     ) -> Arc<Self> {
         let next = rec.next_seq;
         let durable = rec.durable_seq.min(next);
@@ -243,6 +246,7 @@ impl LogShared {
             tiering,
             sync_fault,
             claim: std::sync::OnceLock::new(),
+            open_logs,
         })
     }
 
@@ -1199,6 +1203,30 @@ impl LogShared {
         result
     }
 
+    /// Leave the manager's open logs (after a clean [`LogShared::close`]), unless a reopen
+    /// already put a new instance there: the manager no longer keeps this instance, its segment
+    /// files and mappings alive. An open holding the map (it may be waiting for this very close)
+    /// is not waited for: it drops closed instances itself ([`LogShared::closed_cleanly`]).
+    fn forget(&self) {
+        let Some(open_logs) = self.open_logs.upgrade() else {
+            return;
+        };
+        let Some(mut open_logs) = open_logs.try_lock() else {
+            return;
+        };
+        if open_logs
+            .get(&*self.name)
+            .is_some_and(|l| std::ptr::eq(Arc::as_ptr(l), self))
+        {
+            open_logs.remove(&*self.name);
+        }
+    }
+
+    /// Whether a close has finished, without an error (a close still running holds `closing`).
+    pub(crate) fn closed_cleanly(&self) -> bool {
+        matches!(self.closing.try_lock().as_deref(), Some(Some(None)))
+    }
+
     /// Register a background task on this log; `None` once the log is closing.
     pub(crate) fn enter_background(&self) -> Option<BackgroundGuard<'_>> {
         let mut n = self.background.lock();
@@ -1586,6 +1614,11 @@ impl Aof {
     /// `Interval` or `None` log may have failed after acknowledging records). A call while
     /// another thread is closing the log waits for it and returns its outcome.
     pub fn close(&self) -> Result<()> {
-        self.shared.close()
+        let result = self.shared.close();
+        if result.is_ok() {
+            // A log closed with an error stays known, so that the manager's close reports it too.
+            self.shared.forget();
+        }
+        result
     }
 }

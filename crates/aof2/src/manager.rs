@@ -147,11 +147,17 @@ struct ManagerInner {
     _lock: File,
     workers: Arc<FlushManager>,
     tiering: Arc<Tiering>,
-    logs: Mutex<HashMap<String, Arc<LogShared>>>,
+    logs: Arc<OpenLogs>,
     reports: Mutex<HashMap<String, RecoveryReport>>,
     sync_fault: Mutex<Option<SyncFault>>,
     closed: std::sync::atomic::AtomicBool,
 }
+
+/// The open logs of a manager, by name. A log leaves it when [`Aof::close`] closes it cleanly
+/// (or with the manager): a closed log keeps no descriptor or mapping alive for a manager that
+/// runs on while other logs come and go. A log closed with an error stays, so that the
+/// manager's close reports the error too.
+pub(crate) type OpenLogs = Mutex<HashMap<String, Arc<LogShared>>>;
 
 /// How long opening a log waits for its Tier 2 writer claim.
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -211,7 +217,7 @@ impl AofManager {
                 _lock: lock,
                 workers,
                 tiering,
-                logs: Mutex::new(HashMap::new()),
+                logs: Arc::new(Mutex::new(HashMap::new())),
                 reports: Mutex::new(HashMap::new()),
                 sync_fault: Mutex::new(None),
                 closed: std::sync::atomic::AtomicBool::new(false),
@@ -272,6 +278,8 @@ impl AofManager {
         if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::Closed("manager".into()));
         }
+        // Logs closed meanwhile whose `Aof::close` found the map busy (see `OpenLogs`).
+        logs.retain(|_, l| !l.closed_cleanly());
         if let Some(shared) = logs.get(name)
             && shared.is_closed()
         {
@@ -306,6 +314,7 @@ impl AofManager {
             self.inner.workers.clone(),
             self.inner.tiering.clone(),
             self.inner.sync_fault.lock().clone(),
+            Arc::downgrade(&self.inner.logs),
         );
         if let Some(tier2) = &self.inner.tiering.tier2
             && !read_only
