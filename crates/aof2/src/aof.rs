@@ -1414,7 +1414,10 @@ impl LogShared {
                 self.name
             )));
         }
-        let segment = self.segments.read().find(seq).cloned().ok_or_else(|| {
+        // The index is released before the error asks for the first sequence: taking its read
+        // lock twice deadlocks with a roll waiting for the write lock in between.
+        let found = self.segments.read().find(seq).cloned();
+        let segment = found.ok_or_else(|| {
             Error::NotFound(format!(
                 "log {:?} has no record {seq}: retention removed records below {}",
                 self.name,

@@ -377,3 +377,63 @@ fn files_of_segments_retired_before_a_crash_are_deleted_after_the_next_open() {
     assert!(m.verify_log(&log).problems.is_empty());
     m.close().unwrap();
 }
+
+/// A read of a retired record while the log rolls segments: `read` looked up the segment under
+/// the segment index's read lock and, finding none, asked for the log's first sequence (the same
+/// read lock again) to word its `NotFound`. A roll waiting for the write lock in between blocks
+/// new readers, so the reader waited for the roll and the roll for the reader: the reader, the
+/// appender and every later append hung (seen as a hang of
+/// `retention_racing_reads_and_verify_reports_nothing_false`).
+#[test]
+fn reads_of_retired_records_racing_rollover_do_not_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let log = m.open_log(NAME, log_config()).unwrap();
+    for seq in 0..100 {
+        log.append(&payload(seq)).unwrap();
+    }
+    log.seal().unwrap();
+    log.append(&payload(100)).unwrap();
+    assert!(m.wait_for_tier1(&log, Duration::from_secs(30)));
+    assert_eq!(log.truncate_before(100).unwrap(), 100);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (log, stop) = (log.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let err = log.read(7).unwrap_err();
+                    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+                }
+            })
+        })
+        .collect();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for seq in 101..400 {
+                log.append(&payload(seq)).unwrap();
+                log.seal().unwrap();
+            }
+            done_tx.send(()).unwrap();
+        })
+    };
+    // A hang detector, not a time limit on the work: 300 appends and seals take well under a
+    // second when nothing deadlocks.
+    if done_rx.recv_timeout(Duration::from_secs(120)).is_err() {
+        // Closing the deadlocked log would hang too.
+        std::mem::forget((m, log));
+        panic!(
+            "appends and seals hung while readers read a retired record (reader and roll \
+             deadlocked on the segment index)"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+    m.close().unwrap();
+}
