@@ -135,6 +135,9 @@ pub(crate) struct LogShared {
     read_only: bool,
     /// Tier 2 writer claim; a fenced claim refuses appends.
     claim: std::sync::OnceLock<Arc<crate::tier2::LogClaim>>,
+    /// The TieredCoordinator counted this log's Tier 1 files (`Tiering::register`): its close
+    /// takes them off again. An open refused before that (a Tier 2 claim) counted nothing.
+    pub(crate) tier1_counted: AtomicBool,
     /// The manager's open logs, which this log leaves once closed ([`LogShared::forget`]).
     open_logs: std::sync::Weak<crate::manager::OpenLogs>,
 }
@@ -246,6 +249,7 @@ impl LogShared {
             tiering,
             sync_fault,
             claim: std::sync::OnceLock::new(),
+            tier1_counted: AtomicBool::new(false),
             open_logs,
         })
     }
@@ -1193,7 +1197,7 @@ impl LogShared {
         if let Some(active) = self.write.lock().active.as_ref() {
             active.segment.release_lease();
         }
-        if !self.read_only {
+        if self.tier1_counted.load(Ordering::Acquire) {
             self.tiering.forget_tier1(tier1_bytes);
         }
         // Every task of this instance has finished; a reopen may own these files next.

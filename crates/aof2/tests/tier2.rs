@@ -1034,3 +1034,33 @@ fn a_damaged_tier1_frame_is_read_from_tier2() {
     );
     m.close().unwrap();
 }
+
+/// An open refused by its Tier 2 claim (here a damaged claim object) counted none of the log's
+/// Tier 1 files, so it must not take them off the manager's Tier 1 count either: it used to, and
+/// the count of the logs still open fell below what their files hold (a Tier 1 budget then
+/// overrun without a word).
+#[test]
+fn a_refused_open_leaves_the_tier1_count_of_other_logs() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("refused-count"));
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), &tier2_config(&target), "kept", 1500);
+    write_log(dir.path(), &tier2_config(&target), "refused", 1500);
+    let claim = server
+        .list_keys(target.bucket_name(), "")
+        .into_iter()
+        .filter(|k| k.contains("/logs/refused/") && k.contains("/writer/"))
+        .max()
+        .expect("a writer claim");
+    server.put_object(target.bucket_name(), &claim, b"not a claim".to_vec());
+
+    let m = manager(dir.path(), tier2_config(&target));
+    let kept = m.open_log("kept", log_config()).unwrap();
+    let counted = m.tier_stats().tier1_used_bytes;
+    assert!(counted > 0, "the kept log has Tier 1 files");
+    let err = m.open_log("refused", log_config()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+    assert_eq!(m.tier_stats().tier1_used_bytes, counted);
+    kept.close().unwrap();
+    assert_eq!(m.tier_stats().tier1_used_bytes, 0);
+}

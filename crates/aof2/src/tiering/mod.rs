@@ -502,6 +502,7 @@ impl Tiering {
         // Pending work from the manifest: compressions of sealed segments no colder tier holds,
         // uploads of Tier 1 copies Tier 2 does not hold yet.
         let segments: Vec<Arc<Segment>> = log.segments.read().iter().cloned().collect();
+        log.tier1_counted.store(true, Ordering::Release);
         for segment in segments {
             if let Some(t1) = segment.tier1() {
                 self.tier1_used
