@@ -337,8 +337,8 @@ impl AofManager {
     /// Claim the log's writer epoch in Tier 2 and publish its catalog. A claim held by another
     /// root fails the open with `Error::Fenced`, a store that holds none although the log has
     /// segments in Tier 2 with `InvalidConfig` (another store or prefix), a damaged claim object
-    /// with `Corruption`; an unreachable store does not (local tiers keep serving; the uploader claims before its first upload, and
-    /// fences the log if it lost).
+    /// with `Corruption`; an unreachable store does not (local tiers keep serving; the uploader
+    /// claims before its first upload, and fences the log if it lost).
     fn claim_tier2(&self, tier2: &Arc<crate::tier2::Tier2>, shared: &Arc<LogShared>) -> Result<()> {
         let in_tier2 = {
             let manifest = shared.manifest.lock();
@@ -397,8 +397,8 @@ impl AofManager {
         }
     }
 
-    /// Whether a log exists in this root: it has a manifest (or segment files without one,
-    /// which opening it reports as corruption). A crash during a log's first open can leave its
+    /// Whether a log exists in this root: it has a manifest (or segment or Tier 1 files without
+    /// one, which opening it reports as corruption). A crash during a log's first open can leave its
     /// directories without either: nothing was ever appended there, so that is no log, and the
     /// next writable open creates it afresh.
     pub fn log_exists(&self, name: &str) -> bool {
