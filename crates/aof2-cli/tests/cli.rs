@@ -11,15 +11,20 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aof2");
 
-/// Run `aof2 args...` with `stdin` as its input.
-fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
+/// Start `aof2 args...` with its stdin, stdout and stderr piped.
+fn spawn(args: &[&str]) -> std::process::Child {
+    Command::new(BIN)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn aof2");
+        .expect("spawn aof2")
+}
+
+/// Run `aof2 args...` with `stdin` as its input.
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = spawn(args);
     let mut input = child.stdin.take().expect("stdin");
     let data = stdin.to_vec();
     let feeder = std::thread::spawn(move || {
@@ -120,13 +125,7 @@ fn append_acknowledges_each_line_before_end_of_input() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let root = root_arg(dir.path());
-    let mut child = Command::new(BIN)
-        .args(["append", "--root", &root, "--log", "live"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&["append", "--root", &root, "--log", "live"]);
     let mut input = child.stdin.take().unwrap();
     let mut acks = std::io::BufReader::new(child.stdout.take().unwrap());
     for expected in 0..3 {
@@ -181,23 +180,17 @@ fn append_reads_no_more_of_an_oversized_line_than_the_maximum_record() {
     // record size, not buffer the whole line in memory first.
     let dir = tempfile::tempdir().unwrap();
     let root = root_arg(dir.path());
-    let mut child = Command::new(BIN)
-        .args([
-            "append",
-            "--root",
-            &root,
-            "--log",
-            "endless",
-            "--segment-bytes",
-            "64KiB",
-            "--tier2",
-            "none",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&[
+        "append",
+        "--root",
+        &root,
+        "--log",
+        "endless",
+        "--segment-bytes",
+        "64KiB",
+        "--tier2",
+        "none",
+    ]);
     let mut input = child.stdin.take().unwrap();
     input.write_all(b"first\n").unwrap();
     // Far more than one line may hold (64 KiB segments): aof2 stops reading long before the end,
