@@ -62,7 +62,7 @@ fn segment_of(
         s.tier2,
         cache.clone(),
     ));
-    let meta = tier2_sealed_meta(&s.tier2, &s.sealed)
+    let meta = tier2_sealed_meta(&s.tier2, &s.sealed, log_id)
         .map_err(|detail| Error::corruption(copy.key.clone(), detail))?;
     let segment = Segment::sealed(
         name.clone(),

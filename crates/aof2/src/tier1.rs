@@ -190,6 +190,7 @@ fn check_source(segment_bytes: &[u8], sealed: &SealedMeta, log_id: u128) -> Resu
         || header.segment_id != footer.segment_id
         || header.base_seq != footer.base_seq
         || header.log_id != log_id
+        || footer.log_id != log_id
     {
         return Err(corrupt(
             at,
@@ -795,7 +796,8 @@ impl Tier1File {
             .map_err(|e| format_error(path, tail_at, "segment footer copy", e))?;
         let tail_len =
             segment_footer.index_entries as u64 * INDEX_ENTRY_BYTES + SEGMENT_FOOTER_BYTES;
-        if segment_footer.segment_id != header.segment_id
+        if segment_footer.log_id != header.log_id
+            || segment_footer.segment_id != header.segment_id
             || segment_footer.base_seq != footer.base_seq
             || segment_footer.record_count != footer.record_count
             || segment_footer.records_end.checked_sub(SEGMENT_HEADER_BYTES)
@@ -1186,6 +1188,7 @@ mod tests {
             let index_bytes = encode_index(&index);
             let footer = SegmentFooter {
                 index_entries: index.len() as u32,
+                log_id,
                 segment_id: id,
                 base_seq,
                 record_count: seq - base_seq,
@@ -1675,6 +1678,7 @@ mod tests {
         };
         let footer = SegmentFooter {
             index_entries: 0,
+            log_id,
             segment_id: 9,
             base_seq: 1234,
             record_count: 0,

@@ -795,6 +795,7 @@ fn write_log_stamped(root: &std::path::Path, name: &str, records: u64, stamped_m
     let index_bytes = encode_index(&index);
     let footer = SegmentFooter {
         index_entries: 1,
+        log_id,
         segment_id: 0,
         base_seq: 0,
         record_count: records,

@@ -80,6 +80,7 @@ fn golden_encodings() {
     check("index-v1.bin", &index);
     let footer = SegmentFooter {
         index_entries: 1,
+        log_id: 0xfeed_beef,
         segment_id: 3,
         base_seq: 1000,
         record_count: 2,
@@ -137,6 +138,7 @@ fn golden_tier2_encodings() {
         level: 3,
     };
     let footer = SegmentFooter {
+        log_id: 0xfeed_beef,
         segment_id: 3,
         base_seq: 1000,
         record_count: 50,

@@ -400,9 +400,10 @@ proptest! {
     }
 
     #[test]
-    fn segment_footer_roundtrip(v: [u64; 7], index_entries: u32, index_crc: u32) {
+    fn segment_footer_roundtrip(v: [u64; 7], index_entries: u32, index_crc: u32, log_id: u128) {
         let f = SegmentFooter {
             index_entries,
+            log_id,
             segment_id: v[0],
             base_seq: v[1],
             // A footer's sequence range must fit in u64 (decode refuses one that does not).

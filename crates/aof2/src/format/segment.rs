@@ -205,6 +205,9 @@ pub fn decode_index(bytes: &[u8]) -> FormatResult<Vec<IndexEntry>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentFooter {
     pub index_entries: u32,
+    /// The log's identity, as in the segment header: a footer copied into Tier 1 or Tier 2
+    /// names the log it belongs to on its own.
+    pub log_id: u128,
     pub segment_id: u64,
     pub base_seq: u64,
     pub record_count: u64,
@@ -230,6 +233,7 @@ impl SegmentFooter {
         b[56..64].copy_from_slice(&self.last_timestamp_ms.to_le_bytes());
         b[64..72].copy_from_slice(&self.sealed_ms.to_le_bytes());
         b[72..76].copy_from_slice(&self.index_crc.to_le_bytes());
+        b[76..92].copy_from_slice(&self.log_id.to_le_bytes());
         seal_fixed(&mut b);
         b
     }
@@ -249,6 +253,7 @@ impl SegmentFooter {
             last_timestamp_ms: le_u64(bytes, 56),
             sealed_ms: le_u64(bytes, 64),
             index_crc: le_u32(bytes, 72),
+            log_id: u128::from_le_bytes(bytes[76..92].try_into().expect("16 bytes")),
         };
         // Every reader computes the end of the footer's sequence range.
         if footer.base_seq.checked_add(footer.record_count).is_none() {
@@ -281,6 +286,7 @@ mod tests {
     fn footer_file_len_of_any_footer_does_not_overflow() {
         let footer = SegmentFooter {
             index_entries: u32::MAX,
+            log_id: 0,
             segment_id: 0,
             base_seq: 0,
             record_count: 0,
@@ -345,6 +351,7 @@ mod tests {
         );
         let f = SegmentFooter {
             index_entries: 2,
+            log_id: 1 << 100 | 5,
             segment_id: 3,
             base_seq: 1000,
             record_count: 10,

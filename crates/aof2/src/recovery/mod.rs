@@ -437,7 +437,7 @@ fn recover_segments(
                     // Leftover of a Tier 0 eviction (recorded, then a crash before the unlink).
                     remove_if_present(&path)?;
                 }
-                let meta = tier2_sealed_meta(&copy.info, &info)
+                let meta = tier2_sealed_meta(&copy.info, &info, log_id)
                     .map_err(|detail| Error::corruption(copy.key.clone(), detail))?;
                 report.sealed_segments += 1;
                 let segment = Segment::sealed(log_name.clone(), id, path, meta, None);
@@ -537,7 +537,7 @@ fn recover_segments(
                     if (e.kind() == crate::ErrorKind::Corruption
                         || e.kind() == crate::ErrorKind::NotFound)
                         && let Some(copy) = tier2_copy.clone()
-                        && let Ok(meta) = tier2_sealed_meta(&copy.info, &info) =>
+                        && let Ok(meta) = tier2_sealed_meta(&copy.info, &info, log_id) =>
                 {
                     // Tier 2 holds the segment (its Tier 1 copy was released): read from there.
                     let reason = e.to_string();
@@ -654,6 +654,7 @@ fn recover_segments(
         if len < header.capacity
             && unsealed.is_empty()
             && let Ok(footer) = read_footer(&file, &path, len)
+            && footer.log_id == log_id
             && footer.segment_id == id
             && footer.base_seq == header.base_seq
             && let Ok(meta) = check_sealed_meta(&path, len)
@@ -1100,6 +1101,7 @@ fn tier1_sealed_meta(t1: &Tier1Segment, info: &SealedInfo) -> Result<segment::Se
 pub(crate) fn tier2_sealed_meta(
     t2: &Tier2Info,
     info: &SealedInfo,
+    log_id: u128,
 ) -> std::result::Result<segment::SealedMeta, String> {
     let footer = crate::format::segment::SegmentFooter::decode(&t2.segment_footer)
         .map_err(|e| format!("segment footer copy: {e}"))?;
@@ -1109,6 +1111,12 @@ pub(crate) fn tier2_sealed_meta(
         || footer.file_len() != info.file_len
     {
         return Err("segment footer copy disagrees with the manifest".into());
+    }
+    if footer.log_id != log_id {
+        return Err(format!(
+            "segment footer copy belongs to log {:032x}, not this log ({log_id:032x})",
+            footer.log_id
+        ));
     }
     Ok(segment::SealedMeta {
         footer,
@@ -1167,5 +1175,55 @@ fn remove_if_present(path: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(format!("remove {}", path.display()), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::manifest::Tier1Info;
+    use crate::format::segment::SegmentFooter;
+
+    /// A Tier 2 footer copy is accepted only for the log it names.
+    #[test]
+    fn tier2_footer_copy_of_another_log_is_refused() {
+        let footer = SegmentFooter {
+            index_entries: 1,
+            log_id: 0xaaaa,
+            segment_id: 3,
+            base_seq: 1000,
+            record_count: 50,
+            records_end: 128 + 9000,
+            first_timestamp_ms: 1,
+            last_timestamp_ms: 2,
+            sealed_ms: 3,
+            index_crc: 4,
+        };
+        let encoded = footer.encode();
+        let t2 = Tier2Info {
+            tier1: Tier1Info {
+                segment_id: 3,
+                file_len: 4242,
+                footer_crc: 5,
+                frames: 2,
+                uncompressed_bytes: 9000,
+                level: 3,
+            },
+            object_crc: 6,
+            segment_footer: encoded,
+        };
+        let info = SealedInfo {
+            segment_id: 3,
+            base_seq: 1000,
+            record_count: 50,
+            file_len: footer.file_len(),
+            first_timestamp_ms: 1,
+            last_timestamp_ms: 2,
+            footer_crc: SegmentFooter::stored_crc(&encoded),
+        };
+        let meta = tier2_sealed_meta(&t2, &info, 0xaaaa).expect("its own log");
+        assert_eq!(meta.footer.log_id, 0xaaaa);
+        let err = tier2_sealed_meta(&t2, &info, 0xbbbb).unwrap_err();
+        assert!(err.contains("belongs to log"), "{err}");
     }
 }

@@ -970,6 +970,7 @@ impl PreparedSegment {
         ));
         ActiveSegment {
             segment,
+            log_id,
             file: Arc::new(self.file),
             region,
             pending_header,
@@ -993,6 +994,8 @@ impl PreparedSegment {
 #[derive(Debug)]
 pub struct ActiveSegment {
     pub segment: Arc<Segment>,
+    /// The log's identity, written into the header and, at the seal, the footer.
+    log_id: u128,
     pub file: Arc<File>,
     /// Write access to the mapping (`WriteMode::Mapped`), or `None` when frames are written
     /// with `pwrite` (`WriteMode::Syscall`).
@@ -1053,6 +1056,7 @@ impl ActiveSegment {
         ));
         Ok(ActiveSegment {
             segment,
+            log_id: header.log_id,
             file: Arc::new(file),
             region: (mode == WriteMode::Mapped).then(|| ActiveRegion::new(mapping)),
             pending_header: None,
@@ -1211,6 +1215,7 @@ impl ActiveSegment {
         let record_count = self.record_count();
         RolledSegment {
             segment: self.segment,
+            log_id: self.log_id,
             file: self.file,
             capacity: self.capacity,
             records_end: self.offset,
@@ -1225,6 +1230,7 @@ impl ActiveSegment {
 #[derive(Debug)]
 pub struct RolledSegment {
     pub segment: Arc<Segment>,
+    log_id: u128,
     pub file: Arc<File>,
     capacity: u64,
     pub records_end: u64,
@@ -1258,6 +1264,7 @@ impl RolledSegment {
         let index_bytes = encode_index(&entries);
         let footer = SegmentFooter {
             index_entries: entries.len() as u32,
+            log_id: self.log_id,
             segment_id: seg.id,
             base_seq: seg.base_seq,
             record_count: self.record_count,
@@ -1595,6 +1602,7 @@ pub fn check_sealed(
         .context(|| format!("read {}", path.display()))?;
     let crc = SegmentFooter::stored_crc(&raw);
     if crc != expected_footer_crc
+        || header.log_id != footer.log_id
         || header.segment_id != footer.segment_id
         || header.base_seq != footer.base_seq
     {
