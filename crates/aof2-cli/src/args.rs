@@ -206,6 +206,11 @@ pub struct VerifyArgs {
     /// Only this log (default: every log in the root).
     #[arg(long, value_name = "NAME")]
     pub log: Option<String>,
+    /// Also check the Tier 2 copy of every uploaded segment, including those still held
+    /// locally (by default a Tier 2 copy is checked only when it is the only copy). Reads every
+    /// frame of every object: one ranged GET per frame.
+    #[arg(long)]
+    pub tier2_copies: bool,
     #[command(flatten)]
     pub options: LogOptions,
 }

@@ -723,6 +723,49 @@ fn verify_notes_a_damaged_local_copy_that_tier2_replaces() {
     assert_eq!(out.stdout, input);
 }
 
+/// `verify --tier2-copies` also checks the objects of segments still held locally: a damaged
+/// object behind a sound local copy passes a plain `verify` and fails this one (exit 3, naming it).
+#[test]
+fn verify_tier2_copies_finds_a_damaged_object_behind_a_sound_local_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let input = lines_input(3000, 100);
+    append(
+        &root,
+        "c",
+        &input,
+        &["--segment-bytes", "65536", "--seal", "--wait-tier2"],
+    );
+    let out = run(&["verify", "--root", &root, "--tier2-copies"], b"");
+    expect_status(&out, 0);
+    let report = text(&out.stdout);
+    assert!(report.contains("log c: ok"), "{report}");
+    let checked = report
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" Tier 2 copies checked)"))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no Tier 2 count: {report}"));
+    assert!(checked >= 2, "{report}");
+
+    let store = dir.path().join("root").join("tier2");
+    let object = std::fs::read_dir(store.join("aof2/logs/c"))
+        .unwrap()
+        .flat_map(|log_dir| std::fs::read_dir(log_dir.unwrap().path()).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "t1"))
+        .min()
+        .expect("an uploaded object");
+    flip_byte(&object, 192 + 40); // inside its first zstd frame
+    let out = run(&["verify", "--root", &root], b"");
+    expect_status(&out, 0);
+    let out = run(&["verify", "--root", &root, "--tier2-copies"], b"");
+    expect_status(&out, 3);
+    let report = text(&out.stdout);
+    let name = object.file_name().unwrap().to_str().unwrap();
+    assert!(report.contains(name), "{report}");
+    assert!(report.contains("log c: CORRUPT"), "{report}");
+}
+
 #[test]
 fn verify_reports_quarantined_segment() {
     let dir = tempfile::tempdir().unwrap();

@@ -41,7 +41,7 @@ pub use config::{
 pub use error::{Error, ErrorKind, Result, Tier};
 pub use manager::{AofManager, LogInfo, ROOT_FILE, SegmentInfo, SegmentState, TierLocation};
 pub use read::Reader;
-pub use recovery::verify::{Problem, VerifyReport};
+pub use recovery::verify::{Problem, VerifyOptions, VerifyReport};
 pub use recovery::{DamagedTail, RecoveryReport};
 pub use remote::{RemoteIter, RemoteReader, RestoreProgress, RestoreReport};
 pub use segment::{LaterFrames, Record};

@@ -14,7 +14,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::flush::FlushManager;
 use crate::format::FormatError;
 use crate::format::root::{ROOT_FILE_BYTES, RootFile};
-use crate::recovery::verify::VerifyReport;
+use crate::recovery::verify::{VerifyOptions, VerifyReport};
 use crate::recovery::{RecoveryReport, recover_log};
 use crate::sys;
 use crate::tiering::{TierStats, Tiering};
@@ -494,9 +494,16 @@ impl AofManager {
         }
     }
 
-    /// Check every record checksum of an open log (sealed segments in parallel).
+    /// Check every record checksum of an open log (sealed segments in parallel): every local
+    /// copy, and a Tier 2 copy where it is the only one.
     pub fn verify_log(&self, log: &Aof) -> VerifyReport {
-        let mut report = crate::recovery::verify::verify(&log.shared);
+        self.verify_log_with(log, VerifyOptions::default())
+    }
+
+    /// [`AofManager::verify_log`], with `options` saying what else to check (the Tier 2 copies
+    /// of segments still held locally).
+    pub fn verify_log_with(&self, log: &Aof, options: VerifyOptions) -> VerifyReport {
+        let mut report = crate::recovery::verify::verify(&log.shared, options);
         // Frames recovery found past a damaged range were dropped with the tail: the records
         // that remain verify, but the log lost some.
         if let Some(recovery) = self.recovery_report(log.name()) {

@@ -1064,3 +1064,90 @@ fn a_refused_open_leaves_the_tier1_count_of_other_logs() {
     kept.close().unwrap();
     assert_eq!(m.tier_stats().tier1_used_bytes, 0);
 }
+
+/// `verify_log` checks a Tier 2 copy only where it is the segment's only copy, so damage to the
+/// object of a segment still held locally went unnoticed until a restore needed it;
+/// `VerifyOptions::tier2_copies` checks every uploaded object.
+#[test]
+fn verify_checks_every_tier2_copy_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let m = manager(&dir.path().join("root"), file_tier2(&store));
+    let log = m.open_log("copies", log_config()).unwrap();
+    append_all(&log, 0..600);
+    log.seal().unwrap();
+    assert!(m.wait_for_tier2(&log, WAIT), "uploads finish");
+    let segments = sealed_segments(&m, &log);
+    assert!(segments.len() >= 2, "{segments:?}");
+    let report = m.verify_log(&log);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.tier2_copies, 0, "local copies stand: {report:?}");
+
+    // A byte inside the first zstd frame of segment 0's object (frames start at 192).
+    let prefix = format!(
+        "aof2/logs/copies/{:032x}/{:016x}-",
+        m.log_info(&log).log_id,
+        segments[0].id
+    );
+    let key = walk_keys(&store)
+        .into_iter()
+        .find(|k| k.starts_with(&prefix))
+        .unwrap();
+    let mut bytes = std::fs::read(store.join(&key)).unwrap();
+    bytes[192 + 40] ^= 0x10;
+    std::fs::write(store.join(&key), &bytes).unwrap();
+
+    let report = m.verify_log(&log);
+    assert!(report.is_clean(), "the local copies are sound: {report:?}");
+    let options = aof2::VerifyOptions::default().with_tier2_copies(true);
+    let report = m.verify_log_with(&log, options);
+    assert_eq!(report.tier2_copies, segments.len(), "{report:?}");
+    assert!(report.unchecked.is_empty(), "{report:?}");
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert_eq!(report.problems[0].segment_id, segments[0].id);
+    assert!(report.problems[0].location.contains(&key), "{report:?}");
+    m.close().unwrap();
+}
+
+/// A segment that only Tier 2 holds, verified while the store is down, is not checked: it used
+/// to be reported as a problem, as if the object were damaged (`aof2 verify` exit 3).
+#[test]
+fn fault_verify_during_an_outage_is_unchecked_not_damage() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("vdown"));
+    let mut t2 = tier2_config(&target);
+    t2.request_timeout = Duration::from_millis(500);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), t2);
+    let log = m.open_log("vdown", log_config()).unwrap();
+    append_all(&log, 0..600);
+    log.seal().unwrap();
+    assert!(m.wait_for_tier2(&log, WAIT), "uploads finish");
+    m.evict_tier0(&log).unwrap();
+    m.evict_tier1(&log).unwrap();
+    let segments = sealed_segments(&m, &log);
+    assert!(segments.iter().all(|s| s.tiers() == "2"), "{segments:?}");
+
+    server.faults().outage(true);
+    let report = m.verify_log(&log);
+    server.faults().outage(false);
+    assert!(report.problems.is_empty(), "{report:?}");
+    assert_eq!(report.unchecked.len(), segments.len(), "{report:?}");
+    assert!(!report.is_clean());
+
+    // Once the store answers again (and the breaker lets requests through), all of it checks.
+    let deadline = Instant::now() + WAIT;
+    let report = loop {
+        let report = m.verify_log(&log);
+        if report.is_clean() || Instant::now() > deadline {
+            break report;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.records, 600);
+    m.close().unwrap();
+}

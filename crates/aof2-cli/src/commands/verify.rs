@@ -6,7 +6,13 @@
 //! library's location names the file and byte offset when known — then a summary line
 //! `log NAME: ok|CORRUPT, S segments (T Tier 1 copies checked), R records verified, P problems`,
 //! where T counts the segments (quarantined ones aside) that have a compressed Tier 1 copy:
-//! `verify_log` checks every frame of it as well as the segment file when both exist. A problem is a failed
+//! `verify_log` checks every frame of it as well as the segment file when both exist. With
+//! `--tier2-copies` the Tier 2 object of every uploaded segment is checked too, and the
+//! parenthesis says `(T Tier 1 copies checked, U Tier 2 copies checked)`; without it a Tier 2
+//! copy is checked only where it is the segment's only copy. A segment that could not be checked
+//! (an I/O error, the Tier 2 store not answering) is neither: `log NAME: segment ID: LOCATION: not
+//! checked: DETAIL`, the summary adds `, N not checked` and says `UNCHECKED` instead of `ok`, and
+//! the command exits 4 unless a problem makes it 3. A problem is a failed
 //! checksum or invariant found by `verify_log`, a segment quarantined (now or earlier), or a log
 //! that cannot be opened because of corruption (that log's summary then says so and the other
 //! logs are still checked). A local copy that the open gave up because another tier holds the
@@ -18,7 +24,7 @@
 
 use std::io::{self, Write};
 
-use aof2::{AofManager, ErrorKind, TierLocation};
+use aof2::{AofManager, ErrorKind, TierLocation, VerifyOptions};
 
 use crate::args::VerifyArgs;
 use crate::failure::{Failure, stdout_error};
@@ -35,6 +41,10 @@ struct Outcome {
     problems: Vec<Finding>,
     /// Local copies given up at open because another tier holds the segment.
     notes: Vec<Finding>,
+    /// Segments that could not be checked (I/O error, Tier 2 unavailable).
+    unchecked: Vec<Finding>,
+    /// Tier 2 copies checked, when `--tier2-copies` asked for them.
+    tier2_copies: Option<usize>,
 }
 
 /// One problem.
@@ -58,13 +68,19 @@ pub fn run(args: &VerifyArgs) -> Result<(), Failure> {
     let closed = manager.close();
     let tally = result?;
     closed?;
-    match tally.first_problem {
-        Some(first) => Err(Failure::corruption(format!(
+    if let Some(first) = tally.first_problem {
+        return Err(Failure::corruption(format!(
             "corruption found in {} log(s); first problem: {first}",
             tally.corrupt_logs
-        ))),
-        None => Ok(()),
+        )));
     }
+    if let Some(first) = tally.first_unchecked {
+        return Err(Failure::environment(format!(
+            "{} segment(s) could not be checked; first: {first}",
+            tally.unchecked
+        )));
+    }
+    Ok(())
 }
 
 /// What `verify_all` found over every log.
@@ -73,6 +89,10 @@ struct Tally {
     corrupt_logs: usize,
     /// The first problem line printed, for the error message.
     first_problem: Option<String>,
+    /// Segments not checked, over every log.
+    unchecked: usize,
+    /// The first "not checked" line printed.
+    first_unchecked: Option<String>,
 }
 
 /// Verify and print every log.
@@ -91,11 +111,17 @@ fn verify_all(manager: &AofManager, args: &VerifyArgs) -> Result<Tally, Failure>
     }
     let mut tally = Tally::default();
     for name in names {
-        let outcome = verify_one(manager, &name)?;
+        let outcome = verify_one(manager, &name, args)?;
         if let Some(first) = outcome.problems.first() {
             tally.corrupt_logs += 1;
             tally
                 .first_problem
+                .get_or_insert_with(|| problem_line(&outcome.log, first));
+        }
+        if let Some(first) = outcome.unchecked.first() {
+            tally.unchecked += outcome.unchecked.len();
+            tally
+                .first_unchecked
                 .get_or_insert_with(|| problem_line(&outcome.log, first));
         }
         print_outcome(&mut out, &outcome).map_err(stdout_error)?;
@@ -105,7 +131,7 @@ fn verify_all(manager: &AofManager, args: &VerifyArgs) -> Result<Tally, Failure>
 }
 
 /// Open and verify one log. A corruption error while opening becomes the log's problem.
-fn verify_one(manager: &AofManager, name: &str) -> Result<Outcome, Failure> {
+fn verify_one(manager: &AofManager, name: &str, args: &VerifyArgs) -> Result<Outcome, Failure> {
     let log = match manager.open_log_read_only(name) {
         Ok(log) => log,
         Err(e) if e.kind() == ErrorKind::Corruption => {
@@ -127,7 +153,16 @@ fn verify_one(manager: &AofManager, name: &str) -> Result<Outcome, Failure> {
         .iter()
         .filter(|s| matches!(s.tier, TierLocation::Tier0And1 | TierLocation::Tier1))
         .count();
-    let report = manager.verify_log(&log);
+    let options = VerifyOptions::default().with_tier2_copies(args.tier2_copies);
+    let report = manager.verify_log_with(&log, options);
+    let finding = |p: aof2::Problem, not_checked: bool| Finding {
+        segment_id: Some(p.segment_id),
+        location: p.location,
+        detail: match not_checked {
+            true => format!("not checked: {}", p.detail),
+            false => p.detail,
+        },
+    };
     let mut outcome = Outcome {
         log: report.log,
         segments: report.segments,
@@ -136,13 +171,15 @@ fn verify_one(manager: &AofManager, name: &str) -> Result<Outcome, Failure> {
         problems: report
             .problems
             .into_iter()
-            .map(|p| Finding {
-                segment_id: Some(p.segment_id),
-                location: p.location,
-                detail: p.detail,
-            })
+            .map(|p| finding(p, false))
             .collect(),
         notes: Vec::new(),
+        unchecked: report
+            .unchecked
+            .into_iter()
+            .map(|p| finding(p, true))
+            .collect(),
+        tier2_copies: args.tier2_copies.then_some(report.tier2_copies),
     };
     // Segments quarantined by this open are normally in the report already; add any that are not.
     if let Some(recovery) = manager.recovery_report(name) {
@@ -180,22 +217,36 @@ fn problem_line(log: &str, p: &Finding) -> String {
 }
 
 fn print_outcome<W: Write>(out: &mut W, outcome: &Outcome) -> io::Result<()> {
-    for p in outcome.notes.iter().chain(&outcome.problems) {
+    for p in outcome
+        .notes
+        .iter()
+        .chain(&outcome.unchecked)
+        .chain(&outcome.problems)
+    {
         writeln!(out, "{}", problem_line(&outcome.log, p))?;
     }
-    let given_up = match outcome.notes.len() {
-        0 => String::new(),
-        n => format!(", {n} copies given up"),
+    let mut tail = String::new();
+    if !outcome.unchecked.is_empty() {
+        tail.push_str(&format!(", {} not checked", outcome.unchecked.len()));
+    }
+    if !outcome.notes.is_empty() {
+        tail.push_str(&format!(", {} copies given up", outcome.notes.len()));
+    }
+    let tier2 = match outcome.tier2_copies {
+        Some(n) => format!(", {n} Tier 2 copies checked"),
+        None => String::new(),
+    };
+    let verdict = if !outcome.problems.is_empty() {
+        "CORRUPT"
+    } else if !outcome.unchecked.is_empty() {
+        "UNCHECKED"
+    } else {
+        "ok"
     };
     writeln!(
         out,
-        "log {}: {}, {} segments ({} Tier 1 copies checked), {} records verified, {} problems{given_up}",
+        "log {}: {verdict}, {} segments ({} Tier 1 copies checked{tier2}), {} records verified, {} problems{tail}",
         outcome.log,
-        if outcome.problems.is_empty() {
-            "ok"
-        } else {
-            "CORRUPT"
-        },
         outcome.segments,
         outcome.tier1_segments,
         outcome.records,

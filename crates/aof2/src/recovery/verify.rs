@@ -19,6 +19,24 @@ pub struct Problem {
     pub detail: String,
 }
 
+/// What a deep verification checks besides every local copy (`AofManager::verify_log_with`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyOptions {
+    /// Also check the Tier 2 copy of every uploaded segment, including those that Tier 0 or
+    /// Tier 1 still hold (every frame, by ranged GETs: as many requests as the object has
+    /// frames). Without it, a Tier 2 copy is checked only when it is the segment's only copy.
+    pub tier2_copies: bool,
+}
+
+impl VerifyOptions {
+    /// Also check the Tier 2 copy of every uploaded segment (see the field).
+    pub fn with_tier2_copies(mut self, on: bool) -> Self {
+        self.tier2_copies = on;
+        self
+    }
+}
+
 /// Result of a deep verification of one log.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {
@@ -28,19 +46,39 @@ pub struct VerifyReport {
     pub segments: usize,
     /// Records whose checksum verified.
     pub records: u64,
-    /// Everything that failed.
+    /// Tier 2 copies checked (each one in full), sound or not.
+    pub tier2_copies: usize,
+    /// Everything found damaged: a checksum, a record count, a quarantined segment.
     pub problems: Vec<Problem>,
+    /// Segments that could not be checked (an I/O error, Tier 2 unavailable): neither found
+    /// damaged nor known to be sound.
+    pub unchecked: Vec<Problem>,
 }
 
 impl VerifyReport {
-    /// Whether nothing was wrong.
+    /// Whether every segment was checked and nothing was wrong.
     pub fn is_clean(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.unchecked.is_empty()
     }
 }
 
-fn problem(segment: &Segment, e: crate::Error) -> Problem {
-    match e {
+/// Why a segment did not verify.
+enum Failed {
+    /// Damage (goes to [`VerifyReport::problems`]).
+    Corrupt(Problem),
+    /// The check could not run (goes to [`VerifyReport::unchecked`]).
+    Unchecked(Problem),
+}
+
+/// A failed check: damage, or (an I/O error, a store that does not answer) no verdict. A copy
+/// that the manifest lists but the disk or store does not have is damage.
+fn problem(segment: &Segment, e: crate::Error) -> Failed {
+    use crate::ErrorKind as K;
+    let unchecked = matches!(
+        e.kind(),
+        K::Io | K::Unavailable | K::Backpressure | K::Closed
+    );
+    let p = match e {
         crate::Error::Corruption { location, detail } => Problem {
             segment_id: segment.id,
             location,
@@ -51,16 +89,44 @@ fn problem(segment: &Segment, e: crate::Error) -> Problem {
             location: segment.path.display().to_string(),
             detail: other.to_string(),
         },
+    };
+    if unchecked {
+        Failed::Unchecked(p)
+    } else {
+        Failed::Corrupt(p)
     }
 }
 
-fn verify_segment(log: &LogShared, segment: &Arc<Segment>, visible: u64) -> Result<u64, Problem> {
+/// A copy's record count must be the segment's.
+fn check_count(
+    segment: &Segment,
+    location: &str,
+    tier: u8,
+    n: u64,
+    expected: u64,
+) -> Result<(), Failed> {
+    if n == expected {
+        return Ok(());
+    }
+    Err(Failed::Corrupt(Problem {
+        segment_id: segment.id,
+        location: location.to_string(),
+        detail: format!("Tier {tier} copy holds {n} records, the segment {expected}"),
+    }))
+}
+
+fn verify_segment(
+    segment: &Arc<Segment>,
+    visible: u64,
+    options: VerifyOptions,
+    tier2_checked: &AtomicUsize,
+) -> Result<u64, Failed> {
     if let Some(reason) = segment.quarantine_reason() {
-        return Err(Problem {
+        return Err(Failed::Corrupt(Problem {
             segment_id: segment.id,
             location: segment.path.display().to_string(),
             detail: format!("quarantined: {reason}"),
-        });
+        }));
     }
     if let Some(meta) = segment.sealed_meta() {
         // Every copy is checked: the Tier 0 file and the Tier 1 frames.
@@ -80,33 +146,32 @@ fn verify_segment(log: &LogShared, segment: &Arc<Segment>, visible: u64) -> Resu
                 Err(e) => return Err(problem(segment, e)),
             };
             if let Some(n) = n {
-                if n != meta.footer.record_count {
-                    return Err(Problem {
-                        segment_id: segment.id,
-                        location: t1.path().display().to_string(),
-                        detail: format!(
-                            "Tier 1 copy holds {n} records, the segment {}",
-                            meta.footer.record_count
-                        ),
-                    });
-                }
+                let location = t1.path().display().to_string();
+                check_count(segment, &location, 1, n, meta.footer.record_count)?;
                 records.get_or_insert(n);
             }
         }
-        if records.is_none()
+        if (records.is_none() || options.tier2_copies)
             && let Some(t2) = segment.tier2()
         {
-            // Only Tier 2 holds it: check the object (every frame, by ranged GETs).
-            let n = t2
+            // The object, every frame by ranged GETs: the only copy, or asked for.
+            let verdict = t2
                 .segment()
                 .and_then(|s| s.file().verify())
-                .map_err(|e| problem(segment, e))?;
-            records = Some(n);
+                .map_err(|e| problem(segment, e));
+            if !matches!(verdict, Err(Failed::Unchecked(_))) {
+                tier2_checked.fetch_add(1, Ordering::Relaxed);
+            }
+            let n = verdict?;
+            check_count(segment, &t2.key, 2, n, meta.footer.record_count)?;
+            records.get_or_insert(n);
         }
-        return records.ok_or_else(|| Problem {
-            segment_id: segment.id,
-            location: segment.path.display().to_string(),
-            detail: "segment is in neither Tier 0, Tier 1 nor Tier 2".into(),
+        return records.ok_or_else(|| {
+            Failed::Corrupt(Problem {
+                segment_id: segment.id,
+                location: segment.path.display().to_string(),
+                detail: "segment is in neither Tier 0, Tier 1 nor Tier 2".into(),
+            })
         });
     }
     // Active (or rolled, not yet sealed): read every visible record through the normal path.
@@ -125,12 +190,11 @@ fn verify_segment(log: &LogShared, segment: &Arc<Segment>, visible: u64) -> Resu
             count += 1;
         }
     }
-    let _ = log;
     Ok(count)
 }
 
 /// Check every record of a log. Sealed segments run in parallel.
-pub(crate) fn verify(log: &LogShared) -> VerifyReport {
+pub(crate) fn verify(log: &LogShared, options: VerifyOptions) -> VerifyReport {
     let segments: Vec<Arc<Segment>> = log.segments.read().iter().cloned().collect();
     let visible = log.visible(ReadVisibility::Written);
     let threads = std::thread::available_parallelism()
@@ -138,7 +202,8 @@ pub(crate) fn verify(log: &LogShared) -> VerifyReport {
         .unwrap_or(2)
         .min(segments.len().max(1));
     let next = AtomicUsize::new(0);
-    let results: Vec<Vec<(usize, Result<u64, Problem>)>> = std::thread::scope(|s| {
+    let tier2_checked = AtomicUsize::new(0);
+    let results: Vec<Vec<(usize, Result<u64, Failed>)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
@@ -146,7 +211,7 @@ pub(crate) fn verify(log: &LogShared) -> VerifyReport {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(seg) = segments.get(i) else { break };
-                        let result = match verify_segment(log, seg, visible) {
+                        let result = match verify_segment(seg, visible, options, &tier2_checked) {
                             // Removed by a retention running meanwhile: nothing to check.
                             Err(_) if seg.is_retired() => Ok(0),
                             r => r,
@@ -162,17 +227,19 @@ pub(crate) fn verify(log: &LogShared) -> VerifyReport {
             .map(|h| h.join().expect("verify thread"))
             .collect()
     });
-    let mut flat: Vec<(usize, Result<u64, Problem>)> = results.into_iter().flatten().collect();
+    let mut flat: Vec<(usize, Result<u64, Failed>)> = results.into_iter().flatten().collect();
     flat.sort_by_key(|(i, _)| *i);
     let mut report = VerifyReport {
         log: log.name.to_string(),
         segments: segments.len(),
+        tier2_copies: tier2_checked.into_inner(),
         ..Default::default()
     };
     for (_, r) in flat {
         match r {
             Ok(n) => report.records += n,
-            Err(p) => report.problems.push(p),
+            Err(Failed::Corrupt(p)) => report.problems.push(p),
+            Err(Failed::Unchecked(p)) => report.unchecked.push(p),
         }
     }
     report
