@@ -4,8 +4,9 @@
 //!   dirty-bytes watermark, explicit `flush`, and async/non-waiting durable appends. A log is queued
 //!   at most once at a time, so the queue is bounded by the number of logs, and flushes of different
 //!   logs run in parallel on the pool (a slow log occupies one worker, not all).
-//! - One preparer thread creates, preallocates and pre-faults the next segment of each log ahead of
-//!   need; one sealer thread writes footers of full segments. Neither is on the append path.
+//! - A few preparer threads (`limits::PREPARE_THREADS`, shared by every log) create, preallocate
+//!   and pre-fault the next segment of each log ahead of need; one sealer thread writes footers of
+//!   full segments. Neither is on the append path.
 //! - A timer thread triggers interval flushes and age-based segment rollover.
 //!
 //! The group commit itself lives in [`crate::aof`] (`LogShared::sync_to`): whichever thread
