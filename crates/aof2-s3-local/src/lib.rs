@@ -429,7 +429,8 @@ fn create_bucket_unsigned(endpoint: &str, bucket: &str) {
 ///
 /// Every setter takes effect for requests that arrive after it returns (a request already
 /// sleeping in `latency` keeps its delay). Faults apply only to requests that pass the filters
-/// ([`Self::only_methods`], [`Self::only_paths_containing`]), checked in this order:
+/// ([`Self::only_methods`], [`Self::only_paths_containing`] or [`Self::only_uris_containing`]),
+/// checked in this order:
 ///
 /// 1. `latency`: sleep, then continue.
 /// 2. `hang`: hold the request without answering until `hang(false)`, then continue.
@@ -458,6 +459,8 @@ pub struct Faults {
     methods: Mutex<Vec<String>>,
     /// Empty means every path.
     path_substring: Mutex<String>,
+    /// `path_substring` is looked for in the query too (a LIST names its prefix there).
+    filter_query: AtomicBool,
     random_state: AtomicU64,
     requests: AtomicU64,
     injected: AtomicU64,
@@ -488,6 +491,7 @@ impl Faults {
             slow_down_fraction: AtomicU64::new(0f64.to_bits()),
             methods: Mutex::new(Vec::new()),
             path_substring: Mutex::new(String::new()),
+            filter_query: AtomicBool::new(false),
             random_state: AtomicU64::new(0x5eed_a0f2),
             requests: AtomicU64::new(0),
             injected: AtomicU64::new(0),
@@ -556,6 +560,17 @@ impl Faults {
     pub fn only_paths_containing(&self, substring: &str) {
         self.settable();
         *self.path_substring.lock().expect("path filter lock") = substring.to_owned();
+        self.filter_query.store(false, Ordering::SeqCst);
+    }
+
+    /// Applies faults only to requests whose URL path or query contains `substring`, as sent
+    /// (percent-encoded): a name without `/` also catches the LISTs of prefixes holding it
+    /// (`?list-type=2&prefix=...`). Empty means every request.
+    pub fn only_uris_containing(&self, substring: &str) {
+        self.settable();
+        let mut filter = self.path_substring.lock().expect("path filter lock");
+        *filter = substring.to_owned();
+        self.filter_query.store(true, Ordering::SeqCst);
     }
 
     /// Reseeds the generator behind the fractional faults.
@@ -638,7 +653,15 @@ impl Faults {
         let method_matches =
             methods.is_empty() || methods.iter().any(|m| m == request.method().as_str());
         let path_substring = self.path_substring.lock().expect("path filter lock");
-        method_matches && request.uri().path().contains(path_substring.as_str())
+        let target = if self.filter_query.load(Ordering::SeqCst) {
+            request
+                .uri()
+                .path_and_query()
+                .map_or(request.uri().path(), |p| p.as_str())
+        } else {
+            request.uri().path()
+        };
+        method_matches && target.contains(path_substring.as_str())
     }
 
     fn latency_value(&self) -> Duration {

@@ -1208,21 +1208,12 @@ impl LogShared {
     }
 
     /// Leave the manager's open logs (after a clean [`LogShared::close`]), unless a reopen
-    /// already put a new instance there: the manager no longer keeps this instance, its segment
-    /// files and mappings alive. An open holding the map (it may be waiting for this very close)
-    /// is not waited for: it drops closed instances itself ([`LogShared::closed_cleanly`]).
+    /// already put a new instance or its reservation there: the manager no longer keeps this
+    /// instance, its segment files and mappings alive. The map's lock is never held while a log
+    /// is opened or closed, so taking it here waits for no log.
     fn forget(&self) {
-        let Some(open_logs) = self.open_logs.upgrade() else {
-            return;
-        };
-        let Some(mut open_logs) = open_logs.try_lock() else {
-            return;
-        };
-        if open_logs
-            .get(&*self.name)
-            .is_some_and(|l| std::ptr::eq(Arc::as_ptr(l), self))
-        {
-            open_logs.remove(&*self.name);
+        if let Some(open_logs) = self.open_logs.upgrade() {
+            open_logs.remove_instance(self);
         }
     }
 

@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::aof::{Aof, LogShared, SyncFault};
 use crate::config::{LogConfig, ManagerConfig, validate_log_name};
@@ -157,7 +157,96 @@ struct ManagerInner {
 /// (or with the manager): a closed log keeps no descriptor or mapping alive for a manager that
 /// runs on while other logs come and go. A log closed with an error stays, so that the
 /// manager's close reports the error too.
-pub(crate) type OpenLogs = Mutex<HashMap<String, Arc<LogShared>>>;
+///
+/// The map's lock is only held to look a name up, reserve it and publish the result: recovery
+/// and the Tier 2 writer claim of one log (seconds with a slow store) run outside it, so they
+/// hold up no other log's open or close. A reserved name ([`Slot::Opening`]) makes later opens
+/// of that name wait (`settled`) and then look again, so two opens never recover the same
+/// directory at once.
+pub(crate) struct OpenLogs {
+    map: Mutex<HashMap<String, Slot>>,
+    /// Notified whenever a reservation ends (the open was published or gave up).
+    settled: Condvar,
+}
+
+/// One name in [`OpenLogs`].
+enum Slot {
+    Open(Arc<LogShared>),
+    /// An open (or upgrade, or reopen) of this name runs outside the map's lock.
+    Opening,
+}
+
+impl OpenLogs {
+    fn new() -> Self {
+        OpenLogs {
+            map: Mutex::new(HashMap::new()),
+            settled: Condvar::new(),
+        }
+    }
+
+    /// Take `log` out, unless another instance (a reopen's) or a reservation stands there now.
+    pub(crate) fn remove_instance(&self, log: &LogShared) {
+        let mut map = self.map.lock();
+        if let Some(Slot::Open(l)) = map.get(&*log.name)
+            && std::ptr::eq(Arc::as_ptr(l), log)
+        {
+            map.remove(&*log.name);
+        }
+    }
+
+    /// Wait until no open is in progress, then take every log out. Only called once the
+    /// manager is marked closed, so no new reservation can start meanwhile.
+    fn drain_when_settled(&self) -> Vec<Arc<LogShared>> {
+        let mut map = self.map.lock();
+        while map.values().any(|s| matches!(s, Slot::Opening)) {
+            self.settled.wait(&mut map);
+        }
+        map.drain()
+            .filter_map(|(_, slot)| match slot {
+                Slot::Open(log) => Some(log),
+                Slot::Opening => None,
+            })
+            .collect()
+    }
+}
+
+/// A name reserved in [`OpenLogs`] while its open runs without the map's lock. Dropped without
+/// [`Reservation::publish`] (an error, a panic), it puts back the instance it replaced (a log
+/// closed with an error stays known, see [`OpenLogs`]) or frees the name, and wakes the waiters:
+/// a failed open leaves nothing behind, and a retry opens afresh.
+struct Reservation<'a> {
+    logs: &'a OpenLogs,
+    name: String,
+    /// The instance the open replaces (closed, failed, or read-only and being upgraded).
+    previous: Option<Arc<LogShared>>,
+    published: bool,
+}
+
+impl Reservation<'_> {
+    /// Make `shared` the open instance of the name.
+    fn publish(mut self, shared: Arc<LogShared>) {
+        let mut map = self.logs.map.lock();
+        map.insert(self.name.clone(), Slot::Open(shared));
+        self.published = true;
+        drop(map);
+        self.logs.settled.notify_all();
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.published {
+            return;
+        }
+        let mut map = self.logs.map.lock();
+        match self.previous.take() {
+            Some(previous) => map.insert(self.name.clone(), Slot::Open(previous)),
+            None => map.remove(&self.name),
+        };
+        drop(map);
+        self.logs.settled.notify_all();
+    }
+}
 
 /// How long opening a log waits for its Tier 2 writer claim.
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -217,7 +306,7 @@ impl AofManager {
                 _lock: lock,
                 workers,
                 tiering,
-                logs: Arc::new(Mutex::new(HashMap::new())),
+                logs: Arc::new(OpenLogs::new()),
                 reports: Mutex::new(HashMap::new()),
                 sync_fault: Mutex::new(None),
                 closed: std::sync::atomic::AtomicBool::new(false),
@@ -269,35 +358,75 @@ impl AofManager {
                 config.segment_bytes, self.inner.config.tier0_max_bytes
             )));
         }
-        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(Error::Closed("manager".into()));
-        }
-        let mut logs = self.inner.logs.lock();
-        // Again under the lock `close` drains the logs with: a log opened after that drain
-        // would outlive the manager's threads.
-        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(Error::Closed("manager".into()));
-        }
-        // Logs closed meanwhile whose `Aof::close` found the map busy (see `OpenLogs`).
-        logs.retain(|_, l| !l.closed_cleanly());
-        if let Some(shared) = logs.get(name)
-            && shared.is_closed()
-        {
-            // A closed or failed instance finishes its background work before a new one
-            // shares its manifest.
-            let _ = shared.close();
-        }
-        if let Some(shared) = logs.get(name)
-            && !shared.is_closed()
-        {
-            if read_only || !shared.is_read_only() {
-                return Ok(Aof {
-                    shared: shared.clone(),
-                });
+        let logs = &*self.inner.logs;
+        let mut map = logs.map.lock();
+        let previous = loop {
+            // Under the lock `close` drains the logs with: a log opened after that drain would
+            // outlive the manager's threads.
+            if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(Error::Closed("manager".into()));
             }
-            // Upgrade: a read-only handle gives way to a writable one.
-            shared.close()?;
+            // Logs closed cleanly that are here again: an open that replaced one of them failed
+            // and put it back (see `Reservation`).
+            map.retain(|_, slot| !matches!(slot, Slot::Open(l) if l.closed_cleanly()));
+            match map.get(name) {
+                // Another open of this name is running: wait for it, then look again (its
+                // instance, or its failure left nothing and this open tries afresh).
+                Some(Slot::Opening) => logs.settled.wait(&mut map),
+                Some(Slot::Open(shared))
+                    if !shared.is_closed() && (read_only || !shared.is_read_only()) =>
+                {
+                    return Ok(Aof {
+                        shared: shared.clone(),
+                    });
+                }
+                // Nothing open, a closed or failed instance, or a read-only one a writable
+                // open replaces: reserve the name.
+                _ => {
+                    break match map.insert(name.to_string(), Slot::Opening) {
+                        Some(Slot::Open(previous)) => Some(previous),
+                        _ => None,
+                    };
+                }
+            }
+        };
+        drop(map);
+        let reservation = Reservation {
+            logs,
+            name: name.to_string(),
+            previous,
+            published: false,
+        };
+        if let Some(previous) = &reservation.previous {
+            if previous.is_closed() {
+                // A closed or failed instance finishes its background work before a new one
+                // shares its manifest.
+                let _ = previous.close();
+            } else {
+                // Upgrade: a read-only handle gives way to a writable one.
+                previous.close()?;
+            }
         }
+        let (shared, report) = self.open_instance(name, config, read_only)?;
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            // The manager's close waits for this reservation before it stops the threads, so
+            // the new instance is closed with them still running; it is never published.
+            let _ = shared.close();
+            return Err(Error::Closed("manager".into()));
+        }
+        self.inner.reports.lock().insert(name.to_string(), report);
+        reservation.publish(shared.clone());
+        Ok(Aof { shared })
+    }
+
+    /// Recover the log and start its instance: the part of an open that runs outside the map's
+    /// lock, under the name's reservation.
+    fn open_instance(
+        &self,
+        name: &str,
+        config: LogConfig,
+        read_only: bool,
+    ) -> Result<(Arc<LogShared>, RecoveryReport)> {
         let (mut recovered, report) = recover_log(
             self.root(),
             name,
@@ -329,9 +458,7 @@ impl AofManager {
                 .workers
                 .submit(crate::flush::Job::Sweep(shared.clone()));
         }
-        logs.insert(name.to_string(), shared.clone());
-        self.inner.reports.lock().insert(name.to_string(), report);
-        Ok(Aof { shared })
+        Ok((shared, report))
     }
 
     /// Claim the log's writer epoch in Tier 2 and publish its catalog. A claim held by another
@@ -598,7 +725,9 @@ impl AofManager {
         {
             return Ok(());
         }
-        let logs: Vec<Arc<LogShared>> = self.inner.logs.lock().drain().map(|(_, l)| l).collect();
+        // Opens in progress finish first (they see the manager closed and close what they
+        // opened): none may register a log with threads that are stopping.
+        let logs = self.inner.logs.drain_when_settled();
         let mut first_error = None;
         for log in logs {
             if let Err(e) = log.close() {
@@ -616,7 +745,8 @@ impl AofManager {
 impl Drop for ManagerInner {
     fn drop(&mut self) {
         if !self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            for (_, log) in self.logs.lock().drain() {
+            // Closed without the map's lock: `Aof::close` of one of them takes it to leave.
+            for log in self.logs.drain_when_settled() {
                 let _ = log.close();
             }
             self.workers.shutdown();

@@ -203,3 +203,204 @@ fn closed_logs_hold_no_descriptors_or_mappings() {
     );
     manager.close().unwrap();
 }
+
+/// Threads started together at a barrier, each running `f(i)`; their results in order.
+fn race<T: Send>(threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let barrier = std::sync::Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let (barrier, f) = (&barrier, &f);
+                s.spawn(move || {
+                    barrier.wait();
+                    f(i)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Opens of one name at the same time (writable, and a read-only one among them) recover its
+/// directory once: every writable handle appends to the same instance, so the sequences they
+/// get are distinct and dense. A read-only open either came first (the log did not exist yet)
+/// or got the writable instance.
+#[test]
+fn concurrent_opens_of_one_name_share_one_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = AofManager::open(manager_config(dir.path())).unwrap();
+    for round in 0..150 {
+        let name = format!("same-{round}");
+        let outcomes = race(4, |i| {
+            if i == 3 {
+                match manager.open_log_read_only(&name) {
+                    Ok(log) => {
+                        assert!(log.next_seq() <= 3, "round {round}");
+                        None
+                    }
+                    Err(e) => {
+                        assert_eq!(e.kind(), aof2::ErrorKind::NotFound, "round {round}: {e}");
+                        None
+                    }
+                }
+            } else {
+                let log = manager
+                    .open_log(&name, log_config(Durability::None))
+                    .unwrap();
+                Some(log.append(&payload(i as u64)).unwrap())
+            }
+        });
+        let mut seqs: Vec<u64> = outcomes.into_iter().flatten().collect();
+        seqs.sort();
+        assert_eq!(
+            seqs,
+            vec![0, 1, 2],
+            "round {round}: one instance took the appends"
+        );
+        let log = manager
+            .open_log(&name, log_config(Durability::None))
+            .unwrap();
+        assert_eq!(log.next_seq(), 3, "round {round}");
+        log.close().unwrap();
+    }
+    let stats = manager.tier_stats();
+    assert_eq!(stats.tier0_used_bytes, 0, "every log is closed: {stats:?}");
+    manager.close().unwrap();
+    // Every log holds its three records after a reopen.
+    let manager = AofManager::open(manager_config(dir.path())).unwrap();
+    for round in 0..150 {
+        let log = manager
+            .open_log_read_only(&format!("same-{round}"))
+            .unwrap();
+        assert_eq!(log.next_seq(), 3, "round {round}");
+    }
+    manager.close().unwrap();
+}
+
+/// `Aof::close` and an open of the same log at the same time: the open returns either the old
+/// instance (closed right after, so its appends fail with `Closed`) or a new one that continues
+/// the sequence. No record is lost and the close reports no error.
+#[test]
+fn open_racing_close_of_the_same_log_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = AofManager::open(manager_config(dir.path())).unwrap();
+    let config = log_config(Durability::Always);
+    let mut log = manager.open_log("raced", config.clone()).unwrap();
+    let mut next = 0u64;
+    for round in 0..200 {
+        assert_eq!(log.append(&payload(next)).unwrap(), next, "round {round}");
+        next += 1;
+        let old = log.clone();
+        let mut outcomes = race(2, |i| {
+            if i == 0 {
+                old.close().map(|()| None)
+            } else {
+                manager.open_log("raced", config.clone()).map(Some)
+            }
+        });
+        let opened = outcomes.pop().unwrap().unwrap().unwrap();
+        assert!(outcomes.pop().unwrap().unwrap().is_none(), "round {round}");
+        log = match opened.append(&payload(next)) {
+            Ok(seq) => {
+                assert_eq!(seq, next, "round {round}");
+                next += 1;
+                opened
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), aof2::ErrorKind::Closed, "round {round}: {e}");
+                let reopened = manager.open_log("raced", config.clone()).unwrap();
+                assert_eq!(reopened.next_seq(), next, "round {round}");
+                reopened
+            }
+        };
+    }
+    log.close().unwrap();
+    assert_eq!(manager.tier_stats().tier0_used_bytes, 0);
+    let log = manager.open_log("raced", config).unwrap();
+    assert_eq!(log.next_seq(), next);
+    for seq in 0..next {
+        assert_eq!(
+            log.read(seq).unwrap().payload(),
+            payload(seq),
+            "record {seq}"
+        );
+    }
+    manager.close().unwrap();
+}
+
+/// The manager closed while logs are being opened: every open either fails with `Closed` or
+/// returns a handle the close closed; nothing is left open (the Tier 0 budget is back to zero)
+/// and every record is there after a reopen.
+#[test]
+fn manager_close_racing_opens_leaves_nothing_open() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..40u64 {
+        let manager = AofManager::open(manager_config(dir.path())).unwrap();
+        let outcomes = race(3, |i| {
+            if i == 0 {
+                manager.close().map(|()| None)
+            } else {
+                let name = format!("log-{i}");
+                manager
+                    .open_log(&name, log_config(Durability::Always))
+                    .map(Some)
+            }
+        });
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Ok(Some(log)) => {
+                    let e = log.append(b"late").unwrap_err();
+                    assert_eq!(
+                        e.kind(),
+                        aof2::ErrorKind::Closed,
+                        "round {round} log {i}: {e}"
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => assert_eq!(e.kind(), aof2::ErrorKind::Closed, "round {round}: {e}"),
+            }
+        }
+        let stats = manager.tier_stats();
+        assert_eq!(stats.tier0_used_bytes, 0, "round {round}: {stats:?}");
+        drop(manager);
+        // The root is free again, and each log takes its next record.
+        let manager = AofManager::open(manager_config(dir.path())).unwrap();
+        for i in 1..3 {
+            let log = manager
+                .open_log(&format!("log-{i}"), log_config(Durability::Always))
+                .unwrap();
+            assert_eq!(log.append(&payload(round)).unwrap(), round, "round {round}");
+        }
+        manager.close().unwrap();
+    }
+}
+
+/// An open that fails (a log directory whose segment files lost their manifest) leaves nothing
+/// reserved behind, also when several fail at once: once the directory is fixed, the next open
+/// works.
+#[test]
+fn failed_opens_leave_the_name_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = AofManager::open(manager_config(dir.path())).unwrap();
+    let segments = dir.path().join("logs/broken/segments");
+    std::fs::create_dir_all(&segments).unwrap();
+    let stray = segments.join("0000000000000000.seg");
+    std::fs::write(&stray, b"left without a manifest").unwrap();
+    for round in 0..50 {
+        let outcomes = race(3, |_| {
+            manager
+                .open_log("broken", log_config(Durability::Always))
+                .map(|_| ())
+        });
+        for outcome in outcomes {
+            let e = outcome.unwrap_err();
+            assert_eq!(e.kind(), aof2::ErrorKind::Corruption, "round {round}: {e}");
+        }
+    }
+    std::fs::remove_file(&stray).unwrap();
+    let log = manager
+        .open_log("broken", log_config(Durability::Always))
+        .unwrap();
+    assert_eq!(log.append(b"fixed").unwrap(), 0);
+    manager.close().unwrap();
+}

@@ -1065,6 +1065,126 @@ fn a_refused_open_leaves_the_tier1_count_of_other_logs() {
     assert_eq!(m.tier_stats().tier1_used_bytes, 0);
 }
 
+/// Opens of different logs run side by side: while one log's open waits on its Tier 2 writer
+/// claim (the store took the request and never answers), other logs of the same manager open
+/// (writable, with their own claims, and read-only), take appends and close. The manager used
+/// to hold its map of open logs through a whole open, claim included, so every other open (and
+/// a reopen or upgrade) waited out the stuck one: up to 5 s per slow log, one after another.
+#[test]
+fn fault_a_stuck_claim_holds_up_no_other_log() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("stuck-open"));
+    let mut t2 = tier2_config(&target);
+    // The claim's requests hang past the open's wait for them (5 s).
+    t2.request_timeout = Duration::from_secs(120);
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), &t2, "other", 300);
+    let m = manager(dir.path(), t2);
+    let early = m.open_log("early", log_config()).unwrap();
+    early.append(b"before the hang").unwrap();
+
+    // Only requests naming the stuck log hang (its claim LISTs `.../logs/stuck-claim/writer/`).
+    server.faults().only_uris_containing("stuck-claim");
+    server.faults().hang(true);
+    let stuck = {
+        let m = m.clone();
+        std::thread::spawn(move || m.open_log("stuck-claim", log_config()))
+    };
+    let deadline = Instant::now() + WAIT;
+    while server.faults().injected() == 0 {
+        assert!(
+            !stuck.is_finished(),
+            "the open finished without asking the store"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the stuck log's claim never reached the store"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // The stuck open holds its claim request now: everything else goes on.
+    let fresh = m.open_log("fresh", log_config()).unwrap();
+    assert_eq!(fresh.append(b"while another open is stuck").unwrap(), 0);
+    let other = m.open_log_read_only("other").unwrap();
+    assert_eq!(other.next_seq(), 300);
+    assert_eq!(other.read(299).unwrap().payload(), payload(299));
+    early.close().unwrap();
+    let early = m.open_log("early", log_config()).unwrap();
+    assert_eq!(early.append(b"after a reopen").unwrap(), 1);
+    fresh.close().unwrap();
+    let others_went_first = !stuck.is_finished();
+
+    server.faults().hang(false);
+    let stuck = stuck.join().unwrap().unwrap();
+    assert_eq!(stuck.append(b"once the store answers").unwrap(), 0);
+    assert!(
+        others_went_first,
+        "other logs' opens and closes waited for the open stuck on its Tier 2 claim"
+    );
+    m.close().unwrap();
+}
+
+/// The manager closed while an open waits on its Tier 2 claim: the close waits for that open
+/// (which then closes what it opened instead of publishing it), so no log is left half-open
+/// with its threads stopped, and the root can be opened again at once.
+#[test]
+fn fault_manager_close_during_a_stuck_claim() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("stuck-close"));
+    let mut t2 = tier2_config(&target);
+    t2.request_timeout = Duration::from_secs(120);
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), &t2, "stuck-claim", 300);
+    let m = manager(dir.path(), t2.clone());
+    let open = m.open_log("open", log_config()).unwrap();
+    open.append(b"kept").unwrap();
+
+    server.faults().only_uris_containing("stuck-claim");
+    server.faults().hang(true);
+    let stuck = {
+        let m = m.clone();
+        std::thread::spawn(move || m.open_log("stuck-claim", log_config()))
+    };
+    let deadline = Instant::now() + WAIT;
+    while server.faults().injected() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stuck log's claim never reached the store"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    m.close().unwrap();
+    match stuck.join().unwrap() {
+        // Published before the close drained the logs: the close closed it.
+        Ok(log) => assert_eq!(log.append(b"x").unwrap_err().kind(), ErrorKind::Closed),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Closed, "{e}"),
+    }
+    assert_eq!(open.append(b"x").unwrap_err().kind(), ErrorKind::Closed);
+    let stats = m.tier_stats();
+    assert_eq!(
+        (stats.tier0_used_bytes, stats.tier1_used_bytes),
+        (0, 0),
+        "{stats:?}"
+    );
+    drop(m);
+
+    server.faults().hang(false);
+    let m = manager(dir.path(), t2);
+    let log = m.open_log("stuck-claim", log_config()).unwrap();
+    assert_eq!(log.next_seq(), 300);
+    assert_eq!(log.append(b"after").unwrap(), 300);
+    let log = m.open_log("open", log_config()).unwrap();
+    assert_eq!(log.read(0).unwrap().payload(), b"kept");
+    m.close().unwrap();
+}
+
 /// `verify_log` checks a Tier 2 copy only where it is the segment's only copy, so damage to the
 /// object of a segment still held locally went unnoticed until a restore needed it;
 /// `VerifyOptions::tier2_copies` checks every uploaded object.
