@@ -151,6 +151,9 @@ struct ManagerInner {
     reports: Mutex<HashMap<String, RecoveryReport>>,
     sync_fault: Mutex<Option<SyncFault>>,
     closed: std::sync::atomic::AtomicBool,
+    /// Held by the first [`AofManager::close`] until it is done; later callers wait on it and
+    /// get its outcome (`None`: closed cleanly), as for [`LogShared::close`].
+    close_outcome: Mutex<Option<Option<Error>>>,
 }
 
 /// The open logs of a manager, by name. A log leaves it when [`Aof::close`] closes it cleanly
@@ -310,6 +313,7 @@ impl AofManager {
                 reports: Mutex::new(HashMap::new()),
                 sync_fault: Mutex::new(None),
                 closed: std::sync::atomic::AtomicBool::new(false),
+                close_outcome: Mutex::new(None),
             }),
         })
     }
@@ -716,15 +720,17 @@ impl AofManager {
     }
 
     /// Close every log (syncing it) and stop the background threads. Returns the first log's
-    /// error (see [`Aof::close`]): `Ok` means every acknowledged record is durable.
+    /// error (see [`Aof::close`]): `Ok` means every acknowledged record is durable. A call while
+    /// another thread is closing the manager waits for it and returns its outcome, as does a
+    /// call after it.
     pub fn close(&self) -> Result<()> {
-        if self
-            .inner
-            .closed
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
-            return Ok(());
+        let mut outcome = self.inner.close_outcome.lock();
+        if let Some(outcome) = outcome.as_ref() {
+            return outcome.clone().map_or(Ok(()), Err);
         }
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
         // Opens in progress finish first (they see the manager closed and close what they
         // opened): none may register a log with threads that are stopping.
         let logs = self.inner.logs.drain_when_settled();
@@ -738,6 +744,7 @@ impl AofManager {
         self.inner.tiering.shutdown();
         // Release the root for the next manager even while clones of this one are alive.
         let _ = self.inner._lock.unlock();
+        *outcome = Some(first_error.clone());
         first_error.map_or(Ok(()), Err)
     }
 }

@@ -626,6 +626,45 @@ fn close_after_a_failed_background_interval_sync_reports_the_failure() {
     );
 }
 
+/// Two threads closing the manager at once (a shutdown hook and the main thread, say), with a
+/// log whose background sync failed after it acknowledged a record: both must report the
+/// failure, and so must a close after them. The caller that came second used to get `Ok` at
+/// once, while the first was still closing the logs, and even though that close failed.
+#[test]
+fn concurrent_manager_closes_each_report_the_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    m.set_sync_fault(Some(std::sync::Arc::new(|| {
+        Err(std::io::Error::from_raw_os_error(libc_eio()))
+    })));
+    let log = m
+        .open_log("iv", small(Durability::Interval(Duration::from_millis(2))))
+        .unwrap();
+    assert_eq!(log.append(b"acknowledged").unwrap(), 0);
+    // The interval timer's sync fails and fails the log.
+    let mut follower = log.reader_with(1, ReadVisibility::Written);
+    let err = follower.next_timeout(Duration::from_secs(10)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    let barrier = std::sync::Barrier::new(2);
+    let outcomes: Vec<aof2::Result<()>> = std::thread::scope(|s| {
+        let closers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    m.close()
+                })
+            })
+            .collect();
+        closers.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert!(
+        outcomes.iter().all(|o| o.is_err()),
+        "a manager close reported success for a log whose acknowledged record never became \
+         durable: {outcomes:?}"
+    );
+    assert!(m.close().is_err(), "a later close reports it too");
+}
+
 /// A slow log must not delay other logs' background flushes. The flush job used to clear its
 /// "scheduled" flag when it started, so each `append_nowait` on a log whose sync was slow queued
 /// another job, which waited for that sync on another worker: the slow log took every worker,
