@@ -486,16 +486,17 @@ impl Segment {
         self.tier0.lock().lease = None;
     }
 
-    /// Retention removed this segment: release its budget and forget its Tier 1 copy (readers
-    /// that hold its bytes keep them until they let go). The caller deletes the files.
     /// Whether retention removed it.
     pub fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Acquire)
     }
 
+    /// Retention removed this segment: release its budget and forget its Tier 1 copy (readers
+    /// that hold its bytes keep them until they let go). The caller deletes the files.
     pub fn retire(&self) {
-        self.retired.store(true, Ordering::Release);
         let mut slot = self.tier0.lock();
+        // Set under the slot lock: a hydration installing its file checks it there.
+        self.retired.store(true, Ordering::Release);
         slot.present = false;
         slot.mapping = None;
         slot.lease = None;
@@ -504,12 +505,19 @@ impl Segment {
         *self.tier2.write() = None;
     }
 
-    /// Put a rebuilt segment file back into Tier 0 (hydration) holding `lease`.
-    pub fn install_tier0(&self, lease: Lease) {
+    /// Put a rebuilt segment file back into Tier 0 (hydration) holding `lease`. Refused (false,
+    /// and the lease is given back) once retention retired the segment: its `Hydrated` edit may
+    /// have been recorded just before the retirement, which then released nothing, and a
+    /// retired segment is in no log's index, so no close would ever release the lease either.
+    pub fn install_tier0(&self, lease: Lease) -> bool {
         let mut slot = self.tier0.lock();
+        if self.retired.load(Ordering::Acquire) {
+            return false;
+        }
         slot.present = true;
         slot.mapping = None;
         slot.lease = Some(lease);
+        true
     }
 
     fn ensure_index(&self, mapping: &Mapping) -> Result<()> {
@@ -1669,6 +1677,37 @@ pub fn verify_sealed_bytes(bytes: &[u8], path: &Path, meta: &SealedMeta) -> Resu
 mod tests {
     use super::*;
     use crate::format::segment::{FrameHeader, encode_frame};
+    use crate::tiering::budget::Tier0Budget;
+
+    /// A hydration records `Hydrated`, then installs its file; retention may retire the segment
+    /// in between (its edit comes after `Hydrated`). The retired segment is in no index any more,
+    /// so nothing would release a lease installed into it: the install must refuse it.
+    #[test]
+    fn a_retired_segment_takes_no_tier0_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Tier0Budget::new(1 << 20);
+        let capacity = crate::limits::MIN_SEGMENT_BYTES;
+        let prepared =
+            PreparedSegment::create(dir.path(), 0, capacity, WriteMode::Syscall, false).unwrap();
+        let mut active = prepared
+            .with_lease(budget.try_acquire(capacity).unwrap())
+            .activate(Arc::from("log"), 1, 0, 1, 1);
+        active.append_batch(&[b"record"], 1).unwrap();
+        active.write_staged().unwrap();
+        let rolled = active.roll();
+        let file = rolled.open_for_seal().unwrap();
+        let (segment, meta) = rolled.seal(&file, 2, false).unwrap();
+        assert_eq!(budget.used(), meta.file_len);
+        segment.retire();
+        assert_eq!(budget.used(), 0, "retirement releases the segment's lease");
+        let hydrated = budget.try_acquire(meta.file_len).unwrap();
+        assert!(
+            !segment.install_tier0(hydrated),
+            "a retired segment is not installed"
+        );
+        assert_eq!(budget.used(), 0, "the hydration's lease is given back");
+        assert!(!segment.in_tier0());
+    }
 
     /// A frame at any offset after a zero run is found (the zero run is skipped in blocks), and
     /// frames of an older epoch or with an earlier sequence are not.

@@ -1190,9 +1190,14 @@ impl Tiering {
             })
         })();
         match result {
-            Ok(()) => {
-                segment.install_tier0(lease);
+            Ok(()) if segment.install_tier0(lease) => {
                 self.counters.hydrations.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(()) => {
+                // Retention removed the segment right after the edit: the rebuilt file is no
+                // segment's any more (retention unlinks it too; whichever runs second finds
+                // nothing).
+                let _ = std::fs::remove_file(&segment.path);
             }
             Err(e) => {
                 tracing::warn!(log = %log.name, segment = segment.id, error = %e, "hydration failed; reads stay on Tier 1");
