@@ -1448,6 +1448,89 @@ mod tests {
         }
     }
 
+    /// A Tier 1 file served from memory, as a Tier 2 object is served by ranged GETs.
+    #[derive(Debug)]
+    struct InMemory(Vec<u8>);
+
+    impl RangeRead for InMemory {
+        fn len(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+            let at = offset as usize;
+            let bytes = self
+                .0
+                .get(at..at + buf.len())
+                .ok_or_else(|| Error::NotFound(format!("{} bytes at {offset}", buf.len())))?;
+            buf.copy_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    /// Sequential readers of Tier 2 copies get frames fetched ahead. A scan that stops (or
+    /// leaves the segment) must not leave them in memory for as long as the segment is known:
+    /// over many segments that grew with the data read, outside every budget.
+    #[test]
+    fn frames_fetched_ahead_are_bounded_across_segments() {
+        use crate::tiering::{FrameCache, Tier1Segment};
+        let root = tempfile::tempdir().unwrap();
+        let (log_id, segments) = build_segments(root.path(), &payloads(3000, 2));
+        let out = tempfile::tempdir().unwrap();
+        let (_, bytes, sealed) = &segments[0];
+        let meta = write_tier1(
+            out.path(),
+            bytes,
+            sealed,
+            log_id,
+            1,
+            TARGET,
+            &mut compressor(),
+        )
+        .unwrap();
+        assert!(meta.frames >= 8, "{} frames", meta.frames);
+        let file = Arc::new(InMemory(
+            std::fs::read(out.path().join(tier1_file_name(meta.segment_id))).unwrap(),
+        ));
+        let info = crate::format::manifest::Tier1Info {
+            segment_id: meta.segment_id,
+            file_len: meta.file_len,
+            footer_crc: meta.footer_crc,
+            frames: meta.frames,
+            uncompressed_bytes: meta.uncompressed_bytes,
+            level: meta.level,
+        };
+        let cache = Arc::new(FrameCache::default());
+        // Forty segments (the same object under forty names): a scan reads two frames of each
+        // and stops, so every segment gets frames fetched ahead that nobody reads.
+        let opened: Vec<Arc<Tier1Segment>> = (0..40)
+            .map(|i| {
+                let name = PathBuf::from(format!("memory://segment-{i}"));
+                let remote: Arc<dyn RangeRead> = file.clone();
+                Arc::new(Tier1Segment::open_remote(remote, name, info, cache.clone()).unwrap())
+            })
+            .collect();
+        for segment in &opened {
+            for i in 0..2 {
+                drop(segment.frame(i).unwrap());
+                segment.read_ahead(i);
+            }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !opened.iter().all(|s| s.read_ahead_idle()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "read-ahead never finished"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let in_memory: usize = opened.iter().map(|s| s.frames_in_memory()).sum();
+        let bound = 4 * 3 + crate::limits::FRAME_CACHE_ENTRIES;
+        assert!(
+            in_memory <= bound,
+            "{in_memory} frames of 40 abandoned scans still in memory (at most {bound})"
+        );
+    }
+
     #[test]
     fn tier1_damaged_frame_is_corruption() {
         let root = tempfile::tempdir().unwrap();

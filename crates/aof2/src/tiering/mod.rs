@@ -59,20 +59,24 @@ pub struct Tier1Segment {
     hydrating: AtomicBool,
     /// Frame a reader moved to last (Tier 2 copies: sequential readers get frames ahead).
     last_frame: std::sync::atomic::AtomicUsize,
-    /// Frames being fetched ahead, and those fetched and not yet passed (kept alive here).
-    ahead: Mutex<ReadAhead>,
-}
-
-/// Frames fetched ahead of a sequential reader of a Tier 2 copy.
-#[derive(Debug, Default)]
-struct ReadAhead {
-    in_flight: Vec<usize>,
-    ready: VecDeque<(usize, Arc<Vec<u8>>)>,
+    /// Frames being fetched ahead. Those fetched are kept alive by [`FrameCache`], not here.
+    fetching: Mutex<Vec<usize>>,
+    /// Names this segment among the frames fetched ahead in [`FrameCache`].
+    id: u64,
 }
 
 /// Frames a sequential reader of a Tier 2 copy has fetched ahead of it (each a ranged GET in
 /// flight at the same time: one GET stream is slower than decompressing and reading).
 const READ_AHEAD_FRAMES: usize = 3;
+/// Frames fetched ahead and not yet reached that a manager (or a remote reader) keeps, across
+/// all its segments: as many as four sequential readers fetch. Kept per segment instead, each
+/// segment a scan stopped in, or left before the last fetch came back, held its frames for as
+/// long as the log stayed open, so memory grew with the data read (up to three frames of 256
+/// KiB to 8 MiB per segment) outside any budget. Past this many the oldest go first; a reader
+/// arriving at a frame that went fetches it itself.
+const READ_AHEAD_KEPT: usize = 4 * READ_AHEAD_FRAMES;
+
+static NEXT_TIER1_SEGMENT: AtomicU64 = AtomicU64::new(0);
 
 impl Tier1Segment {
     /// Open a Tier 1 file recorded in the manifest (header, footer and frame index are checked).
@@ -110,50 +114,70 @@ impl Tier1Segment {
             hydrating: AtomicBool::new(false),
             // No frame yet: the first read (often a random one) fetches nothing ahead.
             last_frame: std::sync::atomic::AtomicUsize::new(usize::MAX - 1),
-            ahead: Mutex::new(ReadAhead::default()),
+            fetching: Mutex::new(Vec::new()),
+            id: NEXT_TIER1_SEGMENT.fetch_add(1, Ordering::Relaxed),
         }
     }
 
     /// A reader moved to frame `i`. If it came from frame `i - 1` of a copy in Tier 2 (a scan),
     /// fetch the next [`READ_AHEAD_FRAMES`] frames in the background, so their requests overlap
     /// this frame's reading (a reader arriving at a frame being fetched waits on that frame's
-    /// slot and shares the result). Random reads fetch nothing extra.
+    /// slot and shares the result). Random reads fetch nothing extra. Frames fetched ahead wait
+    /// in the [`FrameCache`] (at most [`READ_AHEAD_KEPT`]) until a reader passes them.
     pub(crate) fn read_ahead(self: &Arc<Self>, i: usize) {
-        let previous = self.last_frame.swap(i, Ordering::Relaxed);
+        let previous = self.last_frame.swap(i, Ordering::SeqCst);
         if !self.file.is_remote() || previous.wrapping_add(1) != i {
             return;
         }
-        let mut ahead = self.ahead.lock();
-        ahead.ready.retain(|(frame, _)| *frame > i);
+        self.cache.passed(self.id, i);
+        let mut fetching = self.fetching.lock();
         let last = (i + READ_AHEAD_FRAMES).min(self.slots.len().saturating_sub(1));
         for next in i + 1..=last {
-            let loaded =
-                ahead.ready.iter().any(|(f, _)| *f == next) || ahead.in_flight.contains(&next);
+            // Being fetched (its slot is locked meanwhile) or still held by someone.
+            let loaded = fetching.contains(&next)
+                || self.slots[next]
+                    .try_lock()
+                    .is_none_or(|slot| slot.as_ref().and_then(Weak::upgrade).is_some());
             if loaded {
                 continue;
             }
-            ahead.in_flight.push(next);
+            fetching.push(next);
             let me = self.clone();
             let spawned = std::thread::Builder::new()
                 .name("aof2-read-ahead".into())
                 .spawn(move || {
                     let fetched = me.frame(next);
-                    let mut ahead = me.ahead.lock();
-                    ahead.in_flight.retain(|f| *f != next);
+                    me.fetching.lock().retain(|f| *f != next);
                     match fetched {
-                        Ok(bytes) => ahead.ready.push_back((next, bytes)),
+                        // Not kept once a reader moved past it meanwhile (checked under the
+                        // cache's lock, which `passed` takes after the reader's move).
+                        Ok(bytes) => me.cache.keep_ahead(me.id, next, bytes, || {
+                            me.last_frame.load(Ordering::SeqCst) < next
+                        }),
                         Err(e) => {
                             tracing::debug!(frame = next, error = %e, "read-ahead from Tier 2 failed")
                         }
                     }
-                    while ahead.ready.len() > READ_AHEAD_FRAMES {
-                        ahead.ready.pop_front();
-                    }
                 });
             if spawned.is_err() {
-                ahead.in_flight.retain(|f| *f != next);
+                fetching.retain(|f| *f != next);
             }
         }
+    }
+
+    /// Frames of this segment some reader, cache or read-ahead still holds in memory.
+    #[cfg(test)]
+    pub(crate) fn frames_in_memory(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|slot| slot.lock().as_ref().and_then(Weak::upgrade).is_some())
+            .count()
+    }
+
+    /// Whether no frame of this segment is being fetched ahead.
+    #[cfg(test)]
+    pub(crate) fn read_ahead_idle(&self) -> bool {
+        self.fetching.lock().is_empty()
     }
 
     pub fn info(&self) -> &Tier1Info {
@@ -212,10 +236,17 @@ impl Tier1Segment {
 /// The last few decompressed Tier 1 frames of a manager, kept alive so that point reads of
 /// neighbouring records do not decompress the same frame again. Bounded in entries, so its
 /// memory is at most `FRAME_CACHE_ENTRIES` frames.
+/// It also keeps the frames fetched ahead of sequential readers of Tier 2 copies, bounded by
+/// [`READ_AHEAD_KEPT`] across all segments.
 #[derive(Debug, Default)]
 pub struct FrameCache {
     frames: Mutex<VecDeque<Arc<Vec<u8>>>>,
+    /// Frames fetched ahead and not yet passed by a reader, oldest first.
+    ahead: Mutex<VecDeque<AheadFrame>>,
 }
+
+/// A frame fetched ahead: (segment id, frame, bytes).
+type AheadFrame = (u64, usize, Arc<Vec<u8>>);
 
 impl FrameCache {
     fn keep(&self, frame: Arc<Vec<u8>>) {
@@ -224,6 +255,32 @@ impl FrameCache {
             frames.pop_front();
         }
         frames.push_back(frame);
+    }
+
+    /// Keep frame `frame` of segment `segment`, fetched ahead, if `still_ahead` (checked under
+    /// the lock [`FrameCache::passed`] takes).
+    fn keep_ahead(
+        &self,
+        segment: u64,
+        frame: usize,
+        bytes: Arc<Vec<u8>>,
+        still_ahead: impl FnOnce() -> bool,
+    ) {
+        let mut ahead = self.ahead.lock();
+        if !still_ahead() {
+            return;
+        }
+        if ahead.len() >= READ_AHEAD_KEPT {
+            ahead.pop_front();
+        }
+        ahead.push_back((segment, frame, bytes));
+    }
+
+    /// A reader of `segment` reached `frame`: the frames fetched ahead up to it are read.
+    fn passed(&self, segment: u64, frame: usize) {
+        self.ahead
+            .lock()
+            .retain(|(s, f, _)| *s != segment || *f > frame);
     }
 }
 
