@@ -596,6 +596,8 @@ impl LogShared {
             }
             let now = Instant::now();
             if now >= deadline {
+                // Without the slot: the error looks at every log, this one included.
+                drop(slot);
                 return Err(self.tiering.admission_error(&self.name));
             }
             self.prepared

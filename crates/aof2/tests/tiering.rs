@@ -744,6 +744,12 @@ fn readers_pinning_tier0_refuse_appends_until_they_let_go() {
         ),
         "{e:?}"
     );
+    // The error says what holds the budget: the readers (not compression, which is done).
+    let text = e.to_string();
+    assert!(
+        text.contains("by segments that readers hold") && !text.contains("without a Tier 1 copy"),
+        "{text}"
+    );
     assert_eq!(log.next_seq(), acked);
     for (seq, r) in pins.iter().enumerate() {
         assert_eq!(r.payload(), payload(seq as u64), "pinned record {seq}");

@@ -481,6 +481,18 @@ impl Segment {
         Ok(EvictOutcome::Evicted(released))
     }
 
+    /// Tier 0 budget this segment holds, and whether a reader holds its mapping (or a record
+    /// of it), which keeps eviction away.
+    pub fn tier0_held(&self) -> (u64, bool) {
+        let slot = self.tier0.lock();
+        let bytes = slot.lease.as_ref().map_or(0, Lease::bytes);
+        let pinned = slot
+            .mapping
+            .as_ref()
+            .is_some_and(|m| Arc::strong_count(m) > 1);
+        (bytes, pinned)
+    }
+
     /// Stop counting this segment in the Tier 0 budget (its log closed).
     pub fn release_lease(&self) {
         self.tier0.lock().lease = None;

@@ -686,15 +686,76 @@ impl Tiering {
             Error::Backpressure {
                 tier: Tier::Tier0,
                 detail: format!(
-                    "log {log:?}: no Tier 0 room for a new segment within {:?} ({} of {} bytes \
-                     in use, {} segments waiting for compression); nothing was written",
+                    "log {log:?}: no Tier 0 room for a new segment within {:?} ({}); nothing \
+                     was written",
                     self.admission_timeout,
-                    self.budget.used(),
-                    self.budget.max(),
-                    self.queue.lock().compress_queued
+                    self.tier0_holders()
                 ),
             }
         }
+    }
+
+    /// What holds the Tier 0 budget, in words: which of it eviction cannot release, and why.
+    fn tier0_holders(&self) -> String {
+        let (mut active, mut unsealed, mut cold_less) = (0u64, 0u64, 0u64);
+        let (mut pinned, mut evictable) = (0u64, 0u64);
+        let mut writers = 0;
+        for log in self.live_logs() {
+            if log.is_read_only() {
+                continue;
+            }
+            writers += 1;
+            for segment in log.segments.read().iter() {
+                let (bytes, reader) = segment.tier0_held();
+                if segment.end_seq().is_none() {
+                    active += bytes;
+                } else if segment.sealed_meta().is_none() {
+                    unsealed += bytes;
+                } else if !segment.has_cold_copy() {
+                    cold_less += bytes;
+                } else if reader {
+                    pinned += bytes;
+                } else {
+                    evictable += bytes;
+                }
+            }
+        }
+        let used = self.budget.used();
+        let mut words = format!(
+            "{used} of {} bytes in use: {active} by the active segments of {writers} {} open \
+             for writing",
+            self.budget.max(),
+            if writers == 1 { "log" } else { "logs" }
+        );
+        if unsealed > 0 {
+            words += &format!(", {unsealed} by full segments being sealed");
+        }
+        if cold_less > 0 {
+            words += &format!(
+                ", {cold_less} by sealed segments without a Tier 1 copy ({} waiting for \
+                 compression{})",
+                self.queue.lock().compress_queued,
+                if self.enabled {
+                    ""
+                } else {
+                    "; compression into Tier 1 is off, so they can never leave Tier 0"
+                }
+            );
+        }
+        if pinned > 0 {
+            words += &format!(
+                ", {pinned} by segments that readers hold (a `Record` or `Reader` still alive \
+                 keeps its segment in memory)"
+            );
+        }
+        if evictable > 0 {
+            words += &format!(", {evictable} by segments eviction can release");
+        }
+        let rest = used.saturating_sub(active + unsealed + cold_less + pinned + evictable);
+        if rest > 0 {
+            words += &format!(", {rest} by prepared segments and segments being evicted");
+        }
+        words
     }
 
     /// Wait up to `wait` for `bytes` of Tier 0, evicting what can be evicted.
