@@ -133,8 +133,12 @@ impl AofManager {
             manifest.append(Edit::Tier0Evicted { segment_id: id })?;
         }
 
-        // Download into Tier 1 while its budget has room, a few objects at a time.
-        let budget = self.config().tier1_max_bytes;
+        // Download into Tier 1 while its budget has room, a few objects at a time. The logs
+        // open in this manager hold part of that budget already.
+        let budget = self
+            .config()
+            .tier1_max_bytes
+            .saturating_sub(self.tier_stats().tier1_used_bytes);
         let mut wanted = Vec::new();
         let mut planned = 0u64;
         for s in &catalog.segments {

@@ -1271,3 +1271,54 @@ fn fault_verify_during_an_outage_is_unchecked_not_damage() {
     assert_eq!(report.records, 600);
     m.close().unwrap();
 }
+
+/// A restore downloads into Tier 1 only what the Tier 1 budget has room for next to the logs
+/// already open in the manager (it used to plan with the whole budget, so the two together
+/// overran it by what the open logs held).
+#[test]
+fn restore_leaves_the_tier1_room_other_logs_hold() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("restore-budget"));
+    let t2 = tier2_config(&target);
+    let a = tempfile::tempdir().unwrap();
+    write_log(a.path(), &t2, "events", 2500);
+    let catalog_bytes: u64 = {
+        let m = manager(a.path(), t2.clone());
+        let log = m.open_log_read_only("events").unwrap();
+        sealed_segments(&m, &log)
+            .iter()
+            .map(|s| s.tier1_bytes)
+            .sum()
+    };
+    assert!(catalog_bytes > 0);
+
+    let b = tempfile::tempdir().unwrap();
+    let mut config = ManagerConfig::new(b.path());
+    config.tier0_max_bytes = 16 * SEGMENT;
+    config.tier1_frame_bytes = 16 << 10;
+    config.compress_threads = 1;
+    config.tier1_max_bytes = catalog_bytes;
+    config.tier2 = Some(t2);
+    let m = AofManager::open(config).unwrap();
+    let local = m.open_log("local", log_config()).unwrap();
+    append_all(&local, 0..600);
+    local.seal().unwrap();
+    assert!(m.wait_for_tier1(&local, WAIT));
+    let held = m.tier_stats().tier1_used_bytes;
+    assert!(
+        held > 0 && held < catalog_bytes,
+        "{held} of {catalog_bytes}"
+    );
+    let report = m.restore_log("events", &mut |_| {}).unwrap();
+    assert!(
+        held + report.bytes_downloaded <= catalog_bytes,
+        "{held} bytes held by the open log and {} downloaded: over the budget of {catalog_bytes}",
+        report.bytes_downloaded
+    );
+    assert!(report.segments_downloaded < report.segments, "{report:?}");
+    // The segments left in Tier 2 are read from there.
+    let log = m.open_log_read_only("events").unwrap();
+    for (i, r) in log.reader(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), payload(i as u64), "seq {i}");
+    }
+}
