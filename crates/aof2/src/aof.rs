@@ -640,7 +640,7 @@ impl LogShared {
         let capacity = self.config.segment_bytes;
         let Some(lease) = self
             .tiering
-            .acquire_tier0(capacity, limits::PREPARE_BUDGET_WAIT)
+            .acquire_tier0(self, capacity, limits::PREPARE_BUDGET_WAIT)
         else {
             self.counters.budget_waits.fetch_add(1, Ordering::Relaxed);
             self.prepare.lock().in_progress -= 1;
@@ -719,6 +719,26 @@ impl LogShared {
         }
         drop(slot);
         self.prepared.notify_all();
+    }
+
+    /// Give back the Tier 0 budget of this log's prepared segments, newest first, until `need`
+    /// bytes are released (another log needs room for its next segment, and nothing else can
+    /// go). Their files stay on disk as blank prepared segments, prepared (mapped and counted)
+    /// again when this log needs them, before any new one. Returns the bytes released.
+    pub(crate) fn release_prepared(&self, need: u64) -> u64 {
+        let mut slot = self.prepare.lock();
+        let mut released = 0;
+        while released < need {
+            let Some((id, prepared)) = slot.ready.pop_last() else {
+                break;
+            };
+            released += prepared.lease_bytes();
+            let at = slot.reuse.partition_point(|(reused, _)| *reused < id);
+            slot.reuse.insert(at, (id, prepared.capacity));
+            // Unmapped and closed; the lease goes back to the budget.
+            drop(prepared);
+        }
+        released
     }
 
     /// Prepare segment `id` in the kept file `from`; if that fails, in a new file.

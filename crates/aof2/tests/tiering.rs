@@ -1457,3 +1457,60 @@ fn verify_while_an_evicted_file_is_reused() {
         close(m, log);
     }
 }
+
+/// Logs that were busy once keep segments prepared ahead; once they go idle, another log must
+/// still get room for its next segment: it used to get `Backpressure` for as long as they stayed
+/// open, while most of the budget held their blank prepared segments.
+#[test]
+fn segments_idle_logs_prepared_ahead_give_way_to_a_busy_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let m = AofManager::open(ManagerConfig {
+        // Ten segments: not tight, so each log prepares two ahead.
+        tier0_max_bytes: 10 * SEGMENT_BYTES,
+        admission_timeout: Duration::from_secs(2),
+        ..manager_config(&root)
+    })
+    .unwrap();
+    let idle: Vec<Aof> = ["idle-a", "idle-b", "idle-c"]
+        .iter()
+        .map(|name| m.open_log(name, log_config()).unwrap())
+        .collect();
+    for log in &idle {
+        // A quarter of a segment: past the mark where a log starts preparing ahead.
+        let mut seq = 0;
+        while log.stats().bytes_appended < SEGMENT_BYTES / 4 {
+            assert_eq!(log.append(&payload(seq)).unwrap(), seq);
+            seq += 1;
+        }
+        let deadline = Instant::now() + BACKGROUND;
+        while log.stats().prepared_ready < aof2::limits::PREPARED_SEGMENTS_AHEAD as u64 {
+            assert!(Instant::now() < deadline, "{:?}", log.stats());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    // Nine of the ten segments are the idle logs' active and prepared ones.
+    assert_eq!(m.tier_stats().tier0_used_bytes, 9 * SEGMENT_BYTES);
+    let busy = m.open_log("busy", log_config()).unwrap();
+    let mut model = Vec::new();
+    fill(&busy, &mut model, 6 * SEGMENT_BYTES as usize);
+    check_all(&busy, &model);
+    // The idle logs take appends again, in segments prepared anew.
+    for log in &idle {
+        let next = log.next_seq();
+        let mut seq = next;
+        while log.stats().bytes_appended < 2 * SEGMENT_BYTES {
+            assert_eq!(log.append(&payload(seq)).unwrap(), seq);
+            seq += 1;
+        }
+        for s in 0..seq {
+            assert_eq!(log.read(s).unwrap().payload(), payload(s));
+        }
+    }
+    busy.close().unwrap();
+    for log in idle {
+        log.close().unwrap();
+    }
+    assert_eq!(m.tier_stats().tier0_used_bytes, 0);
+    m.close().unwrap();
+}

@@ -942,6 +942,11 @@ impl PreparedSegment {
         Ok(prepared)
     }
 
+    /// Bytes of the Tier 0 budget this segment holds.
+    pub fn lease_bytes(&self) -> u64 {
+        self.lease.as_ref().map_or(0, Lease::bytes)
+    }
+
     /// Attach the Tier 0 budget lease that pays for this segment.
     pub fn with_lease(mut self, lease: Lease) -> Self {
         self.lease = Some(lease);

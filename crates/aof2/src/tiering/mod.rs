@@ -758,11 +758,28 @@ impl Tiering {
         words
     }
 
-    /// Wait up to `wait` for `bytes` of Tier 0, evicting what can be evicted.
-    pub(crate) fn acquire_tier0(&self, bytes: u64, wait: Duration) -> Option<Lease> {
+    /// Wait up to `wait` for `bytes` of Tier 0 for the next segment of `log`, evicting what can
+    /// be evicted and, if that is not enough, taking back segments other logs prepared ahead:
+    /// a log that went idle would otherwise keep them for as long as it stays open, and a busy
+    /// log could never get room (with the defaults, five logs that were once busy held 15 of
+    /// the 16 segments of the budget).
+    pub(crate) fn acquire_tier0(
+        &self,
+        log: &LogShared,
+        bytes: u64,
+        wait: Duration,
+    ) -> Option<Lease> {
         self.budget
             .acquire_until(bytes, Instant::now() + wait, |missing| {
-                self.evict(missing);
+                let mut freed = self.evict(missing);
+                for other in self.live_logs() {
+                    if freed >= missing {
+                        break;
+                    }
+                    if !std::ptr::eq(Arc::as_ptr(&other), log) && !other.is_read_only() {
+                        freed += other.release_prepared(missing - freed);
+                    }
+                }
             })
     }
 
