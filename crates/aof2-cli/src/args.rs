@@ -107,7 +107,7 @@ pub struct StorageOptions {
 pub struct LogOptions {
     #[command(flatten)]
     pub storage: StorageOptions,
-    /// When an append is acknowledged: always (after its fdatasync), interval (synced at least every 10 ms), interval:<ms>, or none (the OS decides).
+    /// When an append is acknowledged: always (after its fdatasync), interval (each record durable about 10 ms after its append), interval:<ms>, or none (the OS decides).
     #[arg(long, value_name = "MODE", value_parser = parse_durability, default_value = "always")]
     pub durability: Durability,
 }
@@ -246,7 +246,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "W", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub writers: u32,
-    /// Durability of the benchmark log: always (each append waits for its fdatasync), interval (synced at least every 10 ms), interval:<ms>, or none.
+    /// Durability of the benchmark log: always (each append waits for its fdatasync), interval (each record durable about 10 ms after its append), interval:<ms>, or none.
     #[arg(long, value_name = "MODE", value_parser = parse_durability, default_value = "none")]
     pub durability: Durability,
     #[command(flatten)]

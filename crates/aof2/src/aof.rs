@@ -40,6 +40,10 @@ use crate::tiering::{SealOutcome, Tiering};
 /// before each retry of one); an error it returns is that fdatasync's result.
 pub type SyncFault = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 
+/// Time seam for tests: the clock `Durability::Interval` deadlines are measured on (default
+/// `Instant::now`). A test moves it forward to make a deadline pass without waiting for it.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 pub(crate) struct WriteState {
     pub(crate) active: Option<ActiveSegment>,
     /// Files of rolled segments whose frames are not yet covered by a sync.
@@ -123,7 +127,13 @@ pub(crate) struct LogShared {
     visible: Mutex<()>,
     visible_changed: Condvar,
     avg_sync_ns: AtomicU64,
-    last_sync: Mutex<Instant>,
+    /// `Interval` logs: when the oldest record that no started sync covers was appended, in ns
+    /// since `opened_at` on `clock`; `u64::MAX` while every record is covered. Set by the append
+    /// that follows a covered state and cleared by the sync that starts, both under the write
+    /// lock; the timer starts a sync once it is due ([`LogShared::on_tick`]).
+    uncovered_since_ns: AtomicU64,
+    clock: Option<Clock>,
+    opened_at: Instant,
     pub(crate) counters: LogCounters,
     workers: Arc<FlushManager>,
     pub(crate) tiering: Arc<Tiering>,
@@ -186,6 +196,7 @@ impl LogShared {
         workers: Arc<FlushManager>,
         tiering: Arc<Tiering>,
         sync_fault: Option<SyncFault>,
+        clock: Option<Clock>,
         open_logs: std::sync::Weak<crate::manager::OpenLogs>,
     ) -> Arc<Self> {
         let next = rec.next_seq;
@@ -198,6 +209,7 @@ impl LogShared {
             .map_or(0, |a| a.last_timestamp_ms)
             .max(rec.last_timestamp_ms);
         let read_only = rec.read_only;
+        let opened_at = clock.as_ref().map_or_else(Instant::now, |c| c());
         Arc::new_cyclic(|me| LogShared {
             me: me.clone(),
             name: rec.name,
@@ -243,7 +255,10 @@ impl LogShared {
             visible: Mutex::new(()),
             visible_changed: Condvar::new(),
             avg_sync_ns: AtomicU64::new(150_000),
-            last_sync: Mutex::new(Instant::now()),
+            // Records recovery left unsynced (a `None` open) count as appended now.
+            uncovered_since_ns: AtomicU64::new(if durable < next { 0 } else { u64::MAX }),
+            clock,
+            opened_at,
             counters: LogCounters::default(),
             workers,
             tiering,
@@ -388,6 +403,14 @@ impl LogShared {
         w.last_timestamp_ms = now;
         let active = w.active.as_mut().expect("active segment");
         let first = active.next_seq;
+        if matches!(self.config.durability, Durability::Interval(_))
+            && self.sync_started_target.load(Ordering::Acquire) >= first
+        {
+            // Every earlier record is covered by a started sync: this batch starts the interval
+            // (one clock read per sync, not per append).
+            self.uncovered_since_ns
+                .store(self.clock_ns(), Ordering::Release);
+        }
         let n = payloads.len();
         if let Err(e) = active.append_batch(payloads, now) {
             // Nothing of the batch is acknowledged, but the page cache may hold part of it:
@@ -1039,6 +1062,7 @@ impl LogShared {
             }
             let target = self.written();
             self.sync_started_target.fetch_max(target, Ordering::AcqRel);
+            self.uncovered_since_ns.store(u64::MAX, Ordering::Release);
             (target, w.written_bytes, files)
         };
         let start = Instant::now();
@@ -1056,7 +1080,6 @@ impl LogShared {
         let avg = self.avg_sync_ns.load(Ordering::Relaxed);
         self.avg_sync_ns
             .store((avg * 7 + ns) / 8, Ordering::Relaxed);
-        *self.last_sync.lock() = Instant::now();
         let rolled = files.len() - 1;
         if rolled > 0 {
             let mut w = self.write.lock();
@@ -1105,8 +1128,7 @@ impl LogShared {
         }
         self.drop_recycled(limits::RECYCLED_SEGMENT_KEEP);
         if let Durability::Interval(every) = self.config.durability
-            && self.written() > self.durable()
-            && self.last_sync.lock().elapsed() >= every
+            && self.interval_sync_due(every)
         {
             self.request_flush();
         }
@@ -1132,6 +1154,26 @@ impl LogShared {
                 }
             }
         }
+    }
+
+    /// Nanoseconds since the log was opened, on its clock.
+    fn clock_ns(&self) -> u64 {
+        let now = self.clock.as_ref().map_or_else(Instant::now, |c| c());
+        now.saturating_duration_since(self.opened_at).as_nanos() as u64
+    }
+
+    /// `Interval(every)`: whether the sync covering the oldest uncovered record must start now,
+    /// so that it ends about `every` after that record was appended. The interval runs from the
+    /// record's append, not from the previous sync: measured from the end of the previous sync,
+    /// a record appended while a sync ran waited for that sync, then `every`, then its own sync.
+    fn interval_sync_due(&self, every: Duration) -> bool {
+        let since = self.uncovered_since_ns.load(Ordering::Acquire);
+        if since == u64::MAX {
+            return false;
+        }
+        let every_ns = every.as_nanos().min(u64::MAX as u128) as u64;
+        let lead = self.avg_sync_ns.load(Ordering::Relaxed).min(every_ns);
+        self.clock_ns() >= since.saturating_add(every_ns - lead)
     }
 
     // ---------------------------------------------------------------- visibility for followers

@@ -14,8 +14,10 @@ pub enum Durability {
     /// The OS decides when data reaches the disk; aof2 syncs only when asked (`flush`) and when
     /// sealing a segment. Records are visible to readers as soon as they are written.
     None,
-    /// Dirty data is synced at least every interval (and earlier when the dirty-bytes watermark is
-    /// crossed). Appends return once written; `wait_durable` waits for the sync.
+    /// Every record is durable about one interval after its append: the sync that covers it
+    /// starts at the latest the interval, less the average sync time, after the record was
+    /// written (earlier when the dirty-bytes watermark is crossed). Appends return once written;
+    /// `wait_durable` waits for the sync.
     Interval(Duration),
     /// An append returns only after its bytes are covered by a completed `fdatasync`
     /// (group commit: one sync covers every record written before it).

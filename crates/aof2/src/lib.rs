@@ -33,7 +33,7 @@ mod tier1;
 mod tier2;
 mod tiering;
 
-pub use aof::{Aof, SyncFault};
+pub use aof::{Aof, Clock, SyncFault};
 pub use config::{
     Compression, Durability, LogConfig, ManagerConfig, ReadVisibility, Tier2Config,
     validate_log_name,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::aof::{Aof, LogShared, SyncFault};
+use crate::aof::{Aof, Clock, LogShared, SyncFault};
 use crate::config::{LogConfig, ManagerConfig, validate_log_name};
 use crate::error::{Error, IoContext, Result};
 use crate::flush::FlushManager;
@@ -150,6 +150,7 @@ struct ManagerInner {
     logs: Arc<OpenLogs>,
     reports: Mutex<HashMap<String, RecoveryReport>>,
     sync_fault: Mutex<Option<SyncFault>>,
+    clock: Mutex<Option<Clock>>,
     closed: std::sync::atomic::AtomicBool,
     /// Held by the first [`AofManager::close`] until it is done; later callers wait on it and
     /// get its outcome (`None`: closed cleanly), as for [`LogShared::close`].
@@ -312,6 +313,7 @@ impl AofManager {
                 logs: Arc::new(OpenLogs::new()),
                 reports: Mutex::new(HashMap::new()),
                 sync_fault: Mutex::new(None),
+                clock: Mutex::new(None),
                 closed: std::sync::atomic::AtomicBool::new(false),
                 close_outcome: Mutex::new(None),
             }),
@@ -447,6 +449,7 @@ impl AofManager {
             self.inner.workers.clone(),
             self.inner.tiering.clone(),
             self.inner.sync_fault.lock().clone(),
+            self.inner.clock.lock().clone(),
             Arc::downgrade(&self.inner.logs),
         );
         if let Some(tier2) = &self.inner.tiering.tier2
@@ -717,6 +720,13 @@ impl AofManager {
     #[doc(hidden)]
     pub fn set_sync_fault(&self, fault: Option<SyncFault>) {
         *self.inner.sync_fault.lock() = fault;
+    }
+
+    /// Test seam: the clock `Durability::Interval` deadlines of logs opened after this call are
+    /// measured on (`None`: `Instant::now`).
+    #[doc(hidden)]
+    pub fn set_clock(&self, clock: Option<Clock>) {
+        *self.inner.clock.lock() = clock;
     }
 
     /// Close every log (syncing it) and stop the background threads. Returns the first log's
