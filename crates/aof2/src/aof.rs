@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -123,9 +123,14 @@ pub(crate) struct LogShared {
     /// A flush was asked for while one was queued or running (see `background_flush`).
     flush_again: AtomicBool,
     prepare_started: AtomicBool,
-    followers: AtomicUsize,
+    /// Followers waiting in [`LogShared::wait_visible`] for `in_file` (written visibility, and
+    /// every follower of a `None` log) and for `durable`; each kind has its condition variable
+    /// (both used under `visible`), so appends wake only the followers they concern.
+    file_followers: AtomicUsize,
+    durable_followers: AtomicUsize,
     visible: Mutex<()>,
-    visible_changed: Condvar,
+    file_changed: Condvar,
+    durable_changed: Condvar,
     avg_sync_ns: AtomicU64,
     /// `Interval` logs: when the oldest record that no started sync covers was appended, in ns
     /// since `opened_at` on `clock`; `u64::MAX` while every record is covered. Set by the append
@@ -251,9 +256,11 @@ impl LogShared {
             flush_scheduled: AtomicBool::new(false),
             flush_again: AtomicBool::new(false),
             prepare_started: AtomicBool::new(false),
-            followers: AtomicUsize::new(0),
+            file_followers: AtomicUsize::new(0),
+            durable_followers: AtomicUsize::new(0),
             visible: Mutex::new(()),
-            visible_changed: Condvar::new(),
+            file_changed: Condvar::new(),
+            durable_changed: Condvar::new(),
             avg_sync_ns: AtomicU64::new(150_000),
             // Records recovery left unsynced (a `None` open) count as appended now.
             uncovered_since_ns: AtomicU64::new(if durable < next { 0 } else { u64::MAX }),
@@ -422,6 +429,7 @@ impl LogShared {
         }
         let next = active.next_seq;
         let in_file = active.in_file_seq();
+        let moved_in_file = in_file > self.in_file.load(Ordering::Relaxed);
         // Prepare ahead once the log has written an eighth of its active segment since it
         // opened: a log that holds a few records (or is only read) never holds the Tier 0
         // budget of prepared segments, and a busy one starts preparing after a few MiB.
@@ -448,12 +456,13 @@ impl LogShared {
             frame_bytes - n as u64 * FRAME_HEADER_BYTES,
             Ordering::Relaxed,
         );
-        match self.config.durability {
-            Durability::None => self.notify_visible(),
-            Durability::Interval(_) if dirty >= self.config.flush_watermark_bytes => {
-                self.request_flush()
-            }
-            _ => {}
+        if moved_in_file {
+            self.notify_written();
+        }
+        if matches!(self.config.durability, Durability::Interval(_))
+            && dirty >= self.config.flush_watermark_bytes
+        {
+            self.request_flush();
         }
         Ok(first)
     }
@@ -919,11 +928,10 @@ impl LogShared {
 
     /// Records a reader may see under `visibility`.
     pub(crate) fn visible(&self, visibility: ReadVisibility) -> u64 {
-        match (visibility, self.config.durability) {
-            (ReadVisibility::Written, _) | (ReadVisibility::Durable, Durability::None) => {
-                self.in_file.load(Ordering::Acquire)
-            }
-            (ReadVisibility::Durable, _) => self.durable(),
+        if self.follows_file(visibility) {
+            self.in_file.load(Ordering::Acquire)
+        } else {
+            self.durable()
         }
     }
 
@@ -993,9 +1001,9 @@ impl LogShared {
             atomic_wait::wake_all(&self.sync_epoch);
             self.durable_watch
                 .send_modify(|v| v.0 = self.durable.load(Ordering::Acquire));
-            if self.config.durability != Durability::None {
-                self.notify_visible();
-            }
+            // Durable followers, and written ones of an `Always` log (its staged frames went
+            // into the file).
+            self.notify_visible();
         }
     }
 
@@ -1178,21 +1186,67 @@ impl LogShared {
 
     // ---------------------------------------------------------------- visibility for followers
 
+    /// Wake every follower after a sync, a failure or a close (their `in_file`, `durable`,
+    /// `failed` and `closed` stores come first).
     pub(crate) fn notify_visible(&self) {
-        if self.followers.load(Ordering::Acquire) > 0 {
+        // Pairs with the fence in `wait_visible`: either the follower's look sees what was
+        // stored before this fence, or this sees the follower counted (no wake-up is lost).
+        fence(Ordering::SeqCst);
+        let file = self.file_followers.load(Ordering::Relaxed) > 0;
+        let durable = self.durable_followers.load(Ordering::Relaxed) > 0;
+        if file || durable {
             let _g = self.visible.lock();
-            self.visible_changed.notify_all();
+            if file {
+                self.file_changed.notify_all();
+            }
+            if durable {
+                self.durable_changed.notify_all();
+            }
         }
     }
 
-    /// Wait until more than `seq` records are visible, the log fails/closes, or `deadline`.
+    /// Wake followers of the file after an append moved `in_file`; called once the append
+    /// released the write lock. No fence on the append path: a follower counts itself, then
+    /// takes and releases the write lock before it looks (`wait_visible`), so either its look
+    /// sees this append's records or this load sees it counted. Costs one load when nobody
+    /// follows.
+    fn notify_written(&self) {
+        if self.file_followers.load(Ordering::Acquire) > 0 {
+            let _g = self.visible.lock();
+            self.file_changed.notify_all();
+        }
+    }
+
+    /// Whether followers under `visibility` wait for `in_file` (else for `durable`).
+    fn follows_file(&self, visibility: ReadVisibility) -> bool {
+        matches!(
+            (visibility, self.config.durability),
+            (ReadVisibility::Written, _) | (ReadVisibility::Durable, Durability::None)
+        )
+    }
+
+    /// Wait until more than `seq` records are visible, the log fails/closes, or `deadline`
+    /// (`None`: no deadline). Woken by what it waits for (an append, a sync, a failure, a
+    /// close), never by polling.
     pub(crate) fn wait_visible(
         &self,
         seq: u64,
         visibility: ReadVisibility,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) -> bool {
-        self.followers.fetch_add(1, Ordering::AcqRel);
+        let of_file = self.follows_file(visibility);
+        let (followers, changed) = if of_file {
+            (&self.file_followers, &self.file_changed)
+        } else {
+            (&self.durable_followers, &self.durable_changed)
+        };
+        // Count this follower before looking, so that whatever moves after the look wakes it:
+        // see `notify_visible` (fence) and `notify_written` (write lock).
+        followers.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if of_file {
+            drop(self.write.lock());
+        }
         let mut g = self.visible.lock();
         let ok = loop {
             if self.visible(visibility) > seq {
@@ -1201,16 +1255,17 @@ impl LogShared {
             if self.failed.load(Ordering::Acquire) || self.closed.load(Ordering::Acquire) {
                 break false;
             }
-            // Bounded waits guard against a notification racing the follower count.
-            let now = Instant::now();
-            if now >= deadline {
-                break false;
+            match deadline {
+                Some(deadline) if Instant::now() >= deadline => break false,
+                Some(deadline) => {
+                    changed.wait_until(&mut g, deadline);
+                }
+                None => changed.wait(&mut g),
             }
-            let step = (deadline - now).min(Duration::from_millis(5));
-            self.visible_changed.wait_for(&mut g, step);
+            self.counters.follow_wakeups.fetch_add(1, Ordering::Relaxed);
         };
         drop(g);
-        self.followers.fetch_sub(1, Ordering::AcqRel);
+        followers.fetch_sub(1, Ordering::AcqRel);
         ok
     }
 

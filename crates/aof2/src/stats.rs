@@ -19,6 +19,7 @@ pub(crate) struct LogCounters {
     pub budget_waits: AtomicU64,
     pub segments_retired: AtomicU64,
     pub segments_recycled: AtomicU64,
+    pub follow_wakeups: AtomicU64,
 }
 
 impl LogCounters {
@@ -50,6 +51,7 @@ impl LogCounters {
             budget_waits: self.budget_waits.load(Relaxed),
             segments_retired: self.segments_retired.load(Relaxed),
             segments_recycled: self.segments_recycled.load(Relaxed),
+            follow_wakeups: self.follow_wakeups.load(Relaxed),
             ..Default::default()
         }
     }
@@ -84,6 +86,10 @@ pub struct LogStats {
     pub segments_retired: u64,
     /// Segments prepared in the file of an evicted Tier 0 segment instead of a new file.
     pub segments_recycled: u64,
+    /// Times a follower waiting for the next record (`Reader::next_timeout`) woke up: a record
+    /// became visible, the log failed or closed, or its timeout passed. A follower is woken by
+    /// these, never to poll, so an idle one wakes once per wait.
+    pub follow_wakeups: u64,
     /// Records written (next sequence number).
     pub next_seq: u64,
     /// Records durable (all sequences below this are synced).

@@ -141,3 +141,142 @@ fn interval_sync_waits_for_the_deadline() {
     assert_eq!(log.stats().flushes, flushes + 1, "one sync covered it");
     m.close().unwrap();
 }
+
+/// A follower of written records on a durable log is woken by the append, not by the sync that
+/// follows (an `Interval(1 h)` log syncs nothing here) nor by polling: it used to sleep in 5 ms
+/// steps, so it woke 200 times a second while idle and saw records up to 5 ms late.
+#[test]
+fn written_follower_of_an_interval_log_is_woken_by_the_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let log = m
+        .open_log(
+            "wake",
+            small(Durability::Interval(Duration::from_secs(3600))),
+        )
+        .unwrap();
+    let follower = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut reader = log.reader_with(0, ReadVisibility::Written);
+            reader
+                .next_timeout(Duration::MAX)
+                .map(|r| r.map(|r| r.payload().to_vec()))
+        })
+    };
+    // Give the follower time to go to sleep (if it has not yet, it finds the record at once).
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(log.append(b"wake up").unwrap(), 0);
+    let deadline = Instant::now() + HANG;
+    while !follower.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the append did not wake the follower"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(follower.join().unwrap().unwrap().unwrap(), b"wake up");
+    assert_eq!(log.durable_watermark(), 0, "no sync was needed to wake it");
+    assert!(
+        log.stats().follow_wakeups <= 1,
+        "woken once, by the append: {:?}",
+        log.stats()
+    );
+    m.close().unwrap();
+}
+
+/// An idle follower sleeps until its timeout: one wake-up, not one every 5 ms.
+#[test]
+fn an_idle_follower_does_not_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    for (name, durability, visibility) in [
+        (
+            "always-written",
+            Durability::Always,
+            ReadVisibility::Written,
+        ),
+        (
+            "always-durable",
+            Durability::Always,
+            ReadVisibility::Durable,
+        ),
+        (
+            "interval-written",
+            Durability::Interval(Duration::from_millis(5)),
+            ReadVisibility::Written,
+        ),
+        ("none", Durability::None, ReadVisibility::Durable),
+    ] {
+        let log = m.open_log(name, small(durability)).unwrap();
+        let mut reader = log.reader_with(0, visibility);
+        assert!(
+            reader
+                .next_timeout(Duration::from_millis(300))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            log.stats().follow_wakeups <= 2,
+            "{name}: an idle follower polled: {:?}",
+            log.stats()
+        );
+    }
+    m.close().unwrap();
+}
+
+/// Followers of every kind see records appended by many writers: no wake-up is lost between a
+/// follower's look and its sleep (each waits with no deadline, so a lost one hangs the test).
+#[test]
+fn followers_miss_no_wake_up() {
+    const WRITERS: u64 = 4;
+    const RECORDS: u64 = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    for durability in [
+        Durability::Always,
+        Durability::Interval(Duration::from_millis(1)),
+        Durability::None,
+    ] {
+        let log = m
+            .open_log(
+                &format!("many-{}", durability.name().replace(':', "-")),
+                small(durability),
+            )
+            .unwrap();
+        let (done_tx, done) = mpsc::channel();
+        let followers: Vec<_> = [ReadVisibility::Written, ReadVisibility::Durable]
+            .into_iter()
+            .map(|visibility| {
+                let log = log.clone();
+                let done_tx = done_tx.clone();
+                std::thread::spawn(move || {
+                    let mut reader = log.reader_with(0, visibility);
+                    for seq in 0..WRITERS * RECORDS {
+                        let record = reader.next_timeout(Duration::MAX).unwrap().unwrap();
+                        assert_eq!(record.seq(), seq);
+                    }
+                    done_tx.send(()).unwrap();
+                })
+            })
+            .collect();
+        std::thread::scope(|s| {
+            for w in 0..WRITERS {
+                let log = &log;
+                s.spawn(move || {
+                    for i in 0..RECORDS {
+                        log.append(&(w * RECORDS + i).to_le_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        for _ in 0..followers.len() {
+            done.recv_timeout(HANG)
+                .unwrap_or_else(|_| panic!("{durability:?}: a follower missed a wake-up"));
+        }
+        for f in followers {
+            f.join().unwrap();
+        }
+    }
+    m.close().unwrap();
+}

@@ -105,7 +105,8 @@ impl Reader {
         if let Some(r) = self.try_next()? {
             return Ok(Some(r));
         }
-        let deadline = Instant::now() + timeout;
+        // A timeout too long for the clock (`Duration::MAX`) means no deadline.
+        let deadline = Instant::now().checked_add(timeout);
         if self
             .log
             .wait_visible(self.next_seq, self.visibility, deadline)
