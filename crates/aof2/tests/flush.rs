@@ -1,11 +1,11 @@
 //! Black-box tests of the flush and follow promises: `Durability::Interval` deadlines, followers
 //! woken by what they wait for, waits for durability.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use aof2::{AofManager, Durability, LogConfig, ManagerConfig, ReadVisibility};
+use aof2::{AofManager, Durability, ErrorKind, LogConfig, ManagerConfig, ReadVisibility};
 
 /// Longest a test waits for something that must happen promptly; reaching it is the failure.
 const HANG: Duration = Duration::from_secs(30);
@@ -31,10 +31,11 @@ fn advance(offset_ns: &AtomicU64, by: Duration) {
 }
 
 /// A sync fault seam that holds every fdatasync while the gate is closed, and reports each one
-/// it holds.
+/// it holds; once `fail` is set, every fdatasync fails with EIO.
 struct SyncGate {
     closed: Mutex<bool>,
     opened: Condvar,
+    fail: AtomicBool,
 }
 
 impl SyncGate {
@@ -42,6 +43,7 @@ impl SyncGate {
         let gate = Arc::new(SyncGate {
             closed: Mutex::new(false),
             opened: Condvar::new(),
+            fail: AtomicBool::new(false),
         });
         let (held_tx, held) = mpsc::channel();
         let g = gate.clone();
@@ -52,6 +54,9 @@ impl SyncGate {
                 while *closed {
                     closed = g.opened.wait(closed).unwrap();
                 }
+            }
+            if g.fail.load(Ordering::Acquire) {
+                return Err(std::io::Error::from_raw_os_error(5));
             }
             Ok(())
         })));
@@ -277,6 +282,124 @@ fn followers_miss_no_wake_up() {
         for f in followers {
             f.join().unwrap();
         }
+    }
+    m.close().unwrap();
+}
+
+/// Waits for durability, held at the fdatasync: the durable watermark does not move before the
+/// sync ends; an async wait dropped mid-wait takes no wake-up from the others; a failed sync
+/// fails every later wait, append and flush, while records synced before it stay durable.
+#[test]
+fn waits_for_durability_around_a_held_and_a_failed_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let (gate, held) = SyncGate::install(&m);
+    let log = m.open_log("waits", small(Durability::Always)).unwrap();
+    assert_eq!(
+        log.wait_durable(0).unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "not appended yet"
+    );
+    assert_eq!(
+        log.wait_durable(u64::MAX).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+
+    gate.close();
+    let first = log.append_nowait(b"a").unwrap();
+    held.recv_timeout(HANG)
+        .expect("the group commit reached its fdatasync");
+    let second = log.append_nowait(b"b").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dropped =
+            tokio::time::timeout(Duration::from_millis(50), log.wait_durable_async(second)).await;
+        assert!(
+            dropped.is_err(),
+            "nothing is durable while the sync is held"
+        );
+    });
+    let blocking = {
+        let log = log.clone();
+        std::thread::spawn(move || log.wait_durable(second))
+    };
+    let asynchronous = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(log.wait_durable_async(first))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(log.durable_watermark(), 0, "ahead of the fdatasync");
+    gate.open();
+    blocking.join().unwrap().unwrap();
+    asynchronous.join().unwrap().unwrap();
+    assert_eq!(log.durable_watermark(), 2);
+
+    // Batches count once, records and payload bytes exactly; a rejected batch counts nothing.
+    log.append_batch(&[b"".as_slice(), b"xy", b""]).unwrap();
+    let too_large = vec![0u8; 300 * 1024];
+    let e = log
+        .append_batch(&[b"fits".as_slice(), &too_large])
+        .unwrap_err();
+    assert!(matches!(e, aof2::Error::RecordTooLarge { .. }), "{e}");
+    assert_eq!(log.next_seq(), 5, "nothing of a rejected batch is written");
+    let stats = log.stats();
+    assert_eq!(
+        (stats.appends, stats.records_appended, stats.bytes_appended),
+        (3, 5, 4),
+        "{stats:?}"
+    );
+
+    gate.fail.store(true, Ordering::Release);
+    let e = log.append(b"never durable").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
+    assert_eq!(log.durable_watermark(), 5);
+    log.wait_durable(4).unwrap();
+    assert_eq!(log.wait_durable(5).unwrap_err().kind(), ErrorKind::Closed);
+    assert_eq!(
+        rt.block_on(log.wait_durable_async(5)).unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    assert_eq!(
+        log.append_nowait(b"x").unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    assert_eq!(log.flush().unwrap_err().kind(), ErrorKind::Closed);
+    assert!(log.close().is_err(), "the close of a failed log reports it");
+}
+
+/// After a clean close every written record is durable: waits for them succeed, in every mode.
+#[test]
+fn waits_after_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for durability in [
+        Durability::None,
+        Durability::Interval(Duration::from_secs(3600)),
+        Durability::Always,
+    ] {
+        let name = format!("closed-{}", durability.name().replace(':', "-"));
+        let log = m.open_log(&name, small(durability)).unwrap();
+        let seq = log.append_nowait(b"x").unwrap();
+        log.close().unwrap();
+        assert_eq!(log.durable_watermark(), 1, "{durability:?}");
+        log.wait_durable(seq).unwrap();
+        rt.block_on(log.wait_durable_async(seq)).unwrap();
+        assert_eq!(
+            log.wait_durable(seq + 1).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(log.append(b"y").unwrap_err().kind(), ErrorKind::Closed);
     }
     m.close().unwrap();
 }
