@@ -76,7 +76,9 @@ pub struct LogStats {
     pub segments_rolled: u64,
     /// Segments sealed since open.
     pub segments_sealed: u64,
-    /// Rollovers that had to wait for the next segment to be prepared.
+    /// Waits for the next segment at a rollover: appends (and `seal` calls) that found no
+    /// prepared segment ready. Each waiting writer counts, so one slow preparation under 16
+    /// writers can count 16.
     pub rollover_waits: u64,
     /// Appends that waited because too many bytes were unsynced.
     pub backpressure_waits: u64,
