@@ -72,12 +72,19 @@ struct PrepareSlot {
 
 impl PrepareSlot {
     /// Whether the next segment to activate is ready: segments are activated in the order of
-    /// their ids (recovery walks them that way), so not while a lower id is being prepared.
+    /// their ids (recovery walks them that way), so not while a lower id is being prepared or
+    /// waits to be prepared again (given back by [`LogShared::release_prepared`] while a higher
+    /// one was being prepared).
     fn has_next(&self) -> bool {
         let oldest_busy = self.in_progress_ids.iter().next().copied();
+        let oldest_waiting = self.reuse.iter().map(|&(id, _)| id).min();
+        let lowest_pending = match (oldest_busy, oldest_waiting) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.ready
             .first_key_value()
-            .is_some_and(|(id, _)| oldest_busy.is_none_or(|busy| *id < busy))
+            .is_some_and(|(id, _)| lowest_pending.is_none_or(|pending| *id < pending))
     }
 }
 
