@@ -1,4 +1,4 @@
-//! `Catalog::decode` (a log's catalog object in Tier 2: 64-byte header and a body of WAL-framed
+//! `Catalog::decode` (a log's catalog object in Tier 2: 80-byte header and a body of WAL-framed
 //! edits), plus `first_seq`/`end_seq` on what it returns: never panics, allocates no more than
 //! the input justifies; a catalog it accepts re-encodes to the same value and, when the reserved
 //! bytes are zero, to exactly its bytes.
@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let body_len = (fixed.len() - CATALOG_HEADER_BYTES) as u64;
     let body_crc = crc32c(&fixed[CATALOG_HEADER_BYTES..]);
     fixed[48..56].copy_from_slice(&body_len.to_le_bytes());
-    fixed[56..60].copy_from_slice(&body_crc.to_le_bytes());
+    fixed[72..76].copy_from_slice(&body_crc.to_le_bytes());
     seal_at(&mut fixed, 0, CATALOG_HEADER_BYTES);
     check(&fixed);
 });

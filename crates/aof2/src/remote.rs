@@ -122,6 +122,20 @@ impl AofManager {
                 name: name.to_string(),
             },
         )?;
+        // Where the log starts: its first segment starts there, and with none (retention
+        // removed every one) the log continues there, after the records' newest timestamp.
+        let first_seq = catalog.first_seq();
+        let last_timestamp_ms = if catalog.segments.is_empty() {
+            catalog.last_timestamp_ms
+        } else {
+            0
+        };
+        if first_seq > 0 || last_timestamp_ms > 0 {
+            manifest.append(Edit::RetiredBelow {
+                seq: first_seq,
+                last_timestamp_ms,
+            })?;
+        }
         for s in &catalog.segments {
             let id = s.sealed.segment_id;
             manifest.append(Edit::SegmentPrepared {

@@ -801,7 +801,9 @@ fn segment_history(root: &Path, id: u64) -> Vec<String> {
                 Edit::SegmentSealed(info) => info.segment_id,
                 Edit::CompressDone(info) => info.segment_id,
                 Edit::Tier2Uploaded(info) => info.tier1.segment_id,
-                Edit::LogCreated { .. } | Edit::LogOpened { .. } => return false,
+                Edit::LogCreated { .. } | Edit::LogOpened { .. } | Edit::RetiredBelow { .. } => {
+                    return false;
+                }
             };
             of == id
         })
@@ -898,7 +900,7 @@ fn manifest_state(root: &Path) -> (u128, BTreeMap<u64, ManifestSegment>) {
                 s.tier1_file = Some((t2.file_len, t2.footer_crc));
             }
             Edit::LogCreated { log_id, .. } => id = log_id,
-            Edit::LogOpened { .. } => {}
+            Edit::LogOpened { .. } | Edit::RetiredBelow { .. } => {}
         }
     }
     (id, view)

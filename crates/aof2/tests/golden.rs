@@ -169,6 +169,10 @@ fn golden_tier2_encodings() {
         Edit::Tier2Uploaded(tier2),
         Edit::Tier1Evicted { segment_id: 3 },
         Edit::Tier1Fetched { segment_id: 3 },
+        Edit::RetiredBelow {
+            seq: 1000,
+            last_timestamp_ms: 1_700_000_000_001,
+        },
     ] {
         edits.extend_from_slice(&encode_wal_record(&edit));
     }
@@ -181,6 +185,8 @@ fn golden_tier2_encodings() {
             log_id: 0xfeed_beef,
             name: "orders".into(),
             created_ms: 1_700_000_000_000,
+            next_seq: 1050,
+            last_timestamp_ms: 1_700_000_000_003,
             segments: vec![CatalogSegment { sealed, tier2 }],
         }
         .encode(),

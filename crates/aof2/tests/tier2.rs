@@ -1322,3 +1322,141 @@ fn restore_leaves_the_tier1_room_other_logs_hold() {
         assert_eq!(r.unwrap().payload(), payload(i as u64), "seq {i}");
     }
 }
+
+// ------------------------------------------------------------------ where a log continues
+
+/// Appends `0..records`, seals them, puts one more record in the active segment and waits until
+/// every sealed segment is in Tier 2; then retention removes every sealed segment (the active one
+/// holds a later record, so the newest sealed one may go too) and the test waits until the
+/// store holds no segment object. Returns (the log's first sequence, the timestamp of the last
+/// record retention removed).
+fn retire_every_uploaded_segment(
+    m: &AofManager,
+    log: &aof2::Aof,
+    store: &std::path::Path,
+) -> (u64, u64) {
+    let records = log.next_seq() + 1200;
+    append_all(log, log.next_seq()..records);
+    log.seal().unwrap();
+    append_all(log, records..records + 1);
+    assert!(m.wait_for_tier2(log, WAIT), "uploads finish");
+    let newest_ms = log.read(records - 1).unwrap().timestamp_ms();
+    let first = log.truncate_before(records + 1).unwrap();
+    assert_eq!(first, records, "retention keeps only the active segment");
+    assert!(sealed_segments(m, log).is_empty());
+    let deadline = Instant::now() + WAIT;
+    while walk_keys(store).iter().any(|k| k.ends_with(".t1")) {
+        assert!(Instant::now() < deadline, "retired objects are deleted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (first, newest_ms)
+}
+
+/// A log whose Tier 2 segments retention removed, all of them: its catalog lists no segment.
+/// Tier 2 still knows where the log ends: a remote reader reports the log's first and next
+/// sequence as the end of the removed records, a restore onto an empty root continues the
+/// sequence there (and the timestamps after the removed records'), and a local reopen agrees.
+/// The catalog had no field for it: the restored log started again at sequence 0, so a
+/// consumer that had read records 0.. saw different records under the same sequences.
+#[test]
+fn a_restore_after_retention_removed_every_segment_continues_the_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let t2 = file_tier2(&store);
+    let root_a = dir.path().join("a");
+    let (first, newest_ms) = {
+        let m = manager(&root_a, t2.clone());
+        let log = m.open_log("cdc", log_config()).unwrap();
+        let retired = retire_every_uploaded_segment(&m, &log, &store);
+        log.close().unwrap();
+        m.close().unwrap();
+        retired
+    };
+
+    let reader = RemoteReader::open(t2.clone(), "cdc").unwrap();
+    assert_eq!(
+        (reader.first_seq(), reader.end_seq()),
+        (first, first),
+        "a remote reader's first and next sequence"
+    );
+    assert_eq!(reader.iter_from(first).count(), 0);
+    assert_eq!(reader.read(0).unwrap_err().kind(), ErrorKind::NotFound);
+
+    // The writer's root: the log still ends where it did.
+    {
+        let m = manager(&root_a, t2.clone());
+        let log = m.open_log("cdc", log_config()).unwrap();
+        assert_eq!((log.first_seq(), log.next_seq()), (first, first + 1));
+        log.close().unwrap();
+        m.close().unwrap();
+    }
+
+    let root_b = dir.path().join("b");
+    let mut take_over = t2.clone();
+    take_over.take_over = true;
+    let m = manager(&root_b, take_over);
+    let report = m.restore_log("cdc", &mut |_| {}).unwrap();
+    assert_eq!(report.segments, 0);
+    assert_eq!((report.first_seq, report.end_seq), (first, first));
+    let log = m.open_log("cdc", log_config()).unwrap();
+    assert_eq!((log.first_seq(), log.next_seq()), (first, first));
+    let seq = log.append(b"after the restore").unwrap();
+    assert_eq!(seq, first, "the restored log continues where Tier 2 ends");
+    let record = log.read(seq).unwrap();
+    assert_eq!(record.payload(), b"after the restore");
+    assert!(record.timestamp_ms() >= newest_ms);
+    assert_eq!(log.read(first - 1).unwrap_err().kind(), ErrorKind::NotFound);
+    // Closed and opened again, the restored log still ends there.
+    log.close().unwrap();
+    let log = m.open_log("cdc", log_config()).unwrap();
+    assert_eq!((log.first_seq(), log.next_seq()), (first, first + 1));
+    m.close().unwrap();
+}
+
+/// A catalog that lists no segment (retention removed them) carries the newest timestamp of the
+/// removed records: a log restored from it stamps new records no earlier, even when the
+/// restoring machine's clock is behind the old writer's (here: the old records are stamped an
+/// hour ahead). Timestamps never decrease within a log (`docs/format.md`).
+#[test]
+fn a_log_restored_from_a_catalog_without_segments_keeps_its_timestamps_rising() {
+    use aof2::format::catalog::Catalog;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let ahead_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 3_600_000;
+    let catalog = Catalog {
+        epoch: 1,
+        generation: 1,
+        log_id: 0x5eed,
+        name: "audit".into(),
+        created_ms: ahead_ms - 1000,
+        next_seq: 777,
+        last_timestamp_ms: ahead_ms,
+        segments: Vec::new(),
+    };
+    let key = store.join("aof2/logs/audit/catalog/00000000000000000001");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    std::fs::write(&key, catalog.encode()).unwrap();
+
+    let m = manager(&dir.path().join("root"), file_tier2(&store));
+    let report = m.restore_log("audit", &mut |_| {}).unwrap();
+    assert_eq!((report.first_seq, report.end_seq), (777, 777));
+    let log = m.open_log("audit", log_config()).unwrap();
+    assert_eq!(log.append(b"first after the restore").unwrap(), 777);
+    let stamped = log.read(777).unwrap().timestamp_ms();
+    assert!(
+        stamped >= ahead_ms,
+        "stamped {stamped}, the log's newest is {ahead_ms}"
+    );
+    log.close().unwrap();
+    // A reopen into a new segment keeps them rising too.
+    let log = m.open_log("audit", log_config()).unwrap();
+    log.seal().unwrap();
+    let seq = log.append(b"after a reopen").unwrap();
+    assert_eq!(seq, 778);
+    assert!(log.read(seq).unwrap().timestamp_ms() >= stamped);
+    m.close().unwrap();
+}

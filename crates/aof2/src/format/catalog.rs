@@ -1,10 +1,11 @@
 //! Objects aof2 keeps in Tier 2 besides segment copies: a log's catalog (what a reader or a
 //! restore needs to read the log from Tier 2 alone) and a writer's claim of the log.
 //!
-//! A catalog is a 64-byte header and a body of WAL-framed manifest edits: `LogCreated`, then
+//! A catalog is an 80-byte header and a body of WAL-framed manifest edits: `LogCreated`, then
 //! `SegmentSealed` and `Tier2Uploaded` for every segment in Tier 2, oldest first. Reusing the edit
 //! encoding keeps one definition of each field and lets a restore replay the body into a new
-//! manifest.
+//! manifest. The header says where the log ends (its next sequence and newest timestamp), which
+//! the segments cannot say once retention removed all of them: a restore continues there.
 
 use super::manifest::{Edit, SealedInfo, Tier2Info, WalRead, decode_wal_record, encode_wal_record};
 use super::{
@@ -13,7 +14,7 @@ use super::{
 
 pub const CATALOG_MAGIC: &[u8; 8] = b"AOF2CTLG";
 pub const CLAIM_MAGIC: &[u8; 8] = b"AOF2CLAM";
-pub const CATALOG_HEADER_BYTES: usize = 64;
+pub const CATALOG_HEADER_BYTES: usize = 80;
 pub const CLAIM_BYTES: usize = 96;
 
 fn le_u128(bytes: &[u8], at: usize) -> u128 {
@@ -37,6 +38,12 @@ pub struct Catalog {
     pub log_id: u128,
     pub name: String,
     pub created_ms: u64,
+    /// One past the last record in Tier 2: the end of the last segment, or where the log
+    /// continues when it lists none (retention removed every segment below it).
+    pub next_seq: u64,
+    /// Newest append timestamp of the records below `next_seq`, ms (0 if none): a log restored
+    /// from the catalog stamps later records no earlier.
+    pub last_timestamp_ms: u64,
     /// Oldest first, contiguous in sequence.
     pub segments: Vec<CatalogSegment>,
 }
@@ -44,14 +51,14 @@ pub struct Catalog {
 impl Catalog {
     /// One past the last sequence the catalog holds (its first sequence if it holds none).
     pub fn end_seq(&self) -> u64 {
-        self.segments
-            .last()
-            .map_or(0, |s| s.sealed.base_seq + s.sealed.record_count)
+        self.next_seq
     }
 
-    /// First sequence the catalog holds.
+    /// First sequence the catalog holds (its end if it holds none).
     pub fn first_seq(&self) -> u64 {
-        self.segments.first().map_or(0, |s| s.sealed.base_seq)
+        self.segments
+            .first()
+            .map_or(self.next_seq, |s| s.sealed.base_seq)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -71,21 +78,26 @@ impl Catalog {
         header[24..40].copy_from_slice(&self.log_id.to_le_bytes());
         header[40..48].copy_from_slice(&self.generation.to_le_bytes());
         header[48..56].copy_from_slice(&(body.len() as u64).to_le_bytes());
-        header[56..60].copy_from_slice(&crc32c(&body).to_le_bytes());
+        header[56..64].copy_from_slice(&self.next_seq.to_le_bytes());
+        header[64..72].copy_from_slice(&self.last_timestamp_ms.to_le_bytes());
+        header[72..76].copy_from_slice(&crc32c(&body).to_le_bytes());
         seal_fixed(&mut header);
         let mut out = header.to_vec();
         out.extend_from_slice(&body);
         out
     }
 
-    /// Decode and check a whole catalog object: header CRC, body CRC and length, and that the
-    /// segments are sealed, in Tier 2, in order and contiguous.
+    /// Decode and check a whole catalog object: header CRC, body CRC and length, that the
+    /// segments are sealed, in Tier 2, in order and contiguous, and that the log's end and newest
+    /// timestamp agree with them.
     pub fn decode(bytes: &[u8]) -> FormatResult<Catalog> {
         check_fixed(bytes, CATALOG_HEADER_BYTES, CATALOG_MAGIC)?;
         let epoch = le_u64(bytes, 16);
         let log_id = le_u128(bytes, 24);
         let generation = le_u64(bytes, 40);
         let body_len = le_u64(bytes, 48);
+        let next_seq = le_u64(bytes, 56);
+        let last_timestamp_ms = le_u64(bytes, 64);
         let body = &bytes[CATALOG_HEADER_BYTES..];
         if body.len() as u64 != body_len {
             return Err(FormatError::Truncated {
@@ -93,7 +105,7 @@ impl Catalog {
                 available: bytes.len(),
             });
         }
-        let stored = le_u32(bytes, 56);
+        let stored = le_u32(bytes, 72);
         let computed = crc32c(body);
         if stored != computed {
             return Err(FormatError::Checksum { stored, computed });
@@ -154,7 +166,23 @@ impl Catalog {
                     sealed.segment_id, prev.sealed.segment_id
                 )));
             }
+            if sealed.last_timestamp_ms > last_timestamp_ms {
+                return Err(FormatError::Invalid(format!(
+                    "catalog segment {} holds a record stamped {} ms, after the log's newest \
+                     timestamp {last_timestamp_ms}",
+                    sealed.segment_id, sealed.last_timestamp_ms
+                )));
+            }
             segments.push(CatalogSegment { sealed, tier2 });
+        }
+        if let Some(last) = segments.last()
+            && last.sealed.base_seq + last.sealed.record_count != next_seq
+        {
+            return Err(FormatError::Invalid(format!(
+                "catalog says the log ends at seq {next_seq}, its last segment {} ends at {}",
+                last.sealed.segment_id,
+                last.sealed.base_seq + last.sealed.record_count
+            )));
         }
         Ok(Catalog {
             epoch,
@@ -162,6 +190,8 @@ impl Catalog {
             log_id,
             name,
             created_ms,
+            next_seq,
+            last_timestamp_ms,
             segments,
         })
     }
@@ -219,11 +249,14 @@ mod tests {
             log_id: 0xfeed_beef,
             name: "orders".into(),
             created_ms: 1_700_000_000_000,
+            // Retention removed records 0..50: the log continues at 50 when nothing is listed.
+            next_seq: 50 + segments * 10,
+            last_timestamp_ms: 2,
             segments: (0..segments)
                 .map(|i| CatalogSegment {
                     sealed: SealedInfo {
                         segment_id: i + 2,
-                        base_seq: i * 10,
+                        base_seq: 50 + i * 10,
                         record_count: 10,
                         file_len: 4096,
                         first_timestamp_ms: 1,
@@ -253,7 +286,7 @@ mod tests {
             let c = catalog(n);
             let bytes = c.encode();
             assert_eq!(Catalog::decode(&bytes).unwrap(), c);
-            assert_eq!(c.end_seq(), n * 10);
+            assert_eq!((c.first_seq(), c.end_seq()), (50, 50 + n * 10));
             for i in 0..bytes.len() {
                 let mut bad = bytes.clone();
                 bad[i] ^= 0x20;
@@ -271,6 +304,29 @@ mod tests {
         let mut c = catalog(2);
         c.segments[1].sealed.base_seq += 1;
         assert!(Catalog::decode(&c.encode()).is_err());
+    }
+
+    #[test]
+    fn catalog_end_and_newest_timestamp_agree_with_its_segments() {
+        let mut c = catalog(2);
+        c.next_seq += 1;
+        assert!(
+            Catalog::decode(&c.encode()).is_err(),
+            "end past the last segment"
+        );
+        let mut c = catalog(2);
+        c.last_timestamp_ms = 1;
+        assert!(
+            Catalog::decode(&c.encode()).is_err(),
+            "a segment newer than the log"
+        );
+        // Without segments the header alone says where the log continues.
+        let mut c = catalog(0);
+        c.next_seq = 1 << 40;
+        c.last_timestamp_ms = 1_700_000_000_000;
+        let back = Catalog::decode(&c.encode()).unwrap();
+        assert_eq!((back.first_seq(), back.end_seq()), (1 << 40, 1 << 40));
+        assert_eq!(back.last_timestamp_ms, 1_700_000_000_000);
     }
 
     #[test]

@@ -78,6 +78,14 @@ pub enum Edit {
     Tier1Fetched {
         segment_id: u64,
     },
+    /// The log's records below `seq` are gone (retention removed them, or a restore started the
+    /// log there), the newest of them stamped `last_timestamp_ms` (0: none, or unknown). Only
+    /// before any segment: a restore writes it into a new manifest, a snapshot carries what the
+    /// `SegmentRetired` edits it replaces said.
+    RetiredBelow {
+        seq: u64,
+        last_timestamp_ms: u64,
+    },
 }
 
 /// What the manifest knows about a segment's object in Tier 2: the Tier 1 file it is a copy of,
@@ -241,6 +249,14 @@ impl Edit {
                 out.push(16);
                 out.extend_from_slice(&segment_id.to_le_bytes());
             }
+            Edit::RetiredBelow {
+                seq,
+                last_timestamp_ms,
+            } => {
+                out.push(17);
+                out.extend_from_slice(&seq.to_le_bytes());
+                out.extend_from_slice(&last_timestamp_ms.to_le_bytes());
+            }
         }
         out
     }
@@ -308,6 +324,10 @@ impl Edit {
             },
             16 => Edit::Tier1Fetched {
                 segment_id: c.u64()?,
+            },
+            17 => Edit::RetiredBelow {
+                seq: c.u64()?,
+                last_timestamp_ms: c.u64()?,
             },
             tag => return Err(FormatError::Invalid(format!("unknown edit tag {tag}"))),
         };
@@ -520,6 +540,10 @@ mod tests {
             Edit::Hydrated { segment_id: 0 },
             Edit::Tier1Dropped { segment_id: 0 },
             Edit::SegmentRetired { segment_id: 0 },
+            Edit::RetiredBelow {
+                seq: 1 << 40,
+                last_timestamp_ms: 1_700_000_000_000,
+            },
         ]
     }
 

@@ -64,6 +64,12 @@ pub struct ManifestState {
     pub next_segment_id: u64,
     /// Epoch of the latest writable open.
     pub epoch: u32,
+    /// Sequence the log's first live record has (or its first record will have): every record
+    /// below it was retired, or left out by a restore. 0 for a log that lost nothing.
+    pub retired_below: u64,
+    /// Newest timestamp of the records below `retired_below` (0: none, or unknown). Later
+    /// records are stamped no earlier.
+    pub retired_last_timestamp_ms: u64,
     created: bool,
 }
 
@@ -105,6 +111,12 @@ impl ManifestState {
                     return Err(format!(
                         "segment {} sealed before segment {id}",
                         info.segment_id
+                    ));
+                }
+                if previous.is_none() && info.base_seq != self.retired_below {
+                    return Err(format!(
+                        "segment {} starts at seq {}, but the log's first record is {}",
+                        info.segment_id, info.base_seq, self.retired_below
                     ));
                 }
                 if let Some((
@@ -240,6 +252,14 @@ impl ManifestState {
                 }
                 Ok(())
             }
+            Edit::RetiredBelow { .. } if !self.segments.is_empty() => {
+                Err("the start of a log recorded after its segments".into())
+            }
+            Edit::RetiredBelow { seq, .. } if *seq < self.retired_below => Err(format!(
+                "the log's first record moves back from {} to {seq}",
+                self.retired_below
+            )),
+            Edit::RetiredBelow { .. } => Ok(()),
         }
     }
 
@@ -329,7 +349,11 @@ impl ManifestState {
                 }
             }
             Edit::SegmentRetired { segment_id } => {
-                self.segments.remove(segment_id);
+                if let Some(info) = self.segments.remove(segment_id).and_then(|e| e.sealed) {
+                    self.retired_below = info.base_seq + info.record_count;
+                    self.retired_last_timestamp_ms =
+                        self.retired_last_timestamp_ms.max(info.last_timestamp_ms);
+                }
             }
             Edit::Tier2Uploaded(info) => {
                 if let Some(e) = self.segments.get_mut(&info.tier1.segment_id) {
@@ -346,6 +370,13 @@ impl ManifestState {
                     e.tier1 = e.tier2.map(|t| t.tier1);
                 }
             }
+            Edit::RetiredBelow {
+                seq,
+                last_timestamp_ms,
+            } => {
+                self.retired_below = *seq;
+                self.retired_last_timestamp_ms = *last_timestamp_ms;
+            }
         }
     }
 
@@ -358,6 +389,13 @@ impl ManifestState {
         }];
         if self.epoch > 0 {
             edits.push(Edit::LogOpened { epoch: self.epoch });
+        }
+        // Before the segments: the first one starts there.
+        if self.retired_below > 0 || self.retired_last_timestamp_ms > 0 {
+            edits.push(Edit::RetiredBelow {
+                seq: self.retired_below,
+                last_timestamp_ms: self.retired_last_timestamp_ms,
+            });
         }
         // Keep the id counter even if the newest segments were dropped.
         let mut last_prepared = None;
@@ -833,6 +871,67 @@ mod tests {
         .unwrap();
         assert!(m.append(sealed(0, u64::MAX, 1)).is_err());
         m.append(sealed(0, 0, 10)).unwrap();
+    }
+
+    /// Where the log starts survives retiring every segment and a compaction: a snapshot holds
+    /// no retired segment, so it carries the start in a `RetiredBelow` edit.
+    #[test]
+    fn the_start_of_a_log_survives_retirement_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("m");
+        let mut m = ManifestLog::create(&d, created()).unwrap();
+        for id in 0..2 {
+            m.append(Edit::SegmentPrepared {
+                segment_id: id,
+                capacity: 100,
+            })
+            .unwrap();
+        }
+        m.append(Edit::SegmentSealed(SealedInfo {
+            last_timestamp_ms: 77,
+            ..match sealed(0, 0, 10) {
+                Edit::SegmentSealed(info) => info,
+                _ => unreachable!(),
+            }
+        }))
+        .unwrap();
+        m.append(Edit::SegmentRetired { segment_id: 0 }).unwrap();
+        assert!(
+            m.append(Edit::RetiredBelow {
+                seq: 10,
+                last_timestamp_ms: 77
+            })
+            .is_err(),
+            "only before any segment"
+        );
+        // The next segment starts where the retired one ended, nowhere else.
+        assert!(m.append(sealed(1, 0, 5)).is_err());
+        m.compact().unwrap();
+        drop(m);
+        let m = ManifestLog::open(&d).unwrap();
+        let state = m.state();
+        assert_eq!(
+            (state.retired_below, state.retired_last_timestamp_ms),
+            (10, 77)
+        );
+        assert!(state.check(&sealed(1, 10, 5)).is_ok());
+        // A restore's start, written into a new manifest, never moves back.
+        let mut fresh = ManifestState::default();
+        fresh.apply(&created());
+        let start = Edit::RetiredBelow {
+            seq: 500,
+            last_timestamp_ms: 9,
+        };
+        assert!(fresh.check(&start).is_ok());
+        fresh.apply(&start);
+        assert!(
+            fresh
+                .check(&Edit::RetiredBelow {
+                    seq: 499,
+                    last_timestamp_ms: 9
+                })
+                .is_err()
+        );
     }
 
     #[test]

@@ -283,10 +283,13 @@ fn recover_segments(
         .collect();
 
     let mut index = SegmentIndex::default();
-    let mut next_seq: Option<u64> = None;
+    // The log starts where retention (or a restore) left it; with no segment left, that is also
+    // where it continues.
+    let mut next_seq = manifest.state().retired_below;
     // Timestamps never decrease within a log: a new active segment continues from the newest
-    // record of any segment, not from the clock alone (which may have been stepped back).
-    let mut last_timestamp_ms = 0u64;
+    // record of any segment (or of those retired), not from the clock alone (which may have
+    // been stepped back).
+    let mut last_timestamp_ms = manifest.state().retired_last_timestamp_ms;
     let mut unsealed: Vec<Unsealed> = Vec::new();
     // A `None` open's segment found sealed on disk but not yet synced: its first record, and
     // its file for the group commits (see below).
@@ -312,17 +315,16 @@ fn recover_segments(
                     "sealed segment follows an unsealed or lost one",
                 ));
             }
-            if next_seq.is_some_and(|n| n != info.base_seq) {
+            if next_seq != info.base_seq {
                 return Err(Error::corruption(
                     path.display().to_string(),
                     format!(
                         "sealed segment starts at seq {} but the log continues at {}",
-                        info.base_seq,
-                        next_seq.unwrap_or(0)
+                        info.base_seq, next_seq
                     ),
                 ));
             }
-            next_seq = Some(info.base_seq + info.record_count);
+            next_seq = info.base_seq + info.record_count;
             last_timestamp_ms = last_timestamp_ms.max(info.last_timestamp_ms);
             if let Some(reason) = entry.quarantined {
                 index.insert(Arc::new(Segment::quarantined(
@@ -637,8 +639,8 @@ fn recover_segments(
         let expected = unsealed
             .last()
             .map(|u| u.header.base_seq + u.scan.record_count)
-            .or(next_seq);
-        if expected.is_some_and(|e| e != header.base_seq) {
+            .unwrap_or(next_seq);
+        if expected != header.base_seq {
             // The predecessor lost an unsynced tail: nothing from here on was acknowledged.
             gap = true;
             drop(file);
@@ -678,7 +680,7 @@ fn recover_segments(
                     .context(|| format!("fsync {}", path.display()))?;
             }
             manifest.append(Edit::SegmentSealed(sealed_info(id, &meta)))?;
-            next_seq = Some(header.base_seq + footer.record_count);
+            next_seq = header.base_seq + footer.record_count;
             last_timestamp_ms = last_timestamp_ms.max(footer.last_timestamp_ms);
             report.sealed_segments += 1;
             let lease = tier0_lease(meta.file_len);
@@ -754,7 +756,6 @@ fn recover_segments(
         manifest.append(Edit::SegmentSealed(sealed_info(segment.id, &meta)))?;
         index.insert(segment);
     }
-    let mut next_seq = next_seq.unwrap_or(0);
     let active = match tail {
         Some(u) if read_only => {
             note_tail(&u, &mut report, name, None)?;

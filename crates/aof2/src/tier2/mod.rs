@@ -864,14 +864,14 @@ impl Tier2 {
 
     /// Publish `segments` as the catalog of `claim`'s epoch, unless a newer writer claimed the
     /// log (then the claim is marked fenced and `Error::Fenced` returned).
-    /// `build` gives (created_ms, segments); it runs under the claim's publication lock, so of
+    /// `build` gives what the catalog says; it runs under the claim's publication lock, so of
     /// two concurrent publications the later-built catalog is the one left in the store. The
     /// caller sets `claim.dirty` first and `build` clears it: a publication that finds it clear
     /// once it holds the lock has nothing new to publish.
     pub(crate) fn publish_catalog(
         &self,
         claim: &LogClaim,
-        build: impl FnOnce() -> (u64, Vec<CatalogSegment>),
+        build: impl FnOnce() -> CatalogContent,
     ) -> Result<()> {
         let epoch = claim.epoch();
         if epoch == 0 {
@@ -900,14 +900,16 @@ impl Tier2 {
             });
         }
         *generation += 1;
-        let (created_ms, segments) = build();
+        let content = build();
         let catalog = Catalog {
             epoch,
             generation: *generation,
             log_id: claim.log_id,
             name: claim.name.clone(),
-            created_ms,
-            segments,
+            created_ms: content.created_ms,
+            next_seq: content.next_seq,
+            last_timestamp_ms: content.last_timestamp_ms,
+            segments: content.segments,
         };
         let key = self.catalog_key(&claim.name, epoch);
         self.put(&key, catalog.encode(), false)?
@@ -932,6 +934,17 @@ impl Tier2 {
         }
         Ok(())
     }
+}
+
+/// What a writer's catalog says of its log (`Tier2::publish_catalog` adds the epoch and name).
+#[derive(Debug)]
+pub(crate) struct CatalogContent {
+    pub(crate) created_ms: u64,
+    /// One past the last listed record; where the log continues if no segment is listed.
+    pub(crate) next_seq: u64,
+    /// Newest timestamp of the records below `next_seq`.
+    pub(crate) last_timestamp_ms: u64,
+    pub(crate) segments: Vec<CatalogSegment>,
 }
 
 /// One log's standing in Tier 2: its writer epoch and whether it was fenced.

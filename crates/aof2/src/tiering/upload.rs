@@ -18,7 +18,7 @@ use crate::error::{ErrorKind, Result};
 use crate::format::catalog::CatalogSegment;
 use crate::format::manifest::{Edit, Tier2Info};
 use crate::segment::Segment;
-use crate::tier2::{LogClaim, Tier2, Tier2Copy};
+use crate::tier2::{CatalogContent, LogClaim, Tier2, Tier2Copy};
 
 /// Evict local Tier 1 copies ahead of demand above this share of `tier1_max_bytes`.
 const TIER1_EVICT_AHEAD: f64 = 0.9;
@@ -290,13 +290,26 @@ impl Tiering {
             let manifest = log.manifest.lock();
             let state = manifest.state();
             let mut segments = Vec::new();
+            // Listing nothing, the catalog ends where the log starts: the first live segment
+            // (not in Tier 2 yet) starts there, or every segment was retired.
+            let mut next_seq = state.retired_below;
+            let mut last_timestamp_ms = state.retired_last_timestamp_ms;
             for entry in state.segments.values() {
                 match (entry.sealed, entry.tier2) {
-                    (Some(sealed), Some(tier2)) => segments.push(CatalogSegment { sealed, tier2 }),
+                    (Some(sealed), Some(tier2)) => {
+                        next_seq = sealed.base_seq + sealed.record_count;
+                        last_timestamp_ms = last_timestamp_ms.max(sealed.last_timestamp_ms);
+                        segments.push(CatalogSegment { sealed, tier2 });
+                    }
                     _ => break,
                 }
             }
-            (state.created_ms, segments)
+            CatalogContent {
+                created_ms: state.created_ms,
+                next_seq,
+                last_timestamp_ms,
+                segments,
+            }
         });
         if published.is_err() {
             claim.dirty.store(true, Ordering::Release);
