@@ -474,18 +474,27 @@ impl AofManager {
     /// with `Corruption`; an unreachable store does not (local tiers keep serving; the uploader
     /// claims before its first upload, and fences the log if it lost).
     fn claim_tier2(&self, tier2: &Arc<crate::tier2::Tier2>, shared: &Arc<LogShared>) -> Result<()> {
-        let in_tier2 = {
+        let local = {
             let manifest = shared.manifest.lock();
-            manifest
-                .state()
-                .segments
-                .values()
-                .any(|e| e.tier2.is_some())
+            let state = manifest.state();
+            crate::tier2::LocalCopy {
+                retired_below: state.retired_below,
+                segments: state
+                    .segments
+                    .values()
+                    .filter_map(|e| match (e.sealed, e.tier2) {
+                        (Some(sealed), Some(tier2)) => {
+                            Some(crate::format::catalog::CatalogSegment { sealed, tier2 })
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+            }
         };
         let claim = Arc::new(crate::tier2::LogClaim::new(
             &shared.name,
             shared.log_id,
-            in_tier2,
+            local,
         ));
         shared.set_claim(claim.clone());
         // The claim runs on its own thread; the open waits for it a bounded time, so a hung

@@ -1460,3 +1460,53 @@ fn a_log_restored_from_a_catalog_without_segments_keeps_its_timestamps_rising() 
     assert!(log.read(seq).unwrap().timestamp_ms() >= stamped);
     m.close().unwrap();
 }
+
+/// A log restored onto another root while its writer kept uploading: the store's catalog lists
+/// records (here: a segment sealed after the restore) the restored log does not have. Taking the
+/// log over from there would continue it at the restored end and publish different records
+/// under sequences readers of the old catalog have seen. The open is refused with `Fenced`
+/// (restore again), and the old writer is not fenced. It used to take the log over.
+#[test]
+fn taking_over_a_log_restored_before_the_writer_uploaded_more_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let t2 = file_tier2(&store);
+    let ma = manager(&dir.path().join("a"), t2.clone());
+    let la = ma.open_log("orders", log_config()).unwrap();
+    append_all(&la, 0..800);
+    la.seal().unwrap();
+    assert!(ma.wait_for_tier2(&la, WAIT));
+
+    let root_b = dir.path().join("b");
+    let restored_end = {
+        let mb = manager(&root_b, t2.clone());
+        let report = mb.restore_log("orders", &mut |_| {}).unwrap();
+        mb.close().unwrap();
+        report.end_seq
+    };
+    assert_eq!(restored_end, 800);
+    // The writer goes on: more records reach Tier 2.
+    append_all(&la, 800..1600);
+    la.seal().unwrap();
+    assert!(ma.wait_for_tier2(&la, WAIT));
+    assert_eq!(
+        RemoteReader::open(t2.clone(), "orders").unwrap().end_seq(),
+        1600
+    );
+
+    let mut take_over = t2.clone();
+    take_over.take_over = true;
+    let mb = manager(&root_b, take_over);
+    let err = mb.open_log("orders", log_config()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Fenced, "{err}");
+    assert!(err.to_string().contains("restore"), "{err}");
+    mb.close().unwrap();
+    // The writer was not taken over.
+    append_all(&la, 1600..1700);
+    la.seal().unwrap();
+    assert!(ma.wait_for_tier2(&la, WAIT));
+    let reader = RemoteReader::open(t2, "orders").unwrap();
+    assert_eq!(reader.end_seq(), 1700);
+    assert_eq!(reader.read(900).unwrap().payload(), payload(900));
+    ma.close().unwrap();
+}

@@ -769,6 +769,9 @@ impl Tier2 {
                     ),
                 });
             }
+            if holder.root_id != root_id && take_over {
+                self.check_no_fork(claim)?;
+            }
             if holder.root_id != root_id && !take_over {
                 return Err(Error::Fenced {
                     log: name.to_string(),
@@ -816,6 +819,46 @@ impl Tier2 {
                 }
             }
         }
+    }
+
+    /// Before a root takes a log over from another root: refuse if the store's newest catalog
+    /// holds records this root's copy of the log does not (the writer uploaded more after this
+    /// copy was restored). Continuing from here would publish different records under sequences
+    /// readers of that catalog have seen.
+    fn check_no_fork(&self, claim: &LogClaim) -> Result<()> {
+        let Some(catalog) = self.latest_catalog(&claim.name)? else {
+            return Ok(());
+        };
+        let local = &claim.local;
+        let end = |s: &CatalogSegment| s.sealed.base_seq + s.sealed.record_count;
+        let unknown = catalog
+            .segments
+            .iter()
+            .any(|s| end(s) > local.retired_below && !local.segments.contains(s));
+        let local_end = local
+            .segments
+            .iter()
+            .map(end)
+            .max()
+            .unwrap_or(0)
+            .max(local.retired_below);
+        if unknown || catalog.end_seq() > local_end {
+            return Err(Error::Fenced {
+                log: claim.name.clone(),
+                detail: format!(
+                    "{} holds records {}..{} of this log (catalog of epoch {}), and this root's \
+                     copy, which holds Tier 2's records up to {local_end}, does not hold them \
+                     all: the writer uploaded more after this copy was restored. Taking the log \
+                     over would publish different records under the same sequences; restore the \
+                     log again (into a root without it)",
+                    self.url,
+                    catalog.first_seq(),
+                    catalog.end_seq(),
+                    catalog.epoch
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The highest writer epoch claimed for log `name`.
@@ -947,6 +990,15 @@ pub(crate) struct CatalogContent {
     pub(crate) segments: Vec<CatalogSegment>,
 }
 
+/// What a root's copy of a log holds of Tier 2 (its manifest when the log was opened).
+#[derive(Debug, Default)]
+pub(crate) struct LocalCopy {
+    /// Records below it were retired.
+    pub(crate) retired_below: u64,
+    /// Segments recorded as uploaded, oldest first.
+    pub(crate) segments: Vec<CatalogSegment>,
+}
+
 /// One log's standing in Tier 2: its writer epoch and whether it was fenced.
 #[derive(Debug)]
 pub(crate) struct LogClaim {
@@ -955,6 +1007,8 @@ pub(crate) struct LogClaim {
     /// The manifest recorded segments in Tier 2 when the log was opened: its store holds a
     /// claim of the log.
     in_tier2: bool,
+    /// What this root's copy of the log held of Tier 2 when it was opened.
+    local: LocalCopy,
     epoch: AtomicU64,
     fenced: AtomicBool,
     fence_detail: Mutex<Option<String>>,
@@ -969,11 +1023,12 @@ pub(crate) struct LogClaim {
 }
 
 impl LogClaim {
-    pub(crate) fn new(name: &str, log_id: u128, in_tier2: bool) -> Self {
+    pub(crate) fn new(name: &str, log_id: u128, local: LocalCopy) -> Self {
         LogClaim {
             name: name.to_string(),
             log_id,
-            in_tier2,
+            in_tier2: !local.segments.is_empty(),
+            local,
             epoch: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
             fence_detail: Mutex::new(None),
