@@ -1510,3 +1510,39 @@ fn taking_over_a_log_restored_before_the_writer_uploaded_more_is_refused() {
     assert_eq!(reader.read(900).unwrap().payload(), payload(900));
     ma.close().unwrap();
 }
+
+/// Retention removed some of the log's segments from Tier 2: a restore starts the log at the
+/// first record Tier 2 still holds (records below it are `NotFound`, as retention says), and
+/// continues it at the end.
+#[test]
+fn a_restore_after_retention_removed_some_segments_starts_at_the_first_kept_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let t2 = file_tier2(&store);
+    let first = {
+        let m = manager(&dir.path().join("a"), t2.clone());
+        let log = m.open_log("trades", log_config()).unwrap();
+        append_all(&log, 0..2000);
+        log.seal().unwrap();
+        assert!(m.wait_for_tier2(&log, WAIT));
+        let first = log.truncate_before(1000).unwrap();
+        assert!(first > 0 && first <= 1000, "{first}");
+        assert!(m.wait_for_tier2(&log, WAIT));
+        log.close().unwrap();
+        m.close().unwrap();
+        first
+    };
+    let mut take_over = t2.clone();
+    take_over.take_over = true;
+    let m = manager(&dir.path().join("b"), take_over);
+    let report = m.restore_log("trades", &mut |_| {}).unwrap();
+    assert_eq!((report.first_seq, report.end_seq), (first, 2000));
+    let log = m.open_log("trades", log_config()).unwrap();
+    assert_eq!((log.first_seq(), log.next_seq()), (first, 2000));
+    assert_eq!(log.read(first - 1).unwrap_err().kind(), ErrorKind::NotFound);
+    for (i, r) in log.reader(first).enumerate() {
+        assert_eq!(r.unwrap().payload(), payload(first + i as u64));
+    }
+    assert_eq!(log.append(&payload(2000)).unwrap(), 2000);
+    m.close().unwrap();
+}
