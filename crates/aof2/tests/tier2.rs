@@ -1461,6 +1461,25 @@ fn a_log_restored_from_a_catalog_without_segments_keeps_its_timestamps_rising() 
     m.close().unwrap();
 }
 
+/// Wait until the store's newest catalog of `name` shows `(first_seq, end_seq)`.
+/// (`wait_for_tier2` can return while the catalog's PUT is still in flight.)
+fn wait_for_catalog(t2: &Tier2Config, name: &str, want: (u64, u64)) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let seen = RemoteReader::open(t2.clone(), name)
+            .ok()
+            .map(|r| (r.first_seq(), r.end_seq()));
+        if seen == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "catalog of {name}: {seen:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A log restored onto another root while its writer kept uploading: the store's catalog lists
 /// records (here: a segment sealed after the restore) the restored log does not have. Taking the
 /// log over from there would continue it at the restored end and publish different records
@@ -1476,6 +1495,7 @@ fn taking_over_a_log_restored_before_the_writer_uploaded_more_is_refused() {
     append_all(&la, 0..800);
     la.seal().unwrap();
     assert!(ma.wait_for_tier2(&la, WAIT));
+    wait_for_catalog(&t2, "orders", (0, 800));
 
     let root_b = dir.path().join("b");
     let restored_end = {
@@ -1489,10 +1509,7 @@ fn taking_over_a_log_restored_before_the_writer_uploaded_more_is_refused() {
     append_all(&la, 800..1600);
     la.seal().unwrap();
     assert!(ma.wait_for_tier2(&la, WAIT));
-    assert_eq!(
-        RemoteReader::open(t2.clone(), "orders").unwrap().end_seq(),
-        1600
-    );
+    wait_for_catalog(&t2, "orders", (0, 1600));
 
     let mut take_over = t2.clone();
     take_over.take_over = true;
@@ -1505,8 +1522,8 @@ fn taking_over_a_log_restored_before_the_writer_uploaded_more_is_refused() {
     append_all(&la, 1600..1700);
     la.seal().unwrap();
     assert!(ma.wait_for_tier2(&la, WAIT));
+    wait_for_catalog(&t2, "orders", (0, 1700));
     let reader = RemoteReader::open(t2, "orders").unwrap();
-    assert_eq!(reader.end_seq(), 1700);
     assert_eq!(reader.read(900).unwrap().payload(), payload(900));
     ma.close().unwrap();
 }
@@ -1527,7 +1544,7 @@ fn a_restore_after_retention_removed_some_segments_starts_at_the_first_kept_reco
         assert!(m.wait_for_tier2(&log, WAIT));
         let first = log.truncate_before(1000).unwrap();
         assert!(first > 0 && first <= 1000, "{first}");
-        assert!(m.wait_for_tier2(&log, WAIT));
+        wait_for_catalog(&t2, "trades", (first, 2000));
         log.close().unwrap();
         m.close().unwrap();
         first
