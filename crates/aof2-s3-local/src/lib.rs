@@ -11,7 +11,8 @@
 //!   client needs is in [`Tier2Target::options`]; nothing is read from the environment, so
 //!   tests may run in parallel threads or processes.
 //! - [`Faults`] sits between the TCP connection and s3s, so the object_store client sees the
-//!   faults as real HTTP responses, closed connections and stalls. All faults start off.
+//!   faults as real HTTP responses, closed connections and stalls, and requests that reach the
+//!   store only after the client gave up on them ([`Faults::hold_next`]). All faults start off.
 //! - If `AOF2_TEST_S3_ENDPOINT` is set (for example to a moto server started by
 //!   `scripts/moto.sh`), no server is started: the handle points at that endpoint,
 //!   [`S3Server::external`] returns true, fault setters panic and counters stay at zero. Name
@@ -224,6 +225,26 @@ impl S3Server {
             .unwrap_or_else(|error| panic!("delete object {bucket}/{key}: {error}"));
     }
 
+    /// Multipart uploads created and neither completed nor aborted (what S3 bills as
+    /// incomplete uploads), in every bucket. Reads s3s-fs's own bookkeeping in its root.
+    ///
+    /// # Panics
+    /// When [`Self::external`].
+    pub fn incomplete_multipart_uploads(&self) -> usize {
+        let root = self
+            .root
+            .as_ref()
+            .expect("incomplete uploads are counted in the in-process server's root");
+        std::fs::read_dir(root.path())
+            .expect("read the s3s-fs root")
+            .filter(|entry| {
+                let name = entry.as_ref().expect("s3s-fs root entry").file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(".upload-") && name.ends_with(".json")
+            })
+            .count()
+    }
+
     /// Every key in `bucket` that starts with `prefix` as a plain string (so `"a"` matches
     /// `"ab/c"`, unlike object_store's segment-wise prefixes), sorted. Bypasses faults and
     /// counters.
@@ -432,6 +453,9 @@ fn create_bucket_unsigned(endpoint: &str, bucket: &str) {
 /// ([`Self::only_methods`], [`Self::only_paths_containing`] or [`Self::only_uris_containing`]),
 /// checked in this order:
 ///
+/// 0. `hold_next`: read the request whole and hold it without an answer until
+///    [`Self::release_held`], which applies it to the store (whether or not the client still
+///    waits): a request that reached the server and lands late.
 /// 1. `latency`: sleep, then continue.
 /// 2. `hang`: hold the request without answering until `hang(false)`, then continue.
 /// 3. `outage`: answer `503 ServiceUnavailable`.
@@ -446,6 +470,9 @@ fn create_bucket_unsigned(endpoint: &str, bucket: &str) {
 #[derive(Debug)]
 pub struct Faults {
     external: bool,
+    hold_budget: AtomicU64,
+    /// Held requests: each waits for a sender to tell once it has been applied.
+    held: Mutex<Vec<tokio::sync::oneshot::Sender<std::sync::mpsc::SyncSender<()>>>>,
     latency_micros: AtomicU64,
     hang: AtomicBool,
     hang_released: tokio::sync::Notify,
@@ -482,6 +509,8 @@ impl Faults {
     fn new(external: bool) -> Faults {
         Faults {
             external,
+            hold_budget: AtomicU64::new(0),
+            held: Mutex::new(Vec::new()),
             latency_micros: AtomicU64::new(0),
             hang: AtomicBool::new(false),
             hang_released: tokio::sync::Notify::new(),
@@ -513,6 +542,35 @@ impl Faults {
     pub fn slow_down_next(&self, count: u64) {
         self.settable();
         self.slow_down_budget.store(count, Ordering::SeqCst);
+    }
+
+    /// Holds the next `count` matching requests: each is read in full and kept without an
+    /// answer (the client times out) until [`Self::release_held`] applies it to the store. This
+    /// is a request that reached the server and takes effect after the client gave up on it,
+    /// and after whatever the client sent next.
+    pub fn hold_next(&self, count: u64) {
+        self.settable();
+        self.hold_budget.store(count, Ordering::SeqCst);
+    }
+
+    /// Requests held now by [`Self::hold_next`].
+    pub fn held_requests(&self) -> usize {
+        self.held.lock().expect("held lock").len()
+    }
+
+    /// Applies every held request to the store, oldest first, and returns once they are all
+    /// applied: how many there were. Call it from a thread outside the server's runtime (any
+    /// test thread).
+    pub fn release_held(&self) -> usize {
+        let held: Vec<_> = std::mem::take(&mut *self.held.lock().expect("held lock"));
+        let mut landed = 0;
+        for release in held {
+            let (applied, done) = std::sync::mpsc::sync_channel(1);
+            if release.send(applied).is_ok() && done.recv().is_ok() {
+                landed += 1;
+            }
+        }
+        landed
     }
 
     /// Delays every request by `delay` before handling it. Zero turns it off.
@@ -588,6 +646,7 @@ impl Faults {
         self.outage(false);
         self.only_methods(&[]);
         self.only_paths_containing("");
+        self.hold_next(0);
         self.hang(false);
     }
 
@@ -776,6 +835,13 @@ impl FaultService {
         let faults = &self.faults;
         faults.count(&request);
         if faults.applies_to(&request) {
+            if faults
+                .hold_budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return self.hold(request).await;
+            }
             let delay = faults.latency_value();
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
@@ -799,7 +865,41 @@ impl FaultService {
         self.forward(request).await
     }
 
+    /// Read `request` whole and park it (see [`Faults::hold_next`]). The held request lives in a
+    /// task of its own, so it is applied even once the client closed the connection.
+    async fn hold(&self, request: Request<Incoming>) -> Result<HttpResponse, HttpError> {
+        self.faults.injected.fetch_add(1, Ordering::SeqCst);
+        let (parts, body) = request.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|error| HttpError::new(Box::new(error)))?
+            .to_bytes();
+        let (release, released) = tokio::sync::oneshot::channel();
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.faults.held.lock().expect("held lock").push(release);
+        let service = self.clone();
+        tokio::spawn(async move {
+            let Ok(applied) = released.await else {
+                return;
+            };
+            let request = Request::from_parts(parts, s3s::Body::from(body));
+            let response = service.forward_body(request).await;
+            let _ = applied.send(());
+            let _ = answer.send(response);
+        });
+        answered.await.unwrap_or_else(|_| {
+            Err(HttpError::new(
+                "aof2 test fault: held request dropped".into(),
+            ))
+        })
+    }
+
     async fn forward(&self, request: Request<Incoming>) -> Result<HttpResponse, HttpError> {
+        self.forward_body(request.map(s3s::Body::from)).await
+    }
+
+    async fn forward_body(&self, request: Request<s3s::Body>) -> Result<HttpResponse, HttpError> {
         let conditional = request.method() != Method::GET
             && request.method() != Method::HEAD
             && (request.headers().contains_key(IF_NONE_MATCH)
@@ -809,7 +909,7 @@ impl FaultService {
         } else {
             None
         };
-        self.s3.call(request.map(s3s::Body::from)).await
+        self.s3.call(request).await
     }
 }
 
