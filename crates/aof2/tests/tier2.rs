@@ -1563,3 +1563,61 @@ fn a_restore_after_retention_removed_some_segments_starts_at_the_first_kept_reco
     assert_eq!(log.append(&payload(2000)).unwrap(), 2000);
     m.close().unwrap();
 }
+
+/// The end of the log's sealed segments (what a published catalog covers once uploads are done).
+fn sealed_end(m: &AofManager, log: &aof2::Aof) -> u64 {
+    sealed_segments(m, log)
+        .iter()
+        .map(|s| s.end_seq)
+        .max()
+        .unwrap()
+}
+
+/// A catalog PUT that reached the store but answered after the client's time limit (so the
+/// writer retried it and went on publishing) lands after newer catalogs. It used to overwrite
+/// them (one key per epoch): readers and restores went back to an older list of segments, and
+/// could be sent to objects retention had deleted since.
+#[test]
+fn fault_a_catalog_put_landing_late_does_not_replace_a_newer_catalog() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("late-catalog"));
+    let mut t2 = tier2_config(&target);
+    t2.request_timeout = Duration::from_millis(500);
+    t2.breaker_failures = 1000; // the retry of the held request goes out at once
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), t2.clone());
+    let log = m.open_log("late", log_config()).unwrap();
+    append_all(&log, 0..600);
+    assert!(m.wait_for_tier2(&log, WAIT));
+
+    // The next catalog PUT is held by the server past the client's time limit; its retry lands.
+    server.faults().only_methods(&["PUT"]);
+    server.faults().only_paths_containing("/catalog/");
+    server.faults().hold_next(1);
+    append_all(&log, 600..1200);
+    assert!(m.wait_for_tier2(&log, WAIT));
+    assert_eq!(server.faults().held_requests(), 1);
+    // Newer publications, then the held PUT lands.
+    append_all(&log, 1200..2000);
+    assert!(m.wait_for_tier2(&log, WAIT));
+    let end = sealed_end(&m, &log);
+    assert_eq!(
+        RemoteReader::open(t2.clone(), "late").unwrap().end_seq(),
+        end
+    );
+    assert_eq!(server.faults().release_held(), 1);
+
+    let reader = RemoteReader::open(t2.clone(), "late").unwrap();
+    assert_eq!(
+        reader.end_seq(),
+        end,
+        "readers see the newest catalog, not the one that landed last"
+    );
+    // A restore elsewhere gets every uploaded record too.
+    let b = tempfile::tempdir().unwrap();
+    let mb = manager(b.path(), t2);
+    assert_eq!(mb.restore_log("late", &mut |_| {}).unwrap().end_seq, end);
+}

@@ -11,9 +11,15 @@
 //!
 //! ```text
 //! aof2/logs/<name>/writer/<epoch:020>                          writer claims (created only if absent)
-//! aof2/logs/<name>/catalog/<epoch:020>                         the catalog each epoch publishes
+//! aof2/logs/<name>/catalog/<epoch:020>-<generation:020>       each publication of a catalog
 //! aof2/logs/<name>/<log_id:032x>/<segment_id:016x>-<tier1 footer crc:08x>.t1   Tier 1 file copies
 //! ```
+//!
+//! Every publication of a catalog is a new object named by its writer epoch and generation, and
+//! readers take the highest: a PUT that lands late (its attempt timed out, the retry and newer
+//! publications went through) adds an old generation beside the newest, and can never replace it
+//! as an overwrite of one key per epoch would. The writer deletes generations older than its
+//! previous one after each publication.
 //!
 //! Segment objects are named by their content (the Tier 1 footer CRC covers the frame index, so
 //! two different compressions of a segment get two names): an upload retried after an unknown
@@ -219,9 +225,15 @@ fn build_store(config: &Tier2Config) -> Result<(Arc<dyn ObjectStore>, String)> {
     Ok((Arc::new(store), prefix))
 }
 
-/// The epoch a claim or catalog key ends with.
+/// The epoch a claim key ends with.
 fn epoch_of(key: &str) -> Option<u64> {
     key.rsplit('/').next()?.parse().ok()
+}
+
+/// The (epoch, generation) a catalog key ends with.
+fn catalog_version_of(key: &str) -> Option<(u64, u64)> {
+    let (epoch, generation) = key.rsplit('/').next()?.split_once('-')?;
+    Some((epoch.parse().ok()?, generation.parse().ok()?))
 }
 
 /// Outcome of one attempt.
@@ -319,8 +331,8 @@ impl Tier2 {
         format!("{}catalog/", self.log_prefix(name))
     }
 
-    fn catalog_key(&self, name: &str, epoch: u64) -> String {
-        format!("{}{epoch:020}", self.catalogs_prefix(name))
+    fn catalog_key(&self, name: &str, epoch: u64, generation: u64) -> String {
+        format!("{}{epoch:020}-{generation:020}", self.catalogs_prefix(name))
     }
 
     /// Key of a segment's Tier 1 file copy.
@@ -870,32 +882,43 @@ impl Tier2 {
             .max())
     }
 
-    /// The newest catalog of log `name`, if any.
+    /// The newest catalog of log `name` (highest epoch, then generation), if any.
     pub(crate) fn latest_catalog(&self, name: &str) -> Result<Option<Catalog>> {
         for _ in 0..3 {
-            let Some(epoch) = self
+            let Some((epoch, generation)) = self
                 .list(&self.catalogs_prefix(name))?
                 .iter()
-                .filter_map(|k| epoch_of(k))
+                .filter_map(|k| catalog_version_of(k))
                 .max()
             else {
                 return Ok(None);
             };
-            let key = self.catalog_key(name, epoch);
+            let key = self.catalog_key(name, epoch, generation);
             match self.get(&key)? {
                 Ok(bytes) => {
-                    let catalog = Catalog::decode(&bytes).map_err(|e| {
-                        Error::corruption(format!("{}/{key}", self.url), format!("catalog: {e}"))
-                    })?;
+                    let at = || format!("{}/{key}", self.url);
+                    let catalog = Catalog::decode(&bytes)
+                        .map_err(|e| Error::corruption(at(), format!("catalog: {e}")))?;
                     if catalog.name != name {
                         return Err(Error::corruption(
-                            format!("{}/{key}", self.url),
+                            at(),
                             format!("catalog of log {:?} under {name:?}", catalog.name),
+                        ));
+                    }
+                    if (catalog.epoch, catalog.generation) != (epoch, generation) {
+                        return Err(Error::corruption(
+                            at(),
+                            format!(
+                                "catalog of epoch {} generation {} under the key of epoch \
+                                 {epoch} generation {generation}",
+                                catalog.epoch, catalog.generation
+                            ),
                         ));
                     }
                     return Ok(Some(catalog));
                 }
-                // Replaced by a newer epoch between the list and the get: list again.
+                // Deleted by its writer between the list and the get (it keeps the previous
+                // generation, so this takes two publications in between): list again.
                 Err(_) => continue,
             }
         }
@@ -954,7 +977,7 @@ impl Tier2 {
             last_timestamp_ms: content.last_timestamp_ms,
             segments: content.segments,
         };
-        let key = self.catalog_key(&claim.name, epoch);
+        let key = self.catalog_key(&claim.name, epoch, *generation);
         self.put(&key, catalog.encode(), false)?
             .map_err(|_| unavailable(format!("PUT {key}: refused")))?;
         claim.published_first.store(
@@ -967,12 +990,17 @@ impl Tier2 {
         self.counters
             .catalogs_published
             .fetch_add(1, Ordering::Relaxed);
-        if *generation == 1 {
-            // Older epochs' catalogs are superseded: readers take the newest.
-            for old in self.list(&self.catalogs_prefix(&claim.name))? {
-                if epoch_of(&old).is_some_and(|e| e < epoch) {
-                    let _ = self.delete(&old);
-                }
+        // Older catalogs are superseded: readers take the newest. The previous generation stays,
+        // for a reader that listed before this publication and reads it now. Generations that
+        // landed late (see the module docs) go here too.
+        // Best effort: what is left now goes with a later publication.
+        let previous = (epoch, *generation - 1);
+        for old in self
+            .list(&self.catalogs_prefix(&claim.name))
+            .unwrap_or_default()
+        {
+            if catalog_version_of(&old).is_some_and(|v| v < previous) {
+                let _ = self.delete(&old);
             }
         }
         Ok(())
