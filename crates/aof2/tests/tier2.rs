@@ -1621,3 +1621,133 @@ fn fault_a_catalog_put_landing_late_does_not_replace_a_newer_catalog() {
     let mb = manager(b.path(), t2);
     assert_eq!(mb.restore_log("late", &mut |_| {}).unwrap().end_seq, end);
 }
+
+/// `count` incompressible payloads of `len` bytes (a Tier 1 file about as large as the records).
+fn incompressible(count: usize, len: usize) -> Vec<Vec<u8>> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..count)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A multipart upload whose requests each answer within the request time limit, but which
+/// together take longer than the upload's time limit (a slow store): the attempt is cut off. The
+/// abandoned upload used to stay incomplete in the bucket (parts S3 keeps and bills until someone
+/// aborts the upload); it is aborted now (or, given the time, finished).
+#[test]
+fn fault_a_multipart_upload_cut_off_by_its_time_limit_is_aborted() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("multipart-abort"));
+    let mut t2 = tier2_config(&target);
+    // Two parts (8 MiB and 4.8 MiB): the upload's time limit was two requests' worth.
+    t2.multipart_threshold = 8 << 20;
+    t2.part_bytes = 8 << 20;
+    t2.request_timeout = Duration::from_secs(4);
+    t2.breaker_failures = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ManagerConfig::new(dir.path());
+    config.tier2 = Some(t2);
+    config.compression = aof2::Compression::Fixed(1);
+    let m = AofManager::open(config).unwrap();
+    let log = m
+        .open_log(
+            "parts",
+            LogConfig {
+                durability: Durability::None,
+                ..LogConfig::default().with_segment_bytes(16 << 20)
+            },
+        )
+        .unwrap();
+    // Every request of the upload answers after 3 s: create, the two parts side by side,
+    // complete take 9 s, each within its 4 s.
+    server.faults().only_paths_containing(".t1");
+    server.faults().latency(Duration::from_secs(3));
+    let payloads = incompressible(200, 64 << 10);
+    for p in &payloads {
+        log.append(p).unwrap();
+    }
+    assert!(log.seal().unwrap());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stats = m.tier_stats().tier2.unwrap();
+        if stats.request_failures > 0 || stats.segments_uploaded > 0 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.faults().clear();
+    assert!(m.wait_for_tier2(&log, WAIT));
+    assert_eq!(
+        server.incomplete_multipart_uploads(),
+        0,
+        "an upload cut off by its time limit was left incomplete"
+    );
+
+    m.evict_tier0(&log).unwrap();
+    assert!(m.evict_tier1(&log).unwrap() > 0);
+    for (i, r) in log.reader(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), payloads[i].as_slice(), "seq {i}");
+    }
+}
+
+/// A part held by the server past the request time limit fails the attempt: the upload is
+/// aborted, the retry uploads the object, and the held part landing late adds nothing.
+#[test]
+fn fault_a_multipart_upload_with_a_part_that_timed_out_is_aborted() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("multipart-held"));
+    let mut t2 = tier2_config(&target);
+    t2.multipart_threshold = 5 << 20;
+    t2.part_bytes = 5 << 20;
+    t2.request_timeout = Duration::from_secs(2);
+    t2.breaker_failures = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ManagerConfig::new(dir.path());
+    config.tier2 = Some(t2);
+    config.compression = aof2::Compression::Fixed(1);
+    let m = AofManager::open(config).unwrap();
+    let log = m
+        .open_log(
+            "parts",
+            LogConfig {
+                durability: Durability::None,
+                ..LogConfig::default().with_segment_bytes(16 << 20)
+            },
+        )
+        .unwrap();
+    server.faults().only_methods(&["PUT"]);
+    server.faults().only_paths_containing(".t1");
+    server.faults().hold_next(1);
+    let payloads = incompressible(200, 64 << 10);
+    for p in &payloads {
+        log.append(p).unwrap();
+    }
+    assert!(log.seal().unwrap());
+    assert!(m.wait_for_tier2(&log, WAIT));
+    assert_eq!(server.faults().held_requests(), 1);
+    let stats = m.tier_stats().tier2.unwrap();
+    assert!(stats.request_failures >= 1, "{stats:?}");
+    assert_eq!(server.incomplete_multipart_uploads(), 0);
+    assert_eq!(server.faults().release_held(), 1);
+    assert_eq!(server.incomplete_multipart_uploads(), 0);
+    m.evict_tier0(&log).unwrap();
+    assert!(m.evict_tier1(&log).unwrap() > 0);
+    for (i, r) in log.reader(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), payloads[i].as_slice(), "seq {i}");
+    }
+}

@@ -236,6 +236,43 @@ fn catalog_version_of(key: &str) -> Option<(u64, u64)> {
     Some((epoch.parse().ok()?, generation.parse().ok()?))
 }
 
+/// The error of a request step that ran out of time inside an attempt (retried like a timeout).
+fn timed_out(what: &str, limit: Duration) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "aof2",
+        source: format!("{what}: no answer within {limit:?}").into(),
+    }
+}
+
+/// Send `body` as the parts of `upload` (slices of it, no copies), two in flight, then complete
+/// it.
+async fn send_parts(
+    upload: &mut dyn object_store::MultipartUpload,
+    body: &bytes::Bytes,
+    part: usize,
+) -> object_store::Result<()> {
+    let mut in_flight = tokio::task::JoinSet::new();
+    for offset in (0..body.len()).step_by(part) {
+        if in_flight.len() >= 2
+            && let Some(done) = in_flight.join_next().await
+        {
+            done.map_err(|e| object_store::Error::Generic {
+                store: "aof2",
+                source: Box::new(e),
+            })??;
+        }
+        let slice = body.slice(offset..(offset + part).min(body.len()));
+        in_flight.spawn(upload.put_part(PutPayload::from(slice)));
+    }
+    while let Some(done) = in_flight.join_next().await {
+        done.map_err(|e| object_store::Error::Generic {
+            store: "aof2",
+            source: Box::new(e),
+        })??;
+    }
+    upload.complete().await.map(|_| ())
+}
+
 /// Outcome of one attempt.
 enum Attempt<T> {
     Done(object_store::Result<T>),
@@ -687,40 +724,54 @@ impl Tier2 {
     }
 
     /// Upload `body` in parts of `part_bytes`, two in flight.
+    ///
+    /// An upload that fails or runs out of time is aborted before the attempt ends (S3 keeps,
+    /// and bills, the parts of an upload that is neither completed nor aborted, forever): the
+    /// parts and the completion run under the attempt's time limit, the abort after it with a
+    /// request's time limit of its own.
     fn upload_parts(&self, key: &str, body: bytes::Bytes, crc: u32) -> Result<()> {
         let part = self.config.part_bytes;
         let parts = body.len().div_ceil(part).max(1);
         // The checksum goes with the object's metadata.
         let attributes = self.checksum_attributes(Some(crc));
-        // The time limit covers the whole upload: one request's worth per part.
-        let timeout = self.timeout().saturating_mul(parts as u32);
+        let request_timeout = self.timeout();
+        // The time limit covers the whole upload: one request's worth per part and one for the
+        // creation, then one for an abort.
+        let upload_timeout = request_timeout.saturating_mul(parts as u32 + 1);
+        let attempt_timeout = upload_timeout.saturating_add(request_timeout);
         let object = ObjectPath::from(key);
-        self.call("multipart PUT", key, timeout, move |store| {
+        let what = key.to_string();
+        self.call("multipart PUT", key, attempt_timeout, move |store| {
             let object = object.clone();
             let body = body.clone();
+            let what = what.clone();
             let opts = object_store::PutMultipartOptions {
                 attributes: attributes.clone(),
                 ..Default::default()
             };
             async move {
-                let upload = store.put_multipart_opts(&object, opts).await?;
-                let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, part);
-                for offset in (0..body.len()).step_by(part) {
-                    if let Err(e) = writer.wait_for_capacity(2).await {
-                        let _ = writer.abort().await;
-                        return Err(e);
-                    }
-                    // Slices of the mapping: no copy.
-                    writer.put(body.slice(offset..(offset + part).min(body.len())));
+                let mut upload =
+                    tokio::time::timeout(request_timeout, store.put_multipart_opts(&object, opts))
+                        .await
+                        .map_err(|_| timed_out("CreateMultipartUpload", request_timeout))??;
+                let sent = tokio::time::timeout(
+                    upload_timeout.saturating_sub(request_timeout),
+                    send_parts(upload.as_mut(), &body, part),
+                )
+                .await;
+                let error = match sent {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(e)) => e,
+                    Err(_) => timed_out("multipart upload", upload_timeout),
+                };
+                // The parts in flight were dropped with the timed-out future (their requests
+                // cancelled); an UploadPart that still lands is refused after the abort.
+                match tokio::time::timeout(request_timeout, upload.abort()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(abort)) => tracing::warn!(key = %what, error = %abort, "aborting a failed multipart upload failed; its parts stay in the bucket until a lifecycle rule removes them"),
+                    Err(_) => tracing::warn!(key = %what, "aborting a failed multipart upload timed out; its parts may stay in the bucket until a lifecycle rule removes them"),
                 }
-                // Every part but the buffered last one is in: a failure here can still abort
-                // the upload, so no incomplete upload is left to bill storage. (A failure inside
-                // `finish`, or the time limit, leaves one behind: see docs/durability.md.)
-                if let Err(e) = writer.wait_for_capacity(0).await {
-                    let _ = writer.abort().await;
-                    return Err(e);
-                }
-                writer.finish().await.map(|_| ())
+                Err(error)
             }
         })?
         .map_err(|_| unavailable(format!("multipart PUT {key}: refused")))
