@@ -1751,3 +1751,61 @@ fn fault_a_multipart_upload_with_a_part_that_timed_out_is_aborted() {
         assert_eq!(r.unwrap().payload(), payloads[i].as_slice(), "seq {i}");
     }
 }
+
+/// Segment objects of log `name` whose segment id is below `first_live`.
+fn objects_below(server: &S3Server, bucket: &str, name: &str, first_live: u64) -> Vec<String> {
+    server
+        .list_keys(bucket, &format!("aof2/logs/{name}/"))
+        .into_iter()
+        .filter(|k| k.ends_with(".t1"))
+        .filter(|k| {
+            let id = k.rsplit('/').next().and_then(|n| n.get(..16)).unwrap();
+            u64::from_str_radix(id, 16).unwrap() < first_live
+        })
+        .collect()
+}
+
+/// Retention removes a segment whose upload is in flight: the upload finishes, finds the segment
+/// gone and records nothing. Its object used to stay in the store until the log's next open
+/// (for a process that runs for months, months of storage no catalog lists); it is deleted at
+/// once now.
+#[test]
+fn fault_an_upload_that_finishes_after_retention_removed_its_segment_deletes_its_object() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("retire-race"));
+    let mut t2 = tier2_config(&target);
+    t2.breaker_failures = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), t2);
+    let log = m.open_log("race", log_config()).unwrap();
+    // Segment uploads reach the server and get no answer until released.
+    server.faults().only_methods(&["PUT"]);
+    server.faults().only_paths_containing(".t1");
+    server.faults().hang(true);
+    append_all(&log, 0..800);
+    let deadline = Instant::now() + WAIT;
+    while server.faults().injected() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(server.faults().injected() > 0, "an upload is in flight");
+    let first = log.truncate_before(sealed_end(&m, &log)).unwrap();
+    assert!(first > 0, "retention removed the segment being uploaded");
+    let first_live = m.log_info(&log).segments[0].id;
+    server.faults().hang(false);
+
+    assert!(m.wait_for_tier2(&log, WAIT));
+    let deadline = Instant::now() + WAIT;
+    while m.tier_stats().tier2.unwrap().upload_backlog > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(m.tier_stats().tier2.unwrap().upload_backlog, 0);
+    assert_eq!(
+        objects_below(&server, target.bucket_name(), "race", first_live),
+        Vec::<String>::new(),
+        "objects of retired segments"
+    );
+    assert_eq!(log.read(first).unwrap().payload(), payload(first));
+}

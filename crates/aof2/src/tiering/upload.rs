@@ -249,19 +249,31 @@ impl Tiering {
             object_crc,
             segment_footer: meta.footer.encode(),
         };
-        {
+        let retired = {
             // A closed log is done; its next open queues the segment again (same key, same
             // bytes: the repeated upload is harmless).
             let Some(_running) = log.enter_background() else {
                 return Ok(());
             };
             let mut manifest = log.manifest.lock();
-            let entry = manifest.state().segments.get(&segment.id);
-            if entry.is_none_or(|e| e.tier2.is_some() || e.sealed.is_none()) {
-                // Retired (or recorded) meanwhile.
-                return Ok(());
+            match manifest.state().segments.get(&segment.id) {
+                None => true,
+                // Recorded meanwhile (by another upload of the same bytes to the same key).
+                Some(e) if e.tier2.is_some() || e.sealed.is_none() => return Ok(()),
+                Some(_) => {
+                    manifest.append(Edit::Tier2Uploaded(info))?;
+                    false
+                }
             }
-            manifest.append(Edit::Tier2Uploaded(info))?;
+        };
+        if retired {
+            // Retention removed the segment while it was uploaded: no catalog lists the object
+            // and nothing will record it. Left here it would stay until the log's next open
+            // (the sweep), for the life of a long-running process.
+            if let Err(e) = tier2.delete(&key) {
+                tracing::warn!(%key, error = %e, "deleting the object of a segment retired during its upload failed; the next open deletes it");
+            }
+            return Ok(());
         }
         segment.set_tier2(Arc::new(Tier2Copy::new(
             tier2.clone(),
