@@ -163,6 +163,10 @@ impl AofManager {
             planned += len;
             wanted.push(*s);
         }
+        // The others stay in Tier 2 only: each is checked (one HEAD) for being there with its
+        // recorded length and checksum, so a restore never reports success for a log whose
+        // records cannot be read.
+        let checked = &catalog.segments[wanted.len()..];
         let total = RestoreProgress {
             segments_done: 0,
             segments_total: wanted.len() as u64,
@@ -181,10 +185,25 @@ impl AofManager {
                 scope.spawn(|| {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(s) = wanted.get(i) else { break };
                         if shared.lock().2.is_some() {
                             break;
                         }
+                        let Some(s) = wanted.get(i) else {
+                            let Some(s) = checked.get(i - wanted.len()) else {
+                                break;
+                            };
+                            let copy = Tier2Copy::new(
+                                tier2.clone(),
+                                &log_name,
+                                catalog.log_id,
+                                s.tier2,
+                                cache.clone(),
+                            );
+                            if let Err(e) = copy.check_present() {
+                                shared.lock().2.get_or_insert(e);
+                            }
+                            continue;
+                        };
                         let result = (|| -> Result<u64> {
                             let copy = Tier2Copy::new(
                                 tier2.clone(),

@@ -1809,3 +1809,53 @@ fn fault_an_upload_that_finishes_after_retention_removed_its_segment_deletes_its
     );
     assert_eq!(log.read(first).unwrap().payload(), payload(first));
 }
+
+/// A restore downloads segments into Tier 1 while its budget has room and leaves the others in
+/// Tier 2 only. Those were not looked at: a restore reported success for a log whose newest
+/// segment's object was gone (its reads failed later with `NotFound`). Each one is checked now
+/// (one HEAD: there, with its recorded length and, where the store keeps it, checksum).
+#[test]
+fn restore_checks_the_objects_it_leaves_in_tier2() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("restore-check"));
+    let t2 = tier2_config(&target);
+    let a = tempfile::tempdir().unwrap();
+    write_log(a.path(), &t2, "audit", 2500);
+    let keys: Vec<String> = server
+        .list_keys(target.bucket_name(), "aof2/logs/audit/")
+        .into_iter()
+        .filter(|k| k.ends_with(".t1"))
+        .collect();
+    assert!(keys.len() >= 3, "{keys:?}");
+    let restore_into = |root: &std::path::Path| {
+        let mut config = ManagerConfig::new(root);
+        config.tier0_max_bytes = 16 * SEGMENT;
+        config.tier1_max_bytes = 0; // nothing is downloaded: every object stays in Tier 2 only
+        config.tier2 = Some(t2.clone());
+        AofManager::open(config)
+            .unwrap()
+            .restore_log("audit", &mut |_| {})
+    };
+    // Cut short: Corruption naming the object.
+    let newest = keys.last().unwrap().clone();
+    let bytes = server.object_bytes(target.bucket_name(), &newest).unwrap();
+    server.put_object(
+        target.bucket_name(),
+        &newest,
+        bytes[..bytes.len() - 1].to_vec(),
+    );
+    let b = tempfile::tempdir().unwrap();
+    let e = restore_into(b.path()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+    assert!(e.to_string().contains(&newest), "{e}");
+    // Gone: NotFound naming it.
+    server.delete_object(target.bucket_name(), &newest);
+    let e = restore_into(b.path()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains(&newest), "{e}");
+    // Back in place: the restore goes through.
+    server.put_object(target.bucket_name(), &newest, bytes);
+    let report = restore_into(b.path()).unwrap();
+    assert_eq!(report.segments_downloaded, 0);
+    assert_eq!(report.segments, keys.len() as u64);
+}

@@ -660,6 +660,29 @@ impl Tier2 {
         }
     }
 
+    /// HEAD an object: its size, and the CRC-32C in its metadata where the store keeps one.
+    pub(crate) fn head(
+        &self,
+        key: &str,
+    ) -> Result<std::result::Result<(u64, Option<u32>), Refusal>> {
+        let path = ObjectPath::from(key);
+        self.call("HEAD", key, self.timeout(), move |store| {
+            let path = path.clone();
+            async move {
+                let options = object_store::GetOptions {
+                    head: true,
+                    ..Default::default()
+                };
+                let got = store.get_opts(&path, options).await?;
+                let crc = got
+                    .attributes
+                    .get(&object_store::Attribute::Metadata(CRC_METADATA.into()))
+                    .and_then(|v| u32::from_str_radix(v, 16).ok());
+                Ok((got.meta.size, crc))
+            }
+        })
+    }
+
     /// DELETE `key` (absent is fine).
     pub(crate) fn delete(&self, key: &str) -> Result<()> {
         let path = ObjectPath::from(key);
@@ -1241,6 +1264,31 @@ impl Tier2Copy {
     /// The opened remote segment, if a read opened it.
     pub(crate) fn opened(&self) -> Option<Arc<Tier1Segment>> {
         self.opened.lock().clone()
+    }
+
+    /// Check that the object is in the store with its recorded length, and its recorded CRC where
+    /// the store keeps it in the object's metadata, without downloading it (one HEAD).
+    pub(crate) fn check_present(&self) -> Result<()> {
+        let (size, crc) = self.tier2.head(&self.key)?.map_err(|_| {
+            Error::NotFound(format!(
+                "Tier 2 object {} in {} (a segment the catalog lists)",
+                self.key,
+                self.tier2.url()
+            ))
+        })?;
+        if size != self.info.tier1.file_len || crc.is_some_and(|crc| crc != self.info.object_crc) {
+            return Err(Error::corruption(
+                format!("{}/{}", self.tier2.url(), self.key),
+                format!(
+                    "object of {size} bytes (checksum in its metadata {}) does not match its \
+                     recorded length {} and CRC {:#010x}",
+                    crc.map_or("none".to_string(), |c| format!("{c:#010x}")),
+                    self.info.tier1.file_len,
+                    self.info.object_crc
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Download the whole object and check it against its CRC (restore, re-fetch).
