@@ -1859,3 +1859,47 @@ fn restore_checks_the_objects_it_leaves_in_tier2() {
     assert_eq!(report.segments_downloaded, 0);
     assert_eq!(report.segments, keys.len() as u64);
 }
+
+/// An object of a live segment under a key other than its recorded copy's: what an upload leaves
+/// when a crash keeps it from being recorded and the segment is compressed again into other
+/// bytes after the restart. No catalog lists it and nothing deleted it, ever; the open-time
+/// sweep does now (and keeps the recorded copy).
+#[test]
+fn the_open_sweep_deletes_an_unrecorded_object_of_a_live_segment() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("orphan"));
+    let t2 = tier2_config(&target);
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), &t2, "kept", 1500);
+    let objects = || -> Vec<String> {
+        server
+            .list_keys(target.bucket_name(), "aof2/logs/kept/")
+            .into_iter()
+            .filter(|k| k.ends_with(".t1"))
+            .collect()
+    };
+    let recorded = objects();
+    let first = recorded[0].clone();
+    let (stem, _) = first.rsplit_once('-').unwrap();
+    let orphan = format!("{stem}-00000000.t1");
+    assert!(!recorded.contains(&orphan));
+    let bytes = server.object_bytes(target.bucket_name(), &first).unwrap();
+    server.put_object(target.bucket_name(), &orphan, bytes);
+
+    let m = manager(dir.path(), t2);
+    let log = m.open_log("kept", log_config()).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while objects().contains(&orphan) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let now = objects();
+    assert!(!now.contains(&orphan), "{now:?}");
+    for key in &recorded {
+        assert!(now.contains(key), "recorded copy {key} kept: {now:?}");
+    }
+    m.evict_tier0(&log).unwrap();
+    m.evict_tier1(&log).unwrap();
+    for (i, r) in log.reader(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), payload(i as u64));
+    }
+}

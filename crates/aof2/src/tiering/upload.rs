@@ -355,7 +355,9 @@ impl Tiering {
 
     /// Delete the log's segment objects below its oldest live segment: retention removed them
     /// from the manifest, but the process stopped before their deletion (which follows the
-    /// catalog publication). Runs once the current catalog no longer lists them.
+    /// catalog publication). Runs once the current catalog no longer lists them. Also deletes
+    /// objects of live segments other than the recorded copy (uploads a crash kept from being
+    /// recorded, of bytes the segment no longer has).
     fn sweep(&self, tier2: &Tier2, log: &LogShared) -> Outcome {
         let Some(claim) = log.claim() else {
             return Outcome::Done;
@@ -384,6 +386,15 @@ impl Tiering {
             Err(e) if e.kind() == ErrorKind::Unavailable => return Outcome::Retry,
             Err(_) => return Outcome::Done,
         };
+        // A live segment whose Tier 2 copy is recorded is never uploaded again: an object of it
+        // under another key is an earlier compression's upload that a crash kept from being
+        // recorded (the segment was compressed again into other bytes after the restart).
+        let recorded: std::collections::HashMap<u64, String> = log
+            .segments
+            .read()
+            .iter()
+            .filter_map(|s| s.tier2().map(|copy| (s.id, copy.key.clone())))
+            .collect();
         let mut removed = 0;
         for key in keys {
             let id = key
@@ -391,7 +402,10 @@ impl Tiering {
                 .next()
                 .and_then(|name| name.get(..16))
                 .and_then(|hex| u64::from_str_radix(hex, 16).ok());
-            if id.is_some_and(|id| id < first_live) {
+            let orphan = id.is_some_and(|id| {
+                id < first_live || recorded.get(&id).is_some_and(|live| *live != key)
+            });
+            if orphan {
                 match tier2.delete(&key) {
                     Ok(()) => removed += 1,
                     Err(e) if e.kind() == ErrorKind::Unavailable => return Outcome::Retry,
@@ -402,7 +416,7 @@ impl Tiering {
             }
         }
         if removed > 0 {
-            tracing::info!(log = %log.name, removed, "deleted Tier 2 objects of segments retired before a restart");
+            tracing::info!(log = %log.name, removed, "deleted Tier 2 objects left by a restart (retired segments, unrecorded uploads)");
         }
         Outcome::Done
     }
