@@ -1456,7 +1456,9 @@ impl LogShared {
 
     /// Delete the local files of segments retention retired in an earlier run that stopped
     /// between the manifest edit and the unlinks (`truncate_before`): segment and Tier 1 files
-    /// of ids below the oldest segment the manifest holds. Retention removes only a prefix and
+    /// of ids below the oldest segment the manifest holds, and the temporary files of a
+    /// compression, fetch or hydration of such a segment that a crash cut off (recovery undoes
+    /// those only for segments the manifest still lists). Retention removes only a prefix and
     /// ids only grow, so nothing below that id is live. Runs in the background after a writable
     /// open (listing the Tier 1 directory grows with history; the open must not).
     pub(crate) fn sweep_retired_files(&self) {
@@ -1465,20 +1467,20 @@ impl LogShared {
         };
         let first_live = self.oldest_live_segment_id();
         let mut removed = 0u64;
-        for (dir, suffix) in [
-            (self.segment_dir.clone(), ".seg"),
-            (self.tier1_dir(), ".t1"),
-        ] {
+        for dir in [self.segment_dir.clone(), self.tier1_dir()] {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
             for entry in entries.flatten() {
                 let name = entry.file_name();
+                // `<id:016x>.seg`, `.t1` and their `.tmp` files (not `recycled-<k>`).
                 let id = name
                     .to_str()
-                    .and_then(|n| n.strip_suffix(suffix))
-                    .filter(|hex| hex.len() == 16)
-                    .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+                    .and_then(|n| n.split_once('.'))
+                    .filter(|(hex, ext)| {
+                        hex.len() == 16 && matches!(ext.split('.').next(), Some("seg" | "t1"))
+                    })
+                    .and_then(|(hex, _)| u64::from_str_radix(hex, 16).ok());
                 if id.is_some_and(|id| id < first_live) {
                     match std::fs::remove_file(entry.path()) {
                         Ok(()) => removed += 1,

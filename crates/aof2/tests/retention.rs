@@ -2,7 +2,7 @@
 //! the log, reads below the new start are `NotFound`, the state survives a reopen, and freeing
 //! Tier 1 lets a log whose Tier 1 was full accept appends again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aof2::{
@@ -307,8 +307,8 @@ fn retention_racing_reads_and_verify_reports_nothing_false() {
 }
 
 /// A process stopped between retention's manifest edit and its unlinks leaves the retired
-/// segments' files behind; the next writable open deletes them in the background, and nothing
-/// live.
+/// segments' files behind (and the temporary files of a compression or hydration of them that
+/// the crash cut off); the next writable open deletes them in the background, and nothing live.
 #[test]
 fn files_of_segments_retired_before_a_crash_are_deleted_after_the_next_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -349,6 +349,19 @@ fn files_of_segments_retired_before_a_crash_are_deleted_after_the_next_open() {
     for (copy, path) in &left_behind {
         assert!(!path.exists(), "{}", path.display());
         std::fs::rename(copy, path).unwrap();
+    }
+    // And as if a compression and a hydration of them were cut off by the crash: recovery
+    // undoes those only for segments the manifest still lists.
+    for s in &sealed[..2] {
+        for path in [
+            log_dir.join("tier1").join(format!("{:016x}.t1.tmp", s.id)),
+            log_dir
+                .join("segments")
+                .join(format!("{:016x}.seg.tmp", s.id)),
+        ] {
+            std::fs::write(&path, b"partial").unwrap();
+            left_behind.push((PathBuf::new(), path));
+        }
     }
 
     let m = AofManager::open(ManagerConfig::new(&root)).unwrap();
