@@ -1437,7 +1437,7 @@ fn a_log_restored_from_a_catalog_without_segments_keeps_its_timestamps_rising() 
         last_timestamp_ms: ahead_ms,
         segments: Vec::new(),
     };
-    let key = store.join("aof2/logs/audit/catalog/00000000000000000001");
+    let key = store.join("aof2/logs/audit/catalog/00000000000000000001-00000000000000000001");
     std::fs::create_dir_all(key.parent().unwrap()).unwrap();
     std::fs::write(&key, catalog.encode()).unwrap();
 
