@@ -178,6 +178,15 @@ impl AofManager {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let cache = Arc::new(FrameCache::default());
         let log_name: Arc<str> = Arc::from(name);
+        let copy_of = |s: &CatalogSegment| {
+            Tier2Copy::new(
+                tier2.clone(),
+                &log_name,
+                catalog.log_id,
+                s.tier2,
+                cache.clone(),
+            )
+        };
         let threads = tier2.config().upload_concurrency.clamp(1, 8);
         let progress = Mutex::new(progress);
         std::thread::scope(|scope| {
@@ -192,27 +201,13 @@ impl AofManager {
                             let Some(s) = checked.get(i - wanted.len()) else {
                                 break;
                             };
-                            let copy = Tier2Copy::new(
-                                tier2.clone(),
-                                &log_name,
-                                catalog.log_id,
-                                s.tier2,
-                                cache.clone(),
-                            );
-                            if let Err(e) = copy.check_present() {
+                            if let Err(e) = copy_of(s).check_present() {
                                 shared.lock().2.get_or_insert(e);
                             }
                             continue;
                         };
                         let result = (|| -> Result<u64> {
-                            let copy = Tier2Copy::new(
-                                tier2.clone(),
-                                &log_name,
-                                catalog.log_id,
-                                s.tier2,
-                                cache.clone(),
-                            );
-                            let bytes = copy.download()?;
+                            let bytes = copy_of(s).download()?;
                             let path = tier1_dir.join(tier1_file_name(s.sealed.segment_id));
                             sys::write_atomic(&path, &bytes)?;
                             Ok(bytes.len() as u64)

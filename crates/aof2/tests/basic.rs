@@ -594,13 +594,11 @@ fn reopen_while_close_is_running_waits_for_the_old_instance_always() {
     reopen_while_close_is_running(Durability::Always);
 }
 
-/// An `Interval` log whose background sync failed after it acknowledged a record: the record
-/// never became durable, and the appender saw only `Ok`. Closing it (the log's or the manager's
-/// `close`, both documented as syncing) must not report success.
-#[test]
-fn close_after_a_failed_background_interval_sync_reports_the_failure() {
-    let dir = tempfile::tempdir().unwrap();
-    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
+/// A manager whose group-commit syncs fail (EIO) and an `Interval` log that acknowledged record
+/// 0: the interval timer's sync (within 2 ms) fails and fails the log, as the returned log's
+/// follower saw before this returns.
+fn interval_log_with_a_failed_sync(root: &std::path::Path) -> (AofManager, aof2::Aof) {
+    let m = AofManager::open(ManagerConfig::new(root)).unwrap();
     m.set_sync_fault(Some(std::sync::Arc::new(|| {
         Err(std::io::Error::from_raw_os_error(libc_eio()))
     })));
@@ -608,10 +606,19 @@ fn close_after_a_failed_background_interval_sync_reports_the_failure() {
         .open_log("iv", small(Durability::Interval(Duration::from_millis(2))))
         .unwrap();
     assert_eq!(log.append(b"acknowledged").unwrap(), 0);
-    // The interval timer syncs within 2 ms; its sync fails and fails the log.
     let mut follower = log.reader_with(1, ReadVisibility::Written);
     let err = follower.next_timeout(Duration::from_secs(10)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    (m, log)
+}
+
+/// An `Interval` log whose background sync failed after it acknowledged a record: the record
+/// never became durable, and the appender saw only `Ok`. Closing it (the log's or the manager's
+/// `close`, both documented as syncing) must not report success.
+#[test]
+fn close_after_a_failed_background_interval_sync_reports_the_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, log) = interval_log_with_a_failed_sync(dir.path());
     assert_eq!(
         log.durable_watermark(),
         0,
@@ -633,18 +640,7 @@ fn close_after_a_failed_background_interval_sync_reports_the_failure() {
 #[test]
 fn concurrent_manager_closes_each_report_the_outcome() {
     let dir = tempfile::tempdir().unwrap();
-    let m = AofManager::open(ManagerConfig::new(dir.path())).unwrap();
-    m.set_sync_fault(Some(std::sync::Arc::new(|| {
-        Err(std::io::Error::from_raw_os_error(libc_eio()))
-    })));
-    let log = m
-        .open_log("iv", small(Durability::Interval(Duration::from_millis(2))))
-        .unwrap();
-    assert_eq!(log.append(b"acknowledged").unwrap(), 0);
-    // The interval timer's sync fails and fails the log.
-    let mut follower = log.reader_with(1, ReadVisibility::Written);
-    let err = follower.next_timeout(Duration::from_secs(10)).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    let (m, _log) = interval_log_with_a_failed_sync(dir.path());
     let barrier = std::sync::Barrier::new(2);
     let outcomes: Vec<aof2::Result<()>> = std::thread::scope(|s| {
         let closers: Vec<_> = (0..2)

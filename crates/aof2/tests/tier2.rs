@@ -1639,6 +1639,25 @@ fn incompressible(count: usize, len: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A manager with `t2` and a log "parts" whose 16 MiB segments go up in parts (buffered, zstd
+/// level 1, so incompressible payloads keep the objects large).
+fn multipart_log(root: &std::path::Path, t2: Tier2Config) -> (AofManager, aof2::Aof) {
+    let mut config = ManagerConfig::new(root);
+    config.tier2 = Some(t2);
+    config.compression = aof2::Compression::Fixed(1);
+    let m = AofManager::open(config).unwrap();
+    let log = m
+        .open_log(
+            "parts",
+            LogConfig {
+                durability: Durability::None,
+                ..LogConfig::default().with_segment_bytes(16 << 20)
+            },
+        )
+        .unwrap();
+    (m, log)
+}
+
 /// A multipart upload whose requests each answer within the request time limit, but which
 /// together take longer than the upload's time limit (a slow store): the attempt is cut off. The
 /// abandoned upload used to stay incomplete in the bucket (parts S3 keeps and bills until someone
@@ -1657,19 +1676,7 @@ fn fault_a_multipart_upload_cut_off_by_its_time_limit_is_aborted() {
     t2.request_timeout = Duration::from_secs(4);
     t2.breaker_failures = 1000;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ManagerConfig::new(dir.path());
-    config.tier2 = Some(t2);
-    config.compression = aof2::Compression::Fixed(1);
-    let m = AofManager::open(config).unwrap();
-    let log = m
-        .open_log(
-            "parts",
-            LogConfig {
-                durability: Durability::None,
-                ..LogConfig::default().with_segment_bytes(16 << 20)
-            },
-        )
-        .unwrap();
+    let (m, log) = multipart_log(dir.path(), t2);
     // Every request of the upload answers after 3 s: create, the two parts side by side,
     // complete take 9 s, each within its 4 s.
     server.faults().only_paths_containing(".t1");
@@ -1717,19 +1724,7 @@ fn fault_a_multipart_upload_with_a_part_that_timed_out_is_aborted() {
     t2.request_timeout = Duration::from_secs(2);
     t2.breaker_failures = 1000;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ManagerConfig::new(dir.path());
-    config.tier2 = Some(t2);
-    config.compression = aof2::Compression::Fixed(1);
-    let m = AofManager::open(config).unwrap();
-    let log = m
-        .open_log(
-            "parts",
-            LogConfig {
-                durability: Durability::None,
-                ..LogConfig::default().with_segment_bytes(16 << 20)
-            },
-        )
-        .unwrap();
+    let (m, log) = multipart_log(dir.path(), t2);
     server.faults().only_methods(&["PUT"]);
     server.faults().only_paths_containing(".t1");
     server.faults().hold_next(1);
