@@ -144,6 +144,9 @@ pub(crate) struct LogShared {
     /// that follows a covered state and cleared by the sync that starts, both under the write
     /// lock; the timer starts a sync once it is due ([`LogShared::on_tick`]).
     uncovered_since_ns: AtomicU64,
+    /// `segment_max_age`: wall-clock ms before which the active segment cannot be too old, so
+    /// the timer need not take the write lock (appenders hold it) on every tick to look.
+    age_check_after_ms: AtomicU64,
     clock: Option<Clock>,
     opened_at: Instant,
     pub(crate) counters: LogCounters,
@@ -271,6 +274,7 @@ impl LogShared {
             avg_sync_ns: AtomicU64::new(150_000),
             // Records recovery left unsynced (a `None` open) count as appended now.
             uncovered_since_ns: AtomicU64::new(if durable < next { 0 } else { u64::MAX }),
+            age_check_after_ms: AtomicU64::new(0),
             clock,
             opened_at,
             counters: LogCounters::default(),
@@ -1148,6 +1152,11 @@ impl LogShared {
             self.request_flush();
         }
         if let Some(age) = self.config.segment_max_age {
+            let now_ms = sys::now_ms();
+            if now_ms < self.age_check_after_ms.load(Ordering::Relaxed) {
+                return;
+            }
+            let age_ms = age.as_millis() as u64;
             let ready = !self.prepare.lock().ready.is_empty();
             let mut w = self.write.lock();
             if self.closed.load(Ordering::Acquire) {
@@ -1156,7 +1165,12 @@ impl LogShared {
             let Some(active) = w.active.as_ref() else {
                 return;
             };
-            let old = sys::now_ms().saturating_sub(active.created_ms) >= age.as_millis() as u64;
+            let old = now_ms.saturating_sub(active.created_ms) >= age_ms;
+            if !old {
+                // Not before then (a segment activated later is younger still).
+                self.age_check_after_ms
+                    .store(active.created_ms.saturating_add(age_ms), Ordering::Relaxed);
+            }
             if old && active.record_count() > 0 {
                 if !ready {
                     // A log that never filled an eighth of its segment prepares nothing ahead
