@@ -218,7 +218,7 @@ impl OpenLogs {
 /// [`Reservation::publish`] (an error, a panic), it puts back the instance it replaced (a log
 /// closed with an error stays known, see [`OpenLogs`]) or frees the name, and wakes the waiters:
 /// a failed open leaves nothing behind, and a retry opens afresh.
-struct Reservation<'a> {
+pub(crate) struct Reservation<'a> {
     logs: &'a OpenLogs,
     name: String,
     /// The instance the open replaces (closed, failed, or read-only and being upgraded).
@@ -423,6 +423,38 @@ impl AofManager {
         self.inner.reports.lock().insert(name.to_string(), report);
         reservation.publish(shared.clone());
         Ok(Aof { shared })
+    }
+
+    /// Reserve `name` for work that replaces its directory (a restore): opens of the name wait
+    /// until the returned guard is dropped, and then find what the work left. Refused
+    /// (`InvalidConfig`) while the log is open in this manager.
+    pub(crate) fn reserve_name(&self, name: &str) -> Result<Reservation<'_>> {
+        let logs = &*self.inner.logs;
+        let mut map = logs.map.lock();
+        loop {
+            if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(Error::Closed("manager".into()));
+            }
+            match map.get(name) {
+                Some(Slot::Opening) => logs.settled.wait(&mut map),
+                Some(Slot::Open(shared)) if !shared.is_closed() => {
+                    return Err(Error::InvalidConfig(format!(
+                        "log {name:?} is open in this manager"
+                    )));
+                }
+                _ => break,
+            }
+        }
+        let previous = match map.insert(name.to_string(), Slot::Opening) {
+            Some(Slot::Open(previous)) => Some(previous),
+            _ => None,
+        };
+        Ok(Reservation {
+            logs,
+            name: name.to_string(),
+            previous,
+            published: false,
+        })
     }
 
     /// Recover the log and start its instance: the part of an open that runs outside the map's

@@ -83,7 +83,8 @@ impl AofManager {
     /// (open with `Tier2Config::take_over` if the old writer is gone).
     ///
     /// Crash-safe: everything is built in `logs/.<name>.restore` and renamed into place at the
-    /// end; a leftover of an interrupted restore is removed by the next one.
+    /// end; a leftover of an interrupted restore is removed by the next one. Opens of the name
+    /// in this manager wait for the restore and then open the restored log.
     pub fn restore_log(
         &self,
         name: &str,
@@ -94,6 +95,10 @@ impl AofManager {
         let tier2 = self.tier2().ok_or_else(|| {
             Error::InvalidConfig("restore needs a Tier 2 store (ManagerConfig::tier2)".into())
         })?;
+        // No open of the name may run meanwhile: one that started before the rename would
+        // recover (or create) the directory the rename replaces, and acknowledge appends that
+        // then vanish with it. Opens wait for this and then open the restored log.
+        let _reserved = self.reserve_name(name)?;
         if self.log_exists(name) {
             return Err(Error::InvalidConfig(format!(
                 "log {name:?} already exists in {}; restore into a root without it",

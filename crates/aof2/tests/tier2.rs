@@ -1898,3 +1898,44 @@ fn the_open_sweep_deletes_an_unrecorded_object_of_a_live_segment() {
         assert_eq!(r.unwrap().payload(), payload(i as u64));
     }
 }
+
+/// An open of a log while it is being restored waits for the restore, then opens the restored
+/// log. It used to run beside it: it created a new, empty log in the directory the restore then
+/// replaced (here its claim failed with `Fenced`; with the claim put off by an unreachable
+/// store, its acknowledged appends would have vanished with the directory).
+#[test]
+fn an_open_during_a_restore_waits_for_it() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("restore-open"));
+    let t2 = tier2_config(&target);
+    let a = tempfile::tempdir().unwrap();
+    write_log(a.path(), &t2, "events", 2500);
+    let b = tempfile::tempdir().unwrap();
+    let mut take_over = t2.clone();
+    take_over.take_over = true;
+    let m = manager(b.path(), take_over);
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel::<()>();
+    let m = &m;
+    std::thread::scope(|s| {
+        let restore = s.spawn(move || {
+            let mut first = true;
+            m.restore_log("events", &mut move |_| {
+                if std::mem::take(&mut first) {
+                    started_tx.send(()).unwrap();
+                    // Give the open every chance to run beside the restore (it must wait).
+                    let _ = opened_rx.recv_timeout(Duration::from_secs(2));
+                }
+            })
+        });
+        started_rx.recv().unwrap();
+        let log = m.open_log("events", log_config());
+        let _ = opened_tx.send(());
+        let report = restore.join().unwrap().unwrap();
+        let log = log.expect("the open waits for the restore, then opens the restored log");
+        assert_eq!(log.next_seq(), report.end_seq);
+        let seq = log.append(b"after the restore").unwrap();
+        assert_eq!(seq, report.end_seq);
+        assert_eq!(log.read(0).unwrap().payload(), payload(0));
+    });
+}
