@@ -1939,3 +1939,35 @@ fn an_open_during_a_restore_waits_for_it() {
         assert_eq!(log.read(0).unwrap().payload(), payload(0));
     });
 }
+
+/// Closing the manager while the store holds requests without answering gives them up: the
+/// close used to wait out each one's time limit (here 120 s) in the upload workers.
+#[test]
+fn fault_manager_close_gives_up_requests_a_hung_store_holds() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("hung-close"));
+    let mut t2 = tier2_config(&target);
+    t2.request_timeout = Duration::from_secs(120);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), t2);
+    let log = m.open_log("hung", log_config()).unwrap();
+    server.faults().hang(true);
+    append_all(&log, 0..600);
+    log.seal().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while server.faults().injected() == 0 {
+        assert!(Instant::now() < deadline, "no upload reached the store");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started = Instant::now();
+    m.close().unwrap();
+    let took = started.elapsed();
+    server.faults().hang(false);
+    assert!(
+        took < Duration::from_secs(60),
+        "the close waited {took:?} for requests the store never answered"
+    );
+}

@@ -32,6 +32,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use object_store::path::Path as ObjectPath;
@@ -47,6 +48,9 @@ use crate::sys;
 use crate::tier1::RangeRead;
 use crate::tiering::{FrameCache, Tier1Segment};
 use breaker::{Breaker, BreakerState};
+
+/// How often a request in flight looks whether the manager is closing (see `Tier2::exec`).
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// A definite answer from the store that is not success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -426,9 +430,18 @@ impl Tier2 {
             let outcome = tokio::time::timeout(timeout, fut).await;
             let _ = tx.send(outcome);
         });
-        match rx.recv() {
-            Ok(Ok(result)) => Attempt::Done(result),
-            Ok(Err(_)) | Err(_) => Attempt::TimedOut,
+        // Waited for in slices: a manager that is closing (`stop`) gives up a request the
+        // store does not answer instead of waiting out its time limit (minutes, with a hung
+        // store); the request counts as timed out, as it would a little later.
+        loop {
+            match rx.recv_timeout(STOP_POLL) {
+                Ok(Ok(result)) => return Attempt::Done(result),
+                Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => return Attempt::TimedOut,
+                Err(RecvTimeoutError::Timeout) if self.stopping.load(Ordering::Acquire) => {
+                    return Attempt::TimedOut;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
         }
     }
 
