@@ -723,10 +723,7 @@ impl AofManager {
             });
             !pending
                 && log.shared.pending_seals() == 0
-                && log
-                    .shared
-                    .claim()
-                    .is_some_and(|c| !c.dirty.load(std::sync::atomic::Ordering::Acquire))
+                && log.shared.claim().is_some_and(|c| c.is_published())
         })
     }
 

@@ -318,11 +318,46 @@ impl RemoteReader {
     }
 
     /// Read the newest catalog; returns the new end sequence.
+    ///
+    /// The end never moves back. A catalog older than the one in use (a listing that lags) is
+    /// ignored. `Error::NotFound` if the log was deleted and a new log of the same name
+    /// created (the reader keeps the old one's catalog; open a new reader to follow the new
+    /// log), and `Error::Corruption` if the newest catalog ends before records this reader
+    /// already saw listed.
     pub fn refresh(&self) -> Result<u64> {
         let _one = self.refreshing.lock();
         let Some(catalog) = self.tier2.latest_catalog(&self.name)? else {
             return Ok(self.end_seq());
         };
+        let (log_id, version, end) = {
+            let state = self.state.read();
+            let c = &state.catalog;
+            (c.log_id, (c.epoch, c.generation), c.end_seq())
+        };
+        if catalog.log_id != log_id {
+            return Err(Error::NotFound(format!(
+                "log {:?} in {} is now another log (id {:032x}; this reader's was {log_id:032x}): \
+                 open a new reader",
+                self.name,
+                self.tier2.url(),
+                catalog.log_id
+            )));
+        }
+        if (catalog.epoch, catalog.generation) <= version {
+            return Ok(end);
+        }
+        if catalog.end_seq() < end {
+            return Err(Error::Corruption {
+                location: format!("catalog of log {:?} in {}", self.name, self.tier2.url()),
+                detail: format!(
+                    "the newest catalog (epoch {}, generation {}) ends at sequence {}, before \
+                     the {end} this reader already saw listed",
+                    catalog.epoch,
+                    catalog.generation,
+                    catalog.end_seq()
+                ),
+            });
+        }
         let old: Vec<Arc<Segment>> = self.state.read().segments.clone();
         let mut segments = Vec::with_capacity(catalog.segments.len());
         for s in &catalog.segments {

@@ -1971,3 +1971,139 @@ fn fault_manager_close_gives_up_requests_a_hung_store_holds() {
         "the close waited {took:?} for requests the store never answered"
     );
 }
+
+/// Wait until the store has applied a fault to some request.
+fn wait_for_a_fault(server: &S3Server) {
+    let deadline = Instant::now() + WAIT;
+    while server.faults().injected() == 0 {
+        assert!(Instant::now() < deadline, "no request met the fault");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `wait_for_tier2` is true only once the catalog listing every upload is in the store. It used
+/// to return while the catalog PUT was still on its way: the flag it looked at was cleared when
+/// the catalog was built, before the PUT.
+#[test]
+fn fault_wait_for_tier2_waits_for_the_catalog_put() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("wait-catalog"));
+    let mut t2 = tier2_config(&target);
+    t2.request_timeout = Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), t2.clone());
+    let log = m.open_log("waited", log_config()).unwrap();
+    append_all(&log, 0..600);
+    log.seal().unwrap();
+    assert!(m.wait_for_tier2(&log, WAIT));
+
+    // One more segment (a single upload): its object goes up, the catalog PUT that lists it
+    // hangs.
+    server.faults().only_methods(&["PUT"]);
+    server.faults().only_paths_containing("/catalog/");
+    server.faults().hang(true);
+    append_all(&log, 600..610);
+    log.seal().unwrap();
+    wait_for_a_fault(&server);
+    assert!(
+        !m.wait_for_tier2(&log, Duration::from_millis(300)),
+        "the catalog listing the last segment is not in the store yet"
+    );
+    server.faults().hang(false);
+    assert!(m.wait_for_tier2(&log, WAIT));
+    let end = sealed_end(&m, &log);
+    assert_eq!(end, 610);
+    assert_eq!(RemoteReader::open(t2, "waited").unwrap().end_seq(), end);
+}
+
+/// A catalog publication that fails (the store refuses catalog PUTs for a while) is retried
+/// by itself. It used to wait for the log's next upload: a log that uploaded nothing more kept
+/// an old catalog, so restores and remote readers missed its newest segments until a reopen.
+#[test]
+fn fault_a_failed_catalog_publication_is_retried_without_another_upload() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("retry-catalog"));
+    let t2 = tier2_config(&target);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), t2.clone());
+    let log = m.open_log("quiet", log_config()).unwrap();
+    append_all(&log, 0..600);
+    log.seal().unwrap();
+    assert!(m.wait_for_tier2(&log, WAIT));
+
+    server.faults().only_methods(&["PUT"]);
+    server.faults().only_paths_containing("/catalog/");
+    server.faults().outage(true);
+    append_all(&log, 600..610);
+    log.seal().unwrap();
+    wait_for_a_fault(&server);
+    assert!(!m.wait_for_tier2(&log, Duration::from_millis(300)));
+    let end = sealed_end(&m, &log);
+    assert!(RemoteReader::open(t2.clone(), "quiet").unwrap().end_seq() < end);
+
+    // The log writes nothing more; the catalog still catches up once the store takes it.
+    server.faults().outage(false);
+    assert!(
+        m.wait_for_tier2(&log, WAIT),
+        "the catalog is published again"
+    );
+    assert_eq!(
+        RemoteReader::open(t2.clone(), "quiet").unwrap().end_seq(),
+        end
+    );
+    let b = tempfile::tempdir().unwrap();
+    let mut take_over = t2;
+    take_over.take_over = true;
+    let mb = manager(b.path(), take_over);
+    assert_eq!(mb.restore_log("quiet", &mut |_| {}).unwrap().end_seq, end);
+}
+
+/// A remote reader's refresh follows its log, and refuses to switch to another log created
+/// under the same name (it used to switch silently: sequence numbers started again at 0 under
+/// the reader, with other records).
+#[test]
+fn remote_reader_refresh_follows_its_log_and_refuses_a_replacement() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("refresh"));
+    let t2 = tier2_config(&target);
+    let a = tempfile::tempdir().unwrap();
+    let ma = manager(a.path(), t2.clone());
+    let la = ma.open_log("feed", log_config()).unwrap();
+    append_all(&la, 0..300);
+    la.seal().unwrap();
+    assert!(ma.wait_for_tier2(&la, WAIT));
+    let reader = RemoteReader::open(t2.clone(), "feed").unwrap();
+    assert_eq!(reader.end_seq(), 300);
+    append_all(&la, 300..500);
+    la.seal().unwrap();
+    assert!(ma.wait_for_tier2(&la, WAIT));
+    assert_eq!(reader.refresh().unwrap(), 500);
+    assert_eq!(reader.read(450).unwrap().payload(), payload(450));
+    la.close().unwrap();
+    ma.close().unwrap();
+
+    // The log is deleted from the store, and another root creates a new log of that name.
+    for key in server.list_keys(target.bucket_name(), "aof2/logs/feed/") {
+        server.delete_object(target.bucket_name(), &key);
+    }
+    let b = tempfile::tempdir().unwrap();
+    let mb = manager(b.path(), t2.clone());
+    let lb = mb.open_log("feed", log_config()).unwrap();
+    lb.append(b"a different log").unwrap();
+    lb.seal().unwrap();
+    assert!(mb.wait_for_tier2(&lb, WAIT));
+    assert_eq!(RemoteReader::open(t2, "feed").unwrap().end_seq(), 1);
+
+    let err = reader.refresh().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("another log"), "{err}");
+    // The reader still serves the log it opened.
+    assert_eq!(reader.end_seq(), 500);
+    assert_eq!(reader.read(450).unwrap().payload(), payload(450));
+}

@@ -1065,8 +1065,15 @@ impl Tier2 {
             segments: content.segments,
         };
         let key = self.catalog_key(&claim.name, epoch, *generation);
-        self.put(&key, catalog.encode(), false)?
-            .map_err(|_| unavailable(format!("PUT {key}: refused")))?;
+        let stored = self
+            .put(&key, catalog.encode(), false)
+            .and_then(|put| put.map_err(|_| unavailable(format!("PUT {key}: refused"))));
+        if let Err(e) = stored {
+            // Marked before the lock is released: a waiter never sees a failed publication as
+            // done (`LogClaim::is_published`).
+            claim.dirty.store(true, Ordering::Release);
+            return Err(e);
+        }
         claim.published_first.store(
             catalog
                 .segments
@@ -1133,7 +1140,8 @@ pub(crate) struct LogClaim {
     claiming: Mutex<()>,
     /// Oldest segment the last published catalog lists (`u64::MAX`: none, or nothing published).
     pub(crate) published_first: AtomicU64,
-    /// Set when the catalog is behind the manifest.
+    /// Set when the catalog is behind the manifest: before a segment's upload is recorded in
+    /// memory, and again when a publication fails.
     pub(crate) dirty: AtomicBool,
 }
 
@@ -1163,6 +1171,14 @@ impl LogClaim {
         tracing::error!(log = %self.name, %detail, "log fenced");
         self.fence_detail.lock().get_or_insert(detail);
         self.fenced.store(true, Ordering::Release);
+    }
+
+    /// Whether the catalog in the store lists everything recorded so far: no publication is
+    /// pending (`dirty`) or on its way (the publication lock is free).
+    pub(crate) fn is_published(&self) -> bool {
+        self.generation
+            .try_lock()
+            .is_some_and(|_publishing| !self.dirty.load(Ordering::Acquire))
     }
 
     /// `Error::Fenced` if another writer took the log over.

@@ -41,6 +41,10 @@ pub(super) enum UploadTask {
     Retire(Weak<LogShared>, Vec<String>),
     /// At open: delete objects of segments retention removed before a crash could delete them.
     Sweep(Weak<LogShared>),
+    /// A catalog publication failed for want of the store: publish again until it succeeds.
+    /// Without it a log that uploads nothing more would keep an old catalog (restores and
+    /// remote readers miss its newest segments) until its next open.
+    Publish(Weak<LogShared>),
 }
 
 #[derive(Default)]
@@ -98,6 +102,18 @@ impl Tiering {
             .lock()
             .tasks
             .push_back(UploadTask::Sweep(Arc::downgrade(log)));
+        self.upload_ready.notify_one();
+    }
+
+    /// Queue a publication of the log's catalog, unless one is queued already.
+    fn submit_publish(&self, log: &Arc<LogShared>) {
+        let mut u = self.uploads.lock();
+        let queued = |t: &UploadTask| matches!(t, UploadTask::Publish(l) if std::ptr::eq(l.as_ptr(), Arc::as_ptr(log)));
+        if u.tasks.iter().any(queued) || u.parked.iter().any(|(_, t)| queued(t)) {
+            return;
+        }
+        u.tasks.push_back(UploadTask::Publish(Arc::downgrade(log)));
+        drop(u);
         self.upload_ready.notify_one();
     }
 
@@ -168,6 +184,10 @@ impl Tiering {
                 },
                 UploadTask::Sweep(log) => match log.upgrade() {
                     Some(log) if !log.is_closed() => self.sweep(&tier2, &log),
+                    _ => Outcome::Done,
+                },
+                UploadTask::Publish(log) => match log.upgrade() {
+                    Some(log) if !log.is_closed() => self.republish(&tier2, &log),
                     _ => Outcome::Done,
                 },
             };
@@ -261,6 +281,9 @@ impl Tiering {
                 // Recorded meanwhile (by another upload of the same bytes to the same key).
                 Some(e) if e.tier2.is_some() || e.sealed.is_none() => return Ok(()),
                 Some(_) => {
+                    // Before the upload shows anywhere: `wait_for_tier2` must not see the
+                    // segment uploaded and the catalog current.
+                    claim.dirty.store(true, Ordering::Release);
                     manifest.append(Edit::Tier2Uploaded(info))?;
                     false
                 }
@@ -283,10 +306,13 @@ impl Tiering {
             self.frame_cache.clone(),
         )));
         if let Err(e) = self.publish(tier2, log, &claim) {
-            // The object is safe and recorded; the catalog catches up with the next upload.
+            // The object is safe and recorded; the catalog is published again later (by the
+            // next upload, or the retried publication queued here).
             tracing::warn!(log = %log.name, error = %e, "publishing the catalog failed");
-            if e.kind() == ErrorKind::Fenced {
-                return Err(e);
+            match e.kind() {
+                ErrorKind::Fenced => return Err(e),
+                ErrorKind::Unavailable => self.submit_publish(log),
+                _ => {}
             }
         }
         self.evict_tier1_ahead();
@@ -327,6 +353,27 @@ impl Tiering {
             claim.dirty.store(true, Ordering::Release);
         }
         published
+    }
+
+    /// Publish the catalog a failed publication left behind (nothing to do if a later one
+    /// succeeded meanwhile).
+    fn republish(&self, tier2: &Tier2, log: &LogShared) -> Outcome {
+        let Some(claim) = log.claim() else {
+            return Outcome::Done;
+        };
+        match self.ensure_claim(tier2, log) {
+            Ok(_) if !claim.dirty.load(Ordering::Acquire) => Outcome::Done,
+            Ok(_) => match self.publish(tier2, log, claim) {
+                Ok(()) => Outcome::Done,
+                Err(e) if e.kind() == ErrorKind::Unavailable => Outcome::Retry,
+                Err(e) => {
+                    tracing::warn!(log = %log.name, error = %e, "publishing the catalog failed");
+                    Outcome::Done
+                }
+            },
+            Err(e) if e.kind() == ErrorKind::Unavailable => Outcome::Retry,
+            Err(_) => Outcome::Done,
+        }
     }
 
     fn retire_objects(&self, tier2: &Tier2, log: &LogShared, keys: &[String]) -> Outcome {
