@@ -25,6 +25,24 @@ fn tier2_config(target: &Tier2Target) -> Tier2Config {
     c
 }
 
+/// A fresh bucket named after `stem` on the test's S3 server, and Tier 2 on it (`tier2_config`).
+fn bucket(stem: &str) -> (S3Server, Tier2Target, Tier2Config) {
+    with_bucket(S3Server::start(), stem)
+}
+
+/// [`bucket`] on the in-process server, whose faults a test sets; `None` against an external
+/// server (moto in CI), which has none: such a test is skipped there.
+fn fault_bucket(stem: &str) -> Option<(S3Server, Tier2Target, Tier2Config)> {
+    let server = S3Server::start();
+    (!server.external()).then(|| with_bucket(server, stem))
+}
+
+fn with_bucket(server: S3Server, stem: &str) -> (S3Server, Tier2Target, Tier2Config) {
+    let target = server.bucket(&unique_bucket(stem));
+    let t2 = tier2_config(&target);
+    (server, target, t2)
+}
+
 fn manager(root: &std::path::Path, t2: Tier2Config) -> AofManager {
     let mut config = ManagerConfig::new(root);
     config.tier0_max_bytes = 16 * SEGMENT;
@@ -138,9 +156,7 @@ fn segments_are_uploaded_evicted_and_read_back_from_tier2() {
 
 #[test]
 fn large_segments_go_up_in_parts_with_their_checksum_in_metadata() {
-    let server = S3Server::start();
-    let target = server.bucket(&unique_bucket("multipart"));
-    let mut t2 = tier2_config(&target);
+    let (server, target, mut t2) = bucket("multipart");
     t2.multipart_threshold = 5 << 20;
     t2.part_bytes = 5 << 20;
     let dir = tempfile::tempdir().unwrap();
@@ -270,9 +286,7 @@ fn segments_read_repeatedly_from_tier2_come_back_to_tier1() {
 
 #[test]
 fn seal_puts_every_record_in_tier2() {
-    let server = S3Server::start();
-    let target = server.bucket(&unique_bucket("seal"));
-    let t2 = tier2_config(&target);
+    let (_server, _, t2) = bucket("seal");
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path(), t2.clone());
     let log = m.open_log("tail", log_config()).unwrap();
@@ -291,9 +305,7 @@ fn seal_puts_every_record_in_tier2() {
 
 #[test]
 fn restore_onto_an_empty_root_and_continue_appending() {
-    let server = S3Server::start();
-    let target = server.bucket(&unique_bucket("restore"));
-    let t2 = tier2_config(&target);
+    let (_server, _, t2) = bucket("restore");
     let a = tempfile::tempdir().unwrap();
     write_log(a.path(), &t2, "events", 2500);
     // What Tier 2 holds: the sealed segments (the active one is not uploaded).
@@ -347,9 +359,7 @@ fn restore_onto_an_empty_root_and_continue_appending() {
 
 #[test]
 fn remote_reader_reads_and_follows_a_running_writer() {
-    let server = S3Server::start();
-    let target = server.bucket(&unique_bucket("remote"));
-    let t2 = tier2_config(&target);
+    let (_server, _, t2) = bucket("remote");
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path(), t2.clone());
     let log = m.open_log("clicks", log_config()).unwrap();
@@ -394,9 +404,7 @@ fn remote_reader_reads_and_follows_a_running_writer() {
 
 #[test]
 fn a_second_writer_is_fenced_and_a_stale_writer_stops() {
-    let server = S3Server::start();
-    let target = server.bucket(&unique_bucket("fence"));
-    let t2 = tier2_config(&target);
+    let (_server, _, t2) = bucket("fence");
     let a = tempfile::tempdir().unwrap();
     let ma = manager(a.path(), t2.clone());
     let la = ma.open_log("ledger", log_config()).unwrap();
@@ -447,9 +455,7 @@ fn a_second_writer_is_fenced_and_a_stale_writer_stops() {
 
 #[test]
 fn retention_removes_objects_after_the_catalog_drops_them() {
-    let server = S3Server::start();
-    let target = server.bucket(&unique_bucket("retain"));
-    let t2 = tier2_config(&target);
+    let (server, target, t2) = bucket("retain");
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path(), t2.clone());
     let log = m.open_log("logs", log_config()).unwrap();
@@ -477,12 +483,9 @@ fn retention_removes_objects_after_the_catalog_drops_them() {
 
 #[test]
 fn fault_slowdown_storm_and_dropped_connections_lose_nothing() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, _, mut t2)) = fault_bucket("storm") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("storm"));
-    let mut t2 = tier2_config(&target);
+    };
     t2.breaker_failures = 1000; // retries only: this test is about them
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path(), t2);
@@ -505,12 +508,9 @@ fn fault_slowdown_storm_and_dropped_connections_lose_nothing() {
 
 #[test]
 fn fault_outage_opens_the_breaker_and_the_backlog_drains_after() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, _, t2)) = fault_bucket("outage") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("outage"));
-    let t2 = tier2_config(&target);
+    };
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path(), t2);
     let log = m.open_log("outage", log_config()).unwrap();
@@ -567,12 +567,9 @@ fn fault_outage_opens_the_breaker_and_the_backlog_drains_after() {
 
 #[test]
 fn fault_hung_requests_time_out_and_missing_objects_are_reported() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, target, mut t2)) = fault_bucket("hang") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("hang"));
-    let mut t2 = tier2_config(&target);
+    };
     t2.request_timeout = Duration::from_millis(300);
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path(), t2);
@@ -613,12 +610,9 @@ fn fault_hung_requests_time_out_and_missing_objects_are_reported() {
 
 #[test]
 fn fault_retention_interrupted_by_an_outage_is_finished_at_the_next_open() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, target, t2)) = fault_bucket("sweep") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("sweep"));
-    let t2 = tier2_config(&target);
+    };
     let dir = tempfile::tempdir().unwrap();
     let objects = || {
         server
@@ -658,9 +652,7 @@ fn fault_retention_interrupted_by_an_outage_is_finished_at_the_next_open() {
 
 #[test]
 fn a_damaged_tier0_copy_is_replaced_by_the_tier2_copy() {
-    let server = S3Server::start();
-    let target = server.bucket(&unique_bucket("damaged"));
-    let t2 = tier2_config(&target);
+    let (_server, _, t2) = bucket("damaged");
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path(), t2.clone());
     let log = m.open_log("hurt", log_config()).unwrap();
@@ -791,9 +783,7 @@ async fn manager_with_tier2_dropped_in_an_async_context_does_not_panic() {
 /// closed) and the other segments read on.
 #[test]
 fn a_truncated_object_is_corruption_not_an_outage() {
-    let server = S3Server::start();
-    let target = server.bucket(&unique_bucket("truncated"));
-    let mut t2 = tier2_config(&target);
+    let (server, target, mut t2) = bucket("truncated");
     t2.breaker_failures = 2;
     t2.breaker_open_for = Duration::from_secs(3600);
     let dir = tempfile::tempdir().unwrap();
@@ -1072,12 +1062,9 @@ fn a_refused_open_leaves_the_tier1_count_of_other_logs() {
 /// a reopen or upgrade) waited out the stuck one: up to 5 s per slow log, one after another.
 #[test]
 fn fault_a_stuck_claim_holds_up_no_other_log() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, _, mut t2)) = fault_bucket("stuck-open") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("stuck-open"));
-    let mut t2 = tier2_config(&target);
+    };
     // The claim's requests hang past the open's wait for them (5 s).
     t2.request_timeout = Duration::from_secs(120);
     let dir = tempfile::tempdir().unwrap();
@@ -1133,12 +1120,9 @@ fn fault_a_stuck_claim_holds_up_no_other_log() {
 /// with its threads stopped, and the root can be opened again at once.
 #[test]
 fn fault_manager_close_during_a_stuck_claim() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, _, mut t2)) = fault_bucket("stuck-close") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("stuck-close"));
-    let mut t2 = tier2_config(&target);
+    };
     t2.request_timeout = Duration::from_secs(120);
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), &t2, "stuck-claim", 300);
@@ -1233,12 +1217,9 @@ fn verify_checks_every_tier2_copy_when_asked() {
 /// to be reported as a problem, as if the object were damaged (`aof2 verify` exit 3).
 #[test]
 fn fault_verify_during_an_outage_is_unchecked_not_damage() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, _, mut t2)) = fault_bucket("vdown") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("vdown"));
-    let mut t2 = tier2_config(&target);
+    };
     t2.request_timeout = Duration::from_millis(500);
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path(), t2);
@@ -1277,9 +1258,7 @@ fn fault_verify_during_an_outage_is_unchecked_not_damage() {
 /// overran it by what the open logs held).
 #[test]
 fn restore_leaves_the_tier1_room_other_logs_hold() {
-    let server = S3Server::start();
-    let target = server.bucket(&unique_bucket("restore-budget"));
-    let t2 = tier2_config(&target);
+    let (_server, _, t2) = bucket("restore-budget");
     let a = tempfile::tempdir().unwrap();
     write_log(a.path(), &t2, "events", 2500);
     let catalog_bytes: u64 = {
@@ -1579,12 +1558,9 @@ fn sealed_end(m: &AofManager, log: &aof2::Aof) -> u64 {
 /// could be sent to objects retention had deleted since.
 #[test]
 fn fault_a_catalog_put_landing_late_does_not_replace_a_newer_catalog() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, _, mut t2)) = fault_bucket("late-catalog") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("late-catalog"));
-    let mut t2 = tier2_config(&target);
+    };
     t2.request_timeout = Duration::from_millis(500);
     t2.breaker_failures = 1000; // the retry of the held request goes out at once
     let dir = tempfile::tempdir().unwrap();
@@ -1664,12 +1640,9 @@ fn multipart_log(root: &std::path::Path, t2: Tier2Config) -> (AofManager, aof2::
 /// aborts the upload); it is aborted now (or, given the time, finished).
 #[test]
 fn fault_a_multipart_upload_cut_off_by_its_time_limit_is_aborted() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, _, mut t2)) = fault_bucket("multipart-abort") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("multipart-abort"));
-    let mut t2 = tier2_config(&target);
+    };
     // Two parts (8 MiB and 4.8 MiB): the upload's time limit was two requests' worth.
     t2.multipart_threshold = 8 << 20;
     t2.part_bytes = 8 << 20;
@@ -1713,12 +1686,9 @@ fn fault_a_multipart_upload_cut_off_by_its_time_limit_is_aborted() {
 /// aborted, the retry uploads the object, and the held part landing late adds nothing.
 #[test]
 fn fault_a_multipart_upload_with_a_part_that_timed_out_is_aborted() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, _, mut t2)) = fault_bucket("multipart-held") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("multipart-held"));
-    let mut t2 = tier2_config(&target);
+    };
     t2.multipart_threshold = 5 << 20;
     t2.part_bytes = 5 << 20;
     t2.request_timeout = Duration::from_secs(2);
@@ -1766,12 +1736,9 @@ fn objects_below(server: &S3Server, bucket: &str, name: &str, first_live: u64) -
 /// once now.
 #[test]
 fn fault_an_upload_that_finishes_after_retention_removed_its_segment_deletes_its_object() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, target, mut t2)) = fault_bucket("retire-race") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("retire-race"));
-    let mut t2 = tier2_config(&target);
+    };
     t2.breaker_failures = 1000;
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path(), t2);
@@ -1811,9 +1778,7 @@ fn fault_an_upload_that_finishes_after_retention_removed_its_segment_deletes_its
 /// (one HEAD: there, with its recorded length and, where the store keeps it, checksum).
 #[test]
 fn restore_checks_the_objects_it_leaves_in_tier2() {
-    let server = S3Server::start();
-    let target = server.bucket(&unique_bucket("restore-check"));
-    let t2 = tier2_config(&target);
+    let (server, target, t2) = bucket("restore-check");
     let a = tempfile::tempdir().unwrap();
     write_log(a.path(), &t2, "audit", 2500);
     let keys: Vec<String> = server
@@ -1861,9 +1826,7 @@ fn restore_checks_the_objects_it_leaves_in_tier2() {
 /// sweep does now (and keeps the recorded copy).
 #[test]
 fn the_open_sweep_deletes_an_unrecorded_object_of_a_live_segment() {
-    let server = S3Server::start();
-    let target = server.bucket(&unique_bucket("orphan"));
-    let t2 = tier2_config(&target);
+    let (server, target, t2) = bucket("orphan");
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), &t2, "kept", 1500);
     let objects = || -> Vec<String> {
@@ -1905,9 +1868,7 @@ fn the_open_sweep_deletes_an_unrecorded_object_of_a_live_segment() {
 /// store, its acknowledged appends would have vanished with the directory).
 #[test]
 fn an_open_during_a_restore_waits_for_it() {
-    let server = S3Server::start();
-    let target = server.bucket(&unique_bucket("restore-open"));
-    let t2 = tier2_config(&target);
+    let (_server, _, t2) = bucket("restore-open");
     let a = tempfile::tempdir().unwrap();
     write_log(a.path(), &t2, "events", 2500);
     let b = tempfile::tempdir().unwrap();
@@ -1944,12 +1905,9 @@ fn an_open_during_a_restore_waits_for_it() {
 /// close used to wait out each one's time limit (here 120 s) in the upload workers.
 #[test]
 fn fault_manager_close_gives_up_requests_a_hung_store_holds() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, _, mut t2)) = fault_bucket("hung-close") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("hung-close"));
-    let mut t2 = tier2_config(&target);
+    };
     t2.request_timeout = Duration::from_secs(120);
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path(), t2);
@@ -1986,12 +1944,9 @@ fn wait_for_a_fault(server: &S3Server) {
 /// the catalog was built, before the PUT.
 #[test]
 fn fault_wait_for_tier2_waits_for_the_catalog_put() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, _, mut t2)) = fault_bucket("wait-catalog") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("wait-catalog"));
-    let mut t2 = tier2_config(&target);
+    };
     t2.request_timeout = Duration::from_secs(60);
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path(), t2.clone());
@@ -2024,12 +1979,9 @@ fn fault_wait_for_tier2_waits_for_the_catalog_put() {
 /// an old catalog, so restores and remote readers missed its newest segments until a reopen.
 #[test]
 fn fault_a_failed_catalog_publication_is_retried_without_another_upload() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, _, t2)) = fault_bucket("retry-catalog") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("retry-catalog"));
-    let t2 = tier2_config(&target);
+    };
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path(), t2.clone());
     let log = m.open_log("quiet", log_config()).unwrap();
@@ -2069,9 +2021,7 @@ fn fault_a_failed_catalog_publication_is_retried_without_another_upload() {
 /// the reader, with other records).
 #[test]
 fn remote_reader_refresh_follows_its_log_and_refuses_a_replacement() {
-    let server = S3Server::start();
-    let target = server.bucket(&unique_bucket("refresh"));
-    let t2 = tier2_config(&target);
+    let (server, target, t2) = bucket("refresh");
     let a = tempfile::tempdir().unwrap();
     let ma = manager(a.path(), t2.clone());
     let la = ma.open_log("feed", log_config()).unwrap();
