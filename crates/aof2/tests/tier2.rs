@@ -1939,6 +1939,30 @@ fn wait_for_a_fault(server: &S3Server) {
     }
 }
 
+/// A log `name` whose first 600 records are in Tier 2, listed by its catalog; then `fault` is
+/// set for catalog PUTs and one more segment (records 600..610, one upload) sealed. Returns
+/// once a catalog PUT met the fault.
+fn seal_with_catalog_puts_faulted(
+    server: &S3Server,
+    t2: &Tier2Config,
+    root: &std::path::Path,
+    name: &str,
+    fault: impl FnOnce(&support::s3::Faults),
+) -> (AofManager, aof2::Aof) {
+    let m = manager(root, t2.clone());
+    let log = m.open_log(name, log_config()).unwrap();
+    append_all(&log, 0..600);
+    log.seal().unwrap();
+    assert!(m.wait_for_tier2(&log, WAIT));
+    server.faults().only_methods(&["PUT"]);
+    server.faults().only_paths_containing("/catalog/");
+    fault(server.faults());
+    append_all(&log, 600..610);
+    log.seal().unwrap();
+    wait_for_a_fault(server);
+    (m, log)
+}
+
 /// `wait_for_tier2` is true only once the catalog listing every upload is in the store. It used
 /// to return while the catalog PUT was still on its way: the flag it looked at was cleared when
 /// the catalog was built, before the PUT.
@@ -1949,20 +1973,9 @@ fn fault_wait_for_tier2_waits_for_the_catalog_put() {
     };
     t2.request_timeout = Duration::from_secs(60);
     let dir = tempfile::tempdir().unwrap();
-    let m = manager(dir.path(), t2.clone());
-    let log = m.open_log("waited", log_config()).unwrap();
-    append_all(&log, 0..600);
-    log.seal().unwrap();
-    assert!(m.wait_for_tier2(&log, WAIT));
-
-    // One more segment (a single upload): its object goes up, the catalog PUT that lists it
-    // hangs.
-    server.faults().only_methods(&["PUT"]);
-    server.faults().only_paths_containing("/catalog/");
-    server.faults().hang(true);
-    append_all(&log, 600..610);
-    log.seal().unwrap();
-    wait_for_a_fault(&server);
+    // The catalog PUT listing the last segment hangs.
+    let (m, log) =
+        seal_with_catalog_puts_faulted(&server, &t2, dir.path(), "waited", |f| f.hang(true));
     assert!(
         !m.wait_for_tier2(&log, Duration::from_millis(300)),
         "the catalog listing the last segment is not in the store yet"
@@ -1983,18 +1996,8 @@ fn fault_a_failed_catalog_publication_is_retried_without_another_upload() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let m = manager(dir.path(), t2.clone());
-    let log = m.open_log("quiet", log_config()).unwrap();
-    append_all(&log, 0..600);
-    log.seal().unwrap();
-    assert!(m.wait_for_tier2(&log, WAIT));
-
-    server.faults().only_methods(&["PUT"]);
-    server.faults().only_paths_containing("/catalog/");
-    server.faults().outage(true);
-    append_all(&log, 600..610);
-    log.seal().unwrap();
-    wait_for_a_fault(&server);
+    let (m, log) =
+        seal_with_catalog_puts_faulted(&server, &t2, dir.path(), "quiet", |f| f.outage(true));
     assert!(!m.wait_for_tier2(&log, Duration::from_millis(300)));
     let end = sealed_end(&m, &log);
     assert!(RemoteReader::open(t2.clone(), "quiet").unwrap().end_seq() < end);
