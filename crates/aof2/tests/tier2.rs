@@ -1073,25 +1073,7 @@ fn fault_a_stuck_claim_holds_up_no_other_log() {
     let early = m.open_log("early", log_config()).unwrap();
     early.append(b"before the hang").unwrap();
 
-    // Only requests naming the stuck log hang (its claim LISTs `.../logs/stuck-claim/writer/`).
-    server.faults().only_uris_containing("stuck-claim");
-    server.faults().hang(true);
-    let stuck = {
-        let m = m.clone();
-        std::thread::spawn(move || m.open_log("stuck-claim", log_config()))
-    };
-    let deadline = Instant::now() + WAIT;
-    while server.faults().injected() == 0 {
-        assert!(
-            !stuck.is_finished(),
-            "the open finished without asking the store"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the stuck log's claim never reached the store"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let stuck = open_stuck_on_its_claim(&server, &m);
 
     // The stuck open holds its claim request now: everything else goes on.
     let fresh = m.open_log("fresh", log_config()).unwrap();
@@ -1115,6 +1097,33 @@ fn fault_a_stuck_claim_holds_up_no_other_log() {
     m.close().unwrap();
 }
 
+/// Open log "stuck-claim" on a thread of its own while the store hangs every request naming it
+/// (its claim LISTs `.../logs/stuck-claim/writer/`); returns once the claim hangs.
+fn open_stuck_on_its_claim(
+    server: &S3Server,
+    m: &AofManager,
+) -> std::thread::JoinHandle<aof2::Result<aof2::Aof>> {
+    server.faults().only_uris_containing("stuck-claim");
+    server.faults().hang(true);
+    let stuck = {
+        let m = m.clone();
+        std::thread::spawn(move || m.open_log("stuck-claim", log_config()))
+    };
+    let deadline = Instant::now() + WAIT;
+    while server.faults().injected() == 0 {
+        assert!(
+            !stuck.is_finished(),
+            "the open finished without asking the store"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the stuck log's claim never reached the store"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stuck
+}
+
 /// The manager closed while an open waits on its Tier 2 claim: the close waits for that open
 /// (which then closes what it opened instead of publishing it), so no log is left half-open
 /// with its threads stopped, and the root can be opened again at once.
@@ -1130,20 +1139,7 @@ fn fault_manager_close_during_a_stuck_claim() {
     let open = m.open_log("open", log_config()).unwrap();
     open.append(b"kept").unwrap();
 
-    server.faults().only_uris_containing("stuck-claim");
-    server.faults().hang(true);
-    let stuck = {
-        let m = m.clone();
-        std::thread::spawn(move || m.open_log("stuck-claim", log_config()))
-    };
-    let deadline = Instant::now() + WAIT;
-    while server.faults().injected() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the stuck log's claim never reached the store"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let stuck = open_stuck_on_its_claim(&server, &m);
     m.close().unwrap();
     match stuck.join().unwrap() {
         // Published before the close drained the logs: the close closed it.
