@@ -1455,6 +1455,18 @@ impl LogShared {
         Ok(self.first_seq())
     }
 
+    /// Append `edit` about segment `id` unless retention removed the segment from the manifest
+    /// (it retires the `Segment` after its edit, so tiering can still meet it in between).
+    /// Returns whether the edit was recorded.
+    pub(crate) fn record_if_live(&self, id: u64, edit: Edit) -> Result<bool> {
+        let mut manifest = self.manifest.lock();
+        if !manifest.state().segments.contains_key(&id) {
+            return Ok(false);
+        }
+        manifest.append(edit)?;
+        Ok(true)
+    }
+
     /// Id of the oldest segment the manifest holds (the next id if none): every segment below it
     /// was retired.
     pub(crate) fn oldest_live_segment_id(&self) -> u64 {

@@ -438,11 +438,12 @@ impl Segment {
     /// Release the Tier 0 copy if it is sealed, has a Tier 1 copy and no reader holds its
     /// mapping. `record` (the manifest edit) runs under the slot lock before anything changes,
     /// so readers either got the mapping before (and the segment was skipped as in use) or see
-    /// the segment in Tier 1 only.
+    /// the segment in Tier 1 only; it returns false if the segment is gone from the manifest
+    /// (retention removed it and is about to retire it here), and nothing is evicted.
     /// `keep` may take the file away for reuse (it is unlinked otherwise).
     pub fn evict_tier0(
         &self,
-        record: impl FnOnce() -> Result<()>,
+        record: impl FnOnce() -> Result<bool>,
         keep: impl FnOnce(&Path) -> bool,
     ) -> Result<EvictOutcome> {
         if !self.has_cold_copy() || self.sealed.lock().is_none() {
@@ -459,7 +460,9 @@ impl Segment {
         {
             return Ok(EvictOutcome::InUse);
         }
-        record()?;
+        if !record()? {
+            return Ok(EvictOutcome::NotEligible);
+        }
         slot.present = false;
         slot.mapping = None;
         let released = slot.lease.take().map_or(0, |l| l.bytes());

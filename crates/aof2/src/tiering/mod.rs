@@ -1199,9 +1199,12 @@ impl Tiering {
         for segment in segments {
             let outcome = segment.evict_tier0(
                 || {
-                    log.manifest.lock().append(Edit::Tier0Evicted {
-                        segment_id: segment.id,
-                    })
+                    log.record_if_live(
+                        segment.id,
+                        Edit::Tier0Evicted {
+                            segment_id: segment.id,
+                        },
+                    )
                 },
                 |path| log.keep_for_reuse(path),
             )?;
@@ -1233,9 +1236,12 @@ impl Tiering {
             };
             let outcome = segment.evict_tier0(
                 || {
-                    log.manifest.lock().append(Edit::Tier0Evicted {
-                        segment_id: segment.id,
-                    })
+                    log.record_if_live(
+                        segment.id,
+                        Edit::Tier0Evicted {
+                            segment_id: segment.id,
+                        },
+                    )
                 },
                 |path| log.keep_for_reuse(path),
             );
@@ -1317,19 +1323,22 @@ impl Tiering {
         }) else {
             return;
         };
-        let result = (|| -> Result<()> {
+        let result = (|| -> Result<bool> {
             t1.file().rebuild_segment(&segment.path)?;
             segment::check_sealed(&segment.path, meta.footer_crc, meta.file_len)?;
-            log.manifest.lock().append(Edit::Hydrated {
-                segment_id: segment.id,
-            })
+            log.record_if_live(
+                segment.id,
+                Edit::Hydrated {
+                    segment_id: segment.id,
+                },
+            )
         })();
         match result {
-            Ok(()) if segment.install_tier0(lease) => {
+            Ok(true) if segment.install_tier0(lease) => {
                 self.counters.hydrations.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(()) => {
-                // Retention removed the segment right after the edit: the rebuilt file is no
+            Ok(_) => {
+                // Retention removed the segment before or right after the edit: the rebuilt file is no
                 // segment's any more (retention unlinks it too; whichever runs second finds
                 // nothing).
                 let _ = std::fs::remove_file(&segment.path);
