@@ -2,7 +2,8 @@
 //! durabilities under a tight Tier 0 budget, writers, point readers, iterating readers,
 //! followers, seal / truncate / evict / verify, and close + reopen of logs while others use them.
 //!
-//! STRESS_SEED (default: time based, printed) and STRESS_SECS (default 25) control a run.
+//! STRESS_SEED (default: time based, printed) and STRESS_SECS (default 25) control a run;
+//! STRESS_TIER2=1 adds a `file://` Tier 2 (uploads, Tier 1 eviction, remote readers).
 //! Not part of the default run (it takes its full duration and two cores): `cargo nextest run -p
 //! aof2 --test stress --run-ignored all`. Session 10 found a deadlock and a retention/reopen race
 //! with it (both fixed, with focused tests in `basic.rs` and `retention.rs`).
@@ -13,7 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use aof2::{Aof, AofManager, Durability, Error, LogConfig, ManagerConfig};
+use aof2::{
+    Aof, AofManager, Durability, Error, LogConfig, ManagerConfig, RemoteReader, Tier2Config,
+};
 
 const SEGMENT_BYTES: u64 = 64 * 1024;
 const MODEL_CAP: usize = 4 << 20;
@@ -238,14 +241,68 @@ impl Shared {
     }
 }
 
+/// STRESS_TIER2 set: the manager has a `file://` Tier 2 beside the root, and a Tier 1 budget
+/// small enough that Tier 1 copies Tier 2 holds are released; workers also evict Tier 1, wait
+/// for Tier 2 and read through remote readers.
+fn tier2_mode() -> bool {
+    std::env::var_os("STRESS_TIER2").is_some()
+}
+
 fn open_manager(root: &Path) -> AofManager {
-    AofManager::open(ManagerConfig {
+    let mut config = ManagerConfig {
         compress_threads: 1,
         tier0_max_bytes: 10 * SEGMENT_BYTES,
         admission_timeout: Duration::from_secs(2),
         ..ManagerConfig::new(root)
-    })
-    .expect("open manager")
+    };
+    if tier2_mode() {
+        let store = root.with_extension("store");
+        std::fs::create_dir_all(&store).unwrap();
+        let mut t2 = Tier2Config::new(format!("file://{}", store.display()));
+        t2.request_timeout = Duration::from_secs(5);
+        t2.backoff_base = Duration::from_millis(10);
+        t2.backoff_max = Duration::from_millis(200);
+        config.tier2 = Some(t2);
+        config.tier1_max_bytes = 16 * SEGMENT_BYTES;
+    }
+    AofManager::open(config).expect("open manager")
+}
+
+/// Read one record of log `l` through a new remote reader and check it against the model.
+fn remote_read(s: &Shared, l: usize, h: &Aof, rng: &mut Rng) {
+    let Some(t2) = s.m.config().tier2.clone() else {
+        return;
+    };
+    let reader = match RemoteReader::open(t2, &s.logs[l].name) {
+        Ok(r) => r,
+        Err(Error::NotFound(_)) => {
+            s.count("remote_no_catalog");
+            return;
+        }
+        Err(e) => {
+            s.unexpected(format!("log {l}: remote open: {e} ({e:?})"));
+            return;
+        }
+    };
+    let (first, end) = (reader.first_seq(), reader.end_seq());
+    if end <= first {
+        s.count("remote_empty");
+        return;
+    }
+    let seq = first + rng.below(end - first);
+    match reader.read(seq) {
+        Ok(rec) => {
+            s.check_record(l, seq, rec.seq(), rec.payload(), "remote");
+            s.count("remote_read_ok");
+        }
+        // Retention went past it after the reader read its catalog (objects go after the
+        // catalog stops listing them).
+        Err(Error::NotFound(_)) if seq < h.first_seq() => s.count("remote_read_retired"),
+        Err(e) => s.unexpected(format!(
+            "log {l}: remote read({seq}) of {first}..{end}: {e} ({e:?}); local first_seq {}",
+            h.first_seq()
+        )),
+    }
 }
 
 fn log_configs() -> Vec<(String, LogConfig)> {
@@ -489,9 +546,16 @@ fn worker(s: Arc<Shared>, t: usize, seed: u64) {
             }
         } else if r < 900 {
             s.beat(t, 8);
-            refetch = match s.m.evict_tier0(&h) {
-                Ok(_) => false,
-                Err(e) => s.classify(l, g, "evict_tier0", &e),
+            refetch = if tier2_mode() && rng.chance(400) {
+                match s.m.evict_tier1(&h) {
+                    Ok(_) => false,
+                    Err(e) => s.classify(l, g, "evict_tier1", &e),
+                }
+            } else {
+                match s.m.evict_tier0(&h) {
+                    Ok(_) => false,
+                    Err(e) => s.classify(l, g, "evict_tier0", &e),
+                }
             };
         } else if r < 930 {
             s.beat(t, 9);
@@ -510,6 +574,11 @@ fn worker(s: Arc<Shared>, t: usize, seed: u64) {
             refetch = true;
         } else {
             // a bit of thinking time / cheap queries
+            if tier2_mode() && rng.chance(100) {
+                remote_read(&s, l, &h, &mut rng);
+            } else if tier2_mode() && rng.chance(50) {
+                let _ = s.m.wait_for_tier2(&h, Duration::from_millis(rng.below(50)));
+            }
             let _ = h.stats();
             if std::env::var_os("STRESS_NO_LOG_INFO").is_none() {
                 let _ = s.m.log_info(&h);
