@@ -7,9 +7,14 @@
 //!   from its own tokio runtime, so it works from plain `#[test]`s and from `#[tokio::test]`s
 //!   alike. Dropping the server stops the runtime, closes every connection and deletes the
 //!   tempdir.
-//! - Requests must be SigV4-signed with [`TEST_ACCESS_KEY`] / [`TEST_SECRET_KEY`]. Everything a
-//!   client needs is in [`Tier2Target::options`]; nothing is read from the environment, so
-//!   tests may run in parallel threads or processes.
+//! - Requests must be SigV4-signed with [`TEST_ACCESS_KEY`] / [`TEST_SECRET_KEY`] (s3s checks
+//!   the signature: another secret gets `403 SignatureDoesNotMatch`, and while
+//!   [`S3Server::revoke_credentials`] is on, every request gets `403 InvalidAccessKeyId`).
+//!   Everything a client needs is in [`Tier2Target::options`]; nothing is read from the
+//!   environment, so tests may run in parallel threads or processes.
+//! - As on S3, a request for an object in a bucket that does not exist (never created with
+//!   [`S3Server::bucket`], or removed with [`S3Server::remove_bucket`]) gets
+//!   `404 NoSuchBucket`; s3s-fs alone would answer `NoSuchKey`, or create the bucket on a PUT.
 //! - [`Faults`] sits between the TCP connection and s3s, so the object_store client sees the
 //!   faults as real HTTP responses, closed connections and stalls, and requests that reach the
 //!   store only after the client gave up on them ([`Faults::hold_next`]). All faults start off.
@@ -42,7 +47,7 @@ use hyper_util::rt::TokioIo;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{ClientOptions, HeaderMap, HeaderValue, ObjectStore, ObjectStoreExt};
-use s3s::auth::SimpleAuth;
+use s3s::auth::{S3Auth, SecretKey};
 use s3s::service::{S3Service, S3ServiceBuilder};
 use s3s::{HttpError, HttpResponse};
 
@@ -77,6 +82,8 @@ pub struct S3Server {
     endpoint: String,
     access_key: String,
     secret_key: String,
+    /// While set, the in-process server refuses every key (see [`Self::revoke_credentials`]).
+    revoked: Arc<AtomicBool>,
     faults: Arc<Faults>,
     /// Serves the in-process server and runs the inspection helpers. `None` only during drop.
     runtime: Option<tokio::runtime::Runtime>,
@@ -112,6 +119,7 @@ impl S3Server {
                 endpoint,
                 access_key: std::env::var(ACCESS_KEY_ENV).unwrap_or_else(|_| "testing".into()),
                 secret_key: std::env::var(SECRET_KEY_ENV).unwrap_or_else(|_| "testing".into()),
+                revoked: Arc::new(AtomicBool::new(false)),
                 faults: Arc::new(Faults::new(true)),
                 runtime: Some(runtime),
                 root: None,
@@ -122,12 +130,16 @@ impl S3Server {
         let root = tempfile::tempdir().expect("create the s3s-fs root");
         let file_system = s3s_fs::FileSystem::new(root.path()).expect("open s3s-fs");
         let mut builder = S3ServiceBuilder::new(file_system);
-        builder.set_auth(SimpleAuth::from_single(TEST_ACCESS_KEY, TEST_SECRET_KEY));
+        let revoked = Arc::new(AtomicBool::new(false));
+        builder.set_auth(TestAuth {
+            revoked: Arc::clone(&revoked),
+        });
         let faults = Arc::new(Faults::new(false));
         let service = FaultService {
             s3: builder.build(),
             faults: Arc::clone(&faults),
             conditional_writes: Arc::new(tokio::sync::Mutex::new(())),
+            root: root.path().to_path_buf(),
         };
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -141,6 +153,7 @@ impl S3Server {
             endpoint: format!("http://{address}"),
             access_key: TEST_ACCESS_KEY.into(),
             secret_key: TEST_SECRET_KEY.into(),
+            revoked,
             faults,
             runtime: Some(runtime),
             root: Some(root),
@@ -182,16 +195,81 @@ impl S3Server {
         }
         Tier2Target {
             url: format!("s3://{name}"),
-            options: vec![
-                ("aws_endpoint".into(), self.endpoint.clone()),
-                ("allow_http".into(), "true".into()),
-                ("aws_access_key_id".into(), self.access_key.clone()),
-                ("aws_secret_access_key".into(), self.secret_key.clone()),
-                ("aws_region".into(), TEST_REGION.into()),
-                ("aws_virtual_hosted_style_request".into(), "false".into()),
-                ("aws_conditional_put".into(), "etag".into()),
-            ],
+            options: self.bucket_options(),
         }
+    }
+
+    /// Removes bucket `name` and everything in it, as if an operator deleted it: from then on
+    /// requests for it get `404 NoSuchBucket`, until [`Self::bucket`] creates it again.
+    ///
+    /// # Panics
+    /// When [`Self::external`], or if the bucket cannot be removed.
+    pub fn remove_bucket(&self, name: &str) {
+        let root = self
+            .root
+            .as_ref()
+            .expect("buckets are removed from the in-process server only");
+        assert!(is_valid_bucket_name(name), "{name:?} is not a bucket name");
+        std::fs::remove_dir_all(root.path().join(name))
+            .unwrap_or_else(|error| panic!("remove bucket directory {name}: {error}"));
+        self.inspectors
+            .lock()
+            .expect("inspector cache lock")
+            .remove(name);
+    }
+
+    /// While `on`, the in-process server knows no access key: every request (the inspection
+    /// helpers' too) gets `403 InvalidAccessKeyId`, as when an operator deletes or deactivates
+    /// the key a running process uses. Off again, the usual key works again.
+    ///
+    /// # Panics
+    /// When [`Self::external`].
+    pub fn revoke_credentials(&self, on: bool) {
+        assert!(
+            !self.external(),
+            "credentials are revoked on the in-process server only"
+        );
+        self.revoked.store(on, Ordering::SeqCst);
+    }
+
+    /// A target for bucket `name` signed with `secret_key` instead of the server's secret (the
+    /// bucket is not created).
+    pub fn target_with_secret(&self, name: &str, secret_key: &str) -> Tier2Target {
+        let mut target = Tier2Target {
+            url: format!("s3://{name}"),
+            options: self.bucket_options(),
+        };
+        for (key, value) in &mut target.options {
+            if key == "aws_secret_access_key" {
+                *value = secret_key.to_owned();
+            }
+        }
+        target
+    }
+
+    /// A target for bucket `name` without creating it: requests for objects in it get
+    /// `404 NoSuchBucket` (as long as nothing else creates it).
+    pub fn missing_bucket(&self, name: &str) -> Tier2Target {
+        assert!(
+            is_valid_bucket_name(name),
+            "{name:?} is not a valid S3 bucket name"
+        );
+        Tier2Target {
+            url: format!("s3://{name}"),
+            options: self.bucket_options(),
+        }
+    }
+
+    fn bucket_options(&self) -> Vec<(String, String)> {
+        vec![
+            ("aws_endpoint".into(), self.endpoint.clone()),
+            ("allow_http".into(), "true".into()),
+            ("aws_access_key_id".into(), self.access_key.clone()),
+            ("aws_secret_access_key".into(), self.secret_key.clone()),
+            ("aws_region".into(), TEST_REGION.into()),
+            ("aws_virtual_hosted_style_request".into(), "false".into()),
+            ("aws_conditional_put".into(), "etag".into()),
+        ]
     }
 
     /// The object's bytes, or `None` if it does not exist. Bypasses faults and counters.
@@ -803,12 +881,35 @@ fn checked_fraction(fraction: f64) -> f64 {
     fraction
 }
 
-/// The hyper service in front of s3s: counts, injects faults, serialises conditional writes.
+/// The server's one key pair, which [`S3Server::revoke_credentials`] can withdraw.
+#[derive(Debug)]
+struct TestAuth {
+    revoked: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl S3Auth for TestAuth {
+    async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<SecretKey> {
+        if access_key == TEST_ACCESS_KEY && !self.revoked.load(Ordering::SeqCst) {
+            Ok(SecretKey::from(TEST_SECRET_KEY))
+        } else {
+            Err(s3s::s3_error!(
+                InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records."
+            ))
+        }
+    }
+}
+
+/// The hyper service in front of s3s: counts, injects faults, serialises conditional writes,
+/// answers `NoSuchBucket` for objects of buckets that do not exist.
 #[derive(Clone)]
 struct FaultService {
     s3: S3Service,
     faults: Arc<Faults>,
     conditional_writes: Arc<tokio::sync::Mutex<()>>,
+    /// s3s-fs root: a bucket exists if its directory does.
+    root: std::path::PathBuf,
 }
 
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send>>;
@@ -853,7 +954,12 @@ impl FaultService {
                     // Read the body first so the client is not cut off mid-upload.
                     let _ = request.into_body().collect().await;
                     let request_id = faults.injected();
-                    return Ok(s3_error_response(code, message, request_id));
+                    return Ok(s3_error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        code,
+                        message,
+                        request_id,
+                    ));
                 }
                 Verdict::DropConnection => {
                     // hyper closes the connection without writing a response when the
@@ -900,6 +1006,21 @@ impl FaultService {
     }
 
     async fn forward_body(&self, request: Request<s3s::Body>) -> Result<HttpResponse, HttpError> {
+        // s3s-fs answers a GET of an object in a missing bucket with NoSuchKey and creates the
+        // bucket for a PUT; S3 answers NoSuchBucket. Requests for a bucket itself (`/bucket`,
+        // such as a LIST) go to s3s-fs, which answers NoSuchBucket too.
+        if let Some((bucket, key)) = request.uri().path().trim_start_matches('/').split_once('/')
+            && !key.is_empty()
+            && !self.root.join(bucket).is_dir()
+        {
+            let _ = request.into_body().collect().await;
+            return Ok(s3_error_response(
+                StatusCode::NOT_FOUND,
+                "NoSuchBucket",
+                "The specified bucket does not exist",
+                0,
+            ));
+        }
         let conditional = request.method() != Method::GET
             && request.method() != Method::HEAD
             && (request.headers().contains_key(IF_NONE_MATCH)
@@ -913,13 +1034,18 @@ impl FaultService {
     }
 }
 
-fn s3_error_response(code: &str, message: &str, request_id: u64) -> HttpResponse {
+fn s3_error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: u64,
+) -> HttpResponse {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
          <Message>{message}</Message><RequestId>aof2-fault-{request_id}</RequestId></Error>"
     );
     let mut response = HttpResponse::new(s3s::Body::from(body));
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
     headers.insert(
