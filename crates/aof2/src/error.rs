@@ -11,7 +11,8 @@ use std::sync::Arc;
 /// What the caller should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
-    /// The input was wrong (bad name, record too large, bad configuration): fix it, do not retry.
+    /// The input was wrong (bad name, record too large, bad configuration, a Tier 2 store that
+    /// refuses aof2's bucket or credentials): fix it, do not retry.
     InvalidInput,
     /// Data on disk failed a checksum or an invariant: check the data (`aof2 verify`).
     Corruption,
@@ -62,6 +63,14 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+
+    /// The Tier 2 store refuses aof2 for a reason only its configuration can fix: the bucket
+    /// does not exist, the store rejects the credentials, or they are not allowed to use the
+    /// bucket. `detail` says which, and what to change. Not an outage: retrying the same
+    /// configuration gets the same answer (while running, uploads still try again, backing off,
+    /// in case the store is fixed meanwhile).
+    #[error("Tier 2 store {url} refuses aof2: {detail}")]
+    Tier2Misconfigured { url: String, detail: String },
 
     /// Another process (or another manager in this process) owns the root.
     #[error("root {} is locked by another aof2 process", root.display())]
@@ -128,6 +137,7 @@ impl Error {
             | Error::RecordTooLarge { .. }
             | Error::InvalidBatch(_)
             | Error::InvalidConfig(_)
+            | Error::Tier2Misconfigured { .. }
             | Error::ReadOnly { .. } => ErrorKind::InvalidInput,
             Error::Locked { .. } => ErrorKind::Unavailable,
             Error::UnsupportedVersion { .. } => ErrorKind::InvalidInput,

@@ -271,7 +271,10 @@ impl std::fmt::Debug for AofManager {
 
 impl AofManager {
     /// Open (creating if needed) the root in `config`. Fails with [`Error::Locked`] if another
-    /// process (or another manager in this process) holds it.
+    /// process (or another manager in this process) holds it, and with
+    /// [`Error::Tier2Misconfigured`] if the Tier 2 store refuses aof2 (its bucket does not exist,
+    /// it rejects the credentials); a Tier 2 store that is down or does not answer within a
+    /// couple of seconds does not fail the open.
     pub fn open(config: ManagerConfig) -> Result<Self> {
         config.validate()?;
         let root = config.root.clone();
@@ -298,7 +301,13 @@ impl AofManager {
         let logs_dir = root.join("logs");
         std::fs::create_dir_all(&logs_dir).context(|| format!("create {}", logs_dir.display()))?;
         let tier2 = match &config.tier2 {
-            Some(t2) => Some(crate::tier2::Tier2::open(t2)?),
+            Some(t2) => {
+                let tier2 = crate::tier2::Tier2::open(t2)?;
+                // A missing bucket or rejected credentials fail the open here, with what to fix;
+                // a store that is down does not (Tier 2 catches up once it is back).
+                tier2.check_access(crate::tier2::ACCESS_CHECK_WAIT)?;
+                Some(tier2)
+            }
             None => None,
         };
         let workers = FlushManager::start(config.flush_threads, config.timer_tick);
@@ -502,8 +511,9 @@ impl AofManager {
 
     /// Claim the log's writer epoch in Tier 2 and publish its catalog. A claim held by another
     /// root fails the open with `Error::Fenced`, a store that holds none although the log has
-    /// segments in Tier 2 with `InvalidConfig` (another store or prefix), a damaged claim object
-    /// with `Corruption`; an unreachable store does not (local tiers keep serving; the uploader
+    /// segments in Tier 2 with `InvalidConfig` (another store or prefix), a store that refuses
+    /// aof2 with `Tier2Misconfigured`, a damaged claim object with `Corruption`; an unreachable
+    /// store does not (local tiers keep serving; the uploader
     /// claims before its first upload, and fences the log if it lost).
     fn claim_tier2(&self, tier2: &Arc<crate::tier2::Tier2>, shared: &Arc<LogShared>) -> Result<()> {
         let local = {
@@ -556,7 +566,8 @@ impl AofManager {
                 Ok(())
             }
             // Only an unreachable store defers the claim; any definite refusal (fenced, another
-            // store, a damaged claim object) fails the open, or the log would never upload.
+            // store, a damaged claim object, no such bucket, rejected credentials) fails the
+            // open, or the log would never upload.
             Ok(Err(e)) if e.kind() != crate::ErrorKind::Unavailable => {
                 let _ = shared.close();
                 Err(e)

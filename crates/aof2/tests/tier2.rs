@@ -2056,3 +2056,253 @@ fn remote_reader_refresh_follows_its_log_and_refuses_a_replacement() {
     assert_eq!(reader.end_seq(), 500);
     assert_eq!(reader.read(450).unwrap().payload(), payload(450));
 }
+
+// ------------------------------------------------------------------ a store that refuses aof2
+
+fn manager_config(root: &std::path::Path, t2: Tier2Config) -> ManagerConfig {
+    let mut config = ManagerConfig::new(root);
+    config.tier0_max_bytes = 16 * SEGMENT;
+    config.tier1_frame_bytes = 16 << 10;
+    config.compress_threads = 1;
+    config.tier2 = Some(t2);
+    config
+}
+
+/// A Tier 2 URL naming a bucket that does not exist fails `AofManager::open`, a restore and a
+/// remote reader at once with `Tier2Misconfigured` (`InvalidInput`), naming the bucket and the
+/// endpoint and saying what to fix. It used to be taken for an outage: the manager opened, the
+/// claim was "deferred", and the log never uploaded, with "Tier 2 unavailable" as the only
+/// sign. A store that is down at open still opens (uploads catch up), and a missing object in
+/// an existing bucket is still "not found".
+#[test]
+fn a_missing_bucket_fails_the_open_with_what_to_fix() {
+    let server = S3Server::start();
+    let name = unique_bucket("never-created");
+    let missing = server.missing_bucket(&name);
+    let dir = tempfile::tempdir().unwrap();
+    let t2 = tier2_config(&missing);
+    let err = AofManager::open(manager_config(&dir.path().join("root"), t2.clone()))
+        .expect_err("a missing bucket fails the open");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(
+        matches!(err, aof2::Error::Tier2Misconfigured { .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    for part in [
+        name.as_str(),
+        "does not exist",
+        "NoSuchBucket",
+        &server.endpoint(),
+        "create it",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    let err = RemoteReader::open(t2.clone(), "orders").unwrap_err();
+    assert!(
+        matches!(err, aof2::Error::Tier2Misconfigured { .. }),
+        "{err:?}"
+    );
+
+    // In a bucket that exists, a log that is not there is "not found", not a misconfiguration.
+    let target = server.bucket(&unique_bucket("exists"));
+    let err = RemoteReader::open(tier2_config(&target), "orders").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let m = manager(&dir.path().join("root"), tier2_config(&target));
+    let restore = m.restore_log("orders", &mut |_| {}).unwrap_err();
+    assert_eq!(restore.kind(), ErrorKind::NotFound, "{restore}");
+    assert!(m.tier_stats().tier2.unwrap().problem.is_none());
+    m.close().unwrap();
+}
+
+/// Credentials the store rejects (a wrong secret key: `403 SignatureDoesNotMatch`) fail the open
+/// with `Tier2Misconfigured` saying to check the credentials; they used to be taken for an outage.
+#[test]
+fn fault_rejected_credentials_fail_the_open_with_what_to_fix() {
+    let server = S3Server::start();
+    if server.external() {
+        eprintln!("skipped: the external S3 server (moto) does not check credentials");
+        return;
+    }
+    let name = unique_bucket("bad-secret");
+    server.bucket(&name);
+    let wrong = server.target_with_secret(&name, "not-the-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let err = AofManager::open(manager_config(dir.path(), tier2_config(&wrong)))
+        .expect_err("rejected credentials fail the open");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let message = err.to_string();
+    for part in [
+        "credentials rejected",
+        "SignatureDoesNotMatch",
+        &server.endpoint(),
+        "secret key",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    // No retries: one request, answered at once.
+    assert_eq!(server.faults().requests(), 1);
+}
+
+/// A store down when the manager opens (503s, then a store that does not answer) is an outage,
+/// not a misconfiguration: the manager and the log open, appends work, and the uploads catch
+/// up once it is back; no problem is reported.
+#[test]
+fn fault_a_store_down_at_open_is_not_a_misconfiguration() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("down-at-open"));
+    let dir = tempfile::tempdir().unwrap();
+    for (round, hang) in [(0u64, false), (1, true)] {
+        if hang {
+            server.faults().hang(true);
+        } else {
+            server.faults().outage(true);
+        }
+        let started = Instant::now();
+        let m = manager(dir.path(), tier2_config(&target));
+        let log = m.open_log("down", log_config()).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(15), "open waited");
+        append_all(&log, round * 300..round * 300 + 300);
+        let stats = m.tier_stats().tier2.unwrap();
+        assert_eq!(stats.problem, None, "{stats:?}");
+        server.faults().clear();
+        assert!(m.wait_for_tier2(&log, WAIT), "uploads catch up");
+        log.close().unwrap();
+        m.close().unwrap();
+    }
+}
+
+/// Runs `log` into a store that starts refusing aof2 (`refuse`), checks that appends go on,
+/// that the refusal shows in the Tier 2 stats without being asked again and again, then
+/// `accept`s again and checks the uploads catch up. With `objects_survive` (the refusal leaves
+/// the bucket's objects), a read that needs Tier 2 is checked too.
+fn refusal_while_running(
+    server: &S3Server,
+    target: &Tier2Target,
+    refuse: impl FnOnce(),
+    expected: &str,
+    accept: impl FnOnce(),
+    objects_survive: bool,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), tier2_config(target));
+    let log = m.open_log("refused", log_config()).unwrap();
+    append_all(&log, 0..300);
+    assert!(m.wait_for_tier2(&log, WAIT));
+
+    refuse();
+    // Appends go on (Tier 0 and Tier 1 hold them); sealed segments wait for their upload.
+    append_all(&log, 300..1500);
+    let deadline = Instant::now() + WAIT;
+    let stats = loop {
+        let stats = m.tier_stats().tier2.unwrap();
+        if stats.problem.is_some() && stats.breaker == "open" {
+            break stats;
+        }
+        assert!(Instant::now() < deadline, "no problem reported: {stats:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let problem = stats.problem.clone().unwrap();
+    assert!(problem.contains(expected), "{problem}");
+    assert!(stats.upload_backlog > 0, "{stats:?}");
+    // Backing off as for an outage: the breaker lets a probe through now and then, not a
+    // request per upload and retry.
+    let requests = server.faults().requests();
+    std::thread::sleep(Duration::from_secs(2));
+    let asked = server.faults().requests() - requests;
+    assert!(
+        asked <= 6,
+        "{asked} requests in 2 s while the store refuses aof2"
+    );
+    assert_eq!(log.read(1499).unwrap().payload(), payload(1499));
+    if objects_survive {
+        // A read that needs Tier 2 says why it cannot, with what to fix.
+        m.evict_tier0(&log).unwrap();
+        assert!(m.evict_tier1(&log).unwrap() > 0);
+        let e = log.read(0).unwrap_err();
+        assert!(matches!(e, aof2::Error::Tier2Misconfigured { .. }), "{e:?}");
+        assert!(e.to_string().contains(expected), "{e}");
+    }
+
+    accept();
+    assert!(
+        m.wait_for_tier2(&log, WAIT),
+        "uploads catch up once it is fixed"
+    );
+    let stats = m.tier_stats().tier2.unwrap();
+    assert_eq!(stats.problem, None, "{stats:?}");
+    assert_eq!(log.read(0).unwrap().payload(), payload(0));
+    log.close().unwrap();
+    m.close().unwrap();
+}
+
+/// Credentials withdrawn while the manager runs (`403 InvalidAccessKeyId`): appends go on, the
+/// Tier 2 stats say the store rejects the credentials, requests back off, and once the key works
+/// again the uploads catch up. They used to show only as "unavailable" (after five retries of
+/// every request).
+#[test]
+fn fault_credentials_revoked_while_running_are_reported_and_uploads_resume() {
+    let server = S3Server::start();
+    if server.external() {
+        eprintln!("skipped: the external S3 server (moto) does not check credentials");
+        return;
+    }
+    let target = server.bucket(&unique_bucket("revoked"));
+    refusal_while_running(
+        &server,
+        &target,
+        || server.revoke_credentials(true),
+        "credentials rejected by the store",
+        || server.revoke_credentials(false),
+        true,
+    );
+}
+
+/// The bucket deleted while the manager runs: appends go on, the Tier 2 stats say the bucket
+/// does not exist, and once it is created again the uploads catch up.
+#[test]
+fn fault_a_bucket_removed_while_running_is_reported_and_uploads_resume() {
+    let server = S3Server::start();
+    if server.external() {
+        eprintln!("skipped: buckets are removed from the in-process S3 server only");
+        return;
+    }
+    let name = unique_bucket("removed");
+    let target = server.bucket(&name);
+    refusal_while_running(
+        &server,
+        &target,
+        || server.remove_bucket(&name),
+        "does not exist",
+        || {
+            server.bucket(&name);
+        },
+        false,
+    );
+}
+
+/// A log opened after its bucket was deleted (the manager opened before): the open fails with
+/// `Tier2Misconfigured` rather than opening with its claim "deferred" forever.
+#[test]
+fn fault_a_log_opened_after_its_bucket_was_removed_fails() {
+    let server = S3Server::start();
+    if server.external() {
+        eprintln!("skipped: buckets are removed from the in-process S3 server only");
+        return;
+    }
+    let name = unique_bucket("gone");
+    let target = server.bucket(&name);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path(), tier2_config(&target));
+    server.remove_bucket(&name);
+    let err = m.open_log("orders", log_config()).unwrap_err();
+    assert!(
+        matches!(err, aof2::Error::Tier2Misconfigured { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    m.close().unwrap();
+}

@@ -70,14 +70,16 @@ enum Failed {
     Unchecked(Problem),
 }
 
-/// A failed check: damage, or (an I/O error, a store that does not answer) no verdict. A copy
+/// A failed check: damage, or (an I/O error, a store that does not answer or refuses aof2) no
+/// verdict. A copy
 /// that the manifest lists but the disk or store does not have is damage.
 fn problem(segment: &Segment, e: crate::Error) -> Failed {
     use crate::ErrorKind as K;
+    // A store that refuses aof2 (no such bucket, credentials rejected) gives no verdict either.
     let unchecked = matches!(
         e.kind(),
         K::Io | K::Unavailable | K::Backpressure | K::Closed
-    );
+    ) || matches!(e, crate::Error::Tier2Misconfigured { .. });
     let p = match e {
         crate::Error::Corruption { location, detail } => Problem {
             segment_id: segment.id,

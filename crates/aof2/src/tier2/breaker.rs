@@ -99,15 +99,23 @@ impl Breaker {
                 };
                 return;
             }
-            State::Closed { .. } => self.base_open,
-            State::HalfOpen { open_for } => (open_for * 2).min(MAX_OPEN),
+            State::Closed { .. } => {
+                tracing::warn!(
+                    open_for = ?self.base_open,
+                    "Tier 2 circuit breaker open: requests fail fast until the next probe"
+                );
+                self.base_open
+            }
+            // A failed probe: the breaker was open already (logged when it opened, not at every
+            // probe of a long outage).
+            State::HalfOpen { open_for } => {
+                let open_for = (open_for * 2).min(MAX_OPEN);
+                tracing::debug!(?open_for, "Tier 2 probe failed; circuit breaker open again");
+                open_for
+            }
             // A request admitted before the breaker opened: already open.
             State::Open { .. } => return,
         };
-        tracing::warn!(
-            ?open_for,
-            "Tier 2 circuit breaker open: requests fail fast until the next probe"
-        );
         self.opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *state = State::Open {

@@ -7,6 +7,14 @@
 //! are definite ("not found", "already exists", a range past the end of an object) are not
 //! retried and count as the store being up.
 //!
+//! A refusal only the configuration can fix ([`Misconfig`]: no such bucket, credentials rejected
+//! or not allowed, a clock the store rejects) is neither: it fails the call at once with
+//! `Error::Tier2Misconfigured` naming the bucket, the endpoint and what to change, is logged
+//! once (when it starts and when it ends), shows in [`Tier2Stats::problem`], and counts as a
+//! failure for the breaker, so background work backs off as for an outage instead of asking
+//! again and again. A missing *object* is an ordinary "not found"; S3 tells the two apart by the
+//! error code in the answer (`NoSuchKey`, `NoSuchBucket`).
+//!
 //! Key layout under the URL's prefix (spec in `docs/format.md`):
 //!
 //! ```text
@@ -52,11 +60,108 @@ use breaker::{Breaker, BreakerState};
 /// How often a request in flight looks whether the manager is closing (see `Tier2::exec`).
 const STOP_POLL: Duration = Duration::from_millis(50);
 
+/// How long `AofManager::open` waits for its check of the store (`Tier2::check_access`).
+pub(crate) const ACCESS_CHECK_WAIT: Duration = Duration::from_secs(2);
+
 /// A definite answer from the store that is not success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
     NotFound,
     Exists,
+}
+
+/// Why the store refuses aof2's requests when only its configuration can fix it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Misconfig {
+    /// 404 `NoSuchBucket`.
+    NoSuchBucket,
+    /// 401, or 403 `InvalidAccessKeyId`, `SignatureDoesNotMatch`, `ExpiredToken`, ...: the store
+    /// does not accept the credentials.
+    BadCredentials,
+    /// 403 `AccessDenied` (or a 403 without a body, as HEAD answers): the credentials are not
+    /// allowed to do this.
+    AccessDenied,
+    /// 403 `RequestTimeTooSkewed`: the signature's time is too far from the store's.
+    ClockSkew,
+}
+
+impl Misconfig {
+    /// The problem an S3 error code names, if it is one.
+    fn of_code(code: &str) -> Option<Misconfig> {
+        Some(match code {
+            "NoSuchBucket" => Misconfig::NoSuchBucket,
+            "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "NotSignedUp"
+            | "InvalidToken"
+            | "ExpiredToken"
+            | "TokenRefreshRequired"
+            | "InvalidSecurity" => Misconfig::BadCredentials,
+            "AccessDenied" | "AllAccessDisabled" | "AccountProblem" => Misconfig::AccessDenied,
+            "RequestTimeTooSkewed" => Misconfig::ClockSkew,
+            _ => return None,
+        })
+    }
+}
+
+/// One answer of the store (or its absence), classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    /// A definite refusal of this request (the store is up).
+    Refused(Refusal),
+    /// A request this store does not support, or a bad key: the store is up.
+    Unsupported,
+    /// A configuration problem; the string is what the store said (an S3 code or an HTTP
+    /// status).
+    Misconfigured(Misconfig, String),
+    /// A failure that may pass: retry.
+    Failed,
+}
+
+/// The S3 error code in an error's text (`<Code>NoSuchBucket</Code>` of the answer's body,
+/// which object_store keeps in the error it returns), if any.
+fn s3_error_code(text: &str) -> Option<&str> {
+    let start = text.find("<Code>")? + "<Code>".len();
+    let len = text[start..].find("</Code>")?;
+    Some(&text[start..start + len])
+}
+
+/// The HTTP status object_store reports in an error's text ("... status code: 403 Forbidden").
+fn http_status(text: &str) -> Option<u16> {
+    let at = text.find("status code: ")? + "status code: ".len();
+    text.get(at..at + 3)?.parse().ok()
+}
+
+/// Classify a failed request. object_store turns 404, 403 and 401 answers into `NotFound`,
+/// `PermissionDenied` and `Unauthenticated`, except for LIST (a `Generic` error whose text holds
+/// the status and body); S3 tells a missing bucket from a missing object only by the error code
+/// in the body (none for HEAD).
+fn classify(e: &object_store::Error) -> Answer {
+    use object_store::Error as E;
+    let text = e.to_string();
+    if let Some(code) = s3_error_code(&text)
+        && let Some(problem) = Misconfig::of_code(code)
+    {
+        return Answer::Misconfigured(problem, code.to_string());
+    }
+    let status = match e {
+        E::NotFound { .. } => return Answer::Refused(Refusal::NotFound),
+        E::AlreadyExists { .. } | E::Precondition { .. } => {
+            return Answer::Refused(Refusal::Exists);
+        }
+        E::NotImplemented { .. }
+        | E::NotSupported { .. }
+        | E::InvalidPath { .. }
+        | E::UnknownConfigurationKey { .. } => return Answer::Unsupported,
+        E::PermissionDenied { .. } => Some(403),
+        E::Unauthenticated { .. } => Some(401),
+        _ => http_status(&text),
+    };
+    match status {
+        Some(401) => Answer::Misconfigured(Misconfig::BadCredentials, "HTTP 401".into()),
+        Some(403) => Answer::Misconfigured(Misconfig::AccessDenied, "HTTP 403".into()),
+        _ => Answer::Failed,
+    }
 }
 
 #[derive(Default)]
@@ -80,6 +185,11 @@ pub struct Tier2Stats {
     pub url: String,
     /// Circuit breaker state: "closed", "open" or "half-open".
     pub breaker: &'static str,
+    /// Why the store refuses aof2, while its last answer was a refusal only the configuration
+    /// can fix (the bucket does not exist, the credentials are rejected or not allowed), and
+    /// what to change, e.g. "access denied by the store at ... (AccessDenied): check the
+    /// credentials ...". `None` while the store accepts aof2's requests, or is only down.
+    pub problem: Option<String>,
     pub breaker_opened: u64,
     /// Requests sent (each attempt counts).
     pub requests: u64,
@@ -129,6 +239,14 @@ pub(crate) struct Tier2 {
     stopping: AtomicBool,
     /// Whether the store keeps object metadata (the checksum goes there too).
     metadata: bool,
+    /// The bucket of an S3 URL ("" for other stores).
+    bucket: String,
+    /// Where the store is, for messages: the S3 endpoint (or "AWS S3, region ...").
+    endpoint: String,
+    /// The configuration problem the store's last answer showed, with its message.
+    problem: Mutex<Option<(Misconfig, String)>>,
+    /// S3's paginated listing, for the access check (`None` for other stores).
+    lister: Option<Arc<dyn object_store::list::PaginatedListStore>>,
 }
 
 impl Drop for Tier2 {
@@ -153,6 +271,12 @@ impl std::fmt::Debug for Tier2 {
     }
 }
 
+/// Whether background Tier 2 work that failed with `e` should try again later: the store is
+/// unavailable, or refuses aof2 for a reason the operator may fix while the process runs.
+pub(crate) fn retry_later(e: &Error) -> bool {
+    e.kind() == crate::ErrorKind::Unavailable || matches!(e, Error::Tier2Misconfigured { .. })
+}
+
 fn unavailable(detail: String) -> Error {
     Error::Unavailable {
         tier: Tier::Tier2,
@@ -173,7 +297,29 @@ fn split_url(url: &str, scheme_len: usize) -> (String, String) {
     (bucket.to_string(), prefix)
 }
 
-fn build_store(config: &Tier2Config) -> Result<(Arc<dyn ObjectStore>, String)> {
+/// A store built from a URL: the client, its key prefix, and for S3 the bucket, the endpoint
+/// and the paginated listing.
+struct Built {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    bucket: String,
+    endpoint: String,
+    lister: Option<Arc<dyn object_store::list::PaginatedListStore>>,
+}
+
+impl Built {
+    fn other(store: Arc<dyn ObjectStore>, url: &str) -> Built {
+        Built {
+            store,
+            prefix: String::new(),
+            bucket: String::new(),
+            endpoint: url.to_string(),
+            lister: None,
+        }
+    }
+}
+
+fn build_store(config: &Tier2Config) -> Result<Built> {
     let url = config.url.as_str();
     if let Some(path) = url.strip_prefix("file://") {
         let dir = Path::new(path);
@@ -189,12 +335,12 @@ fn build_store(config: &Tier2Config) -> Result<(Arc<dyn ObjectStore>, String)> {
             .map_err(|e| Error::InvalidConfig(format!("tier 2 URL {url:?}: {e}")))?
             .with_automatic_cleanup(true)
             .with_fsync(true);
-        return Ok((Arc::new(store), String::new()));
+        return Ok(Built::other(Arc::new(store), url));
     }
     if url.starts_with("memory://") {
-        return Ok((
+        return Ok(Built::other(
             Arc::new(object_store::memory::InMemory::new()),
-            String::new(),
+            url,
         ));
     }
     let scheme_len = if url.starts_with("s3a://") { 6 } else { 5 };
@@ -223,10 +369,27 @@ fn build_store(config: &Tier2Config) -> Result<(Arc<dyn ObjectStore>, String)> {
         })?;
         builder = builder.with_config(key, value);
     }
-    let store = builder
-        .build()
-        .map_err(|e| Error::InvalidConfig(format!("tier 2 URL {url:?}: {e}")))?;
-    Ok((Arc::new(store), prefix))
+    use object_store::aws::AmazonS3ConfigKey;
+    let endpoint = builder
+        .get_config_value(&AmazonS3ConfigKey::Endpoint)
+        .unwrap_or_else(|| {
+            let region = builder
+                .get_config_value(&AmazonS3ConfigKey::Region)
+                .unwrap_or_else(|| "us-east-1".into());
+            format!("AWS S3 (region {region})")
+        });
+    let store = Arc::new(
+        builder
+            .build()
+            .map_err(|e| Error::InvalidConfig(format!("tier 2 URL {url:?}: {e}")))?,
+    );
+    Ok(Built {
+        store: store.clone(),
+        prefix,
+        bucket,
+        endpoint,
+        lister: Some(store),
+    })
 }
 
 /// The epoch a claim key ends with.
@@ -283,10 +446,22 @@ enum Attempt<T> {
     TimedOut,
 }
 
+/// An attempt after `Tier2::settle` accounted for it.
+enum Settled<T> {
+    Done(T),
+    Refused(Refusal),
+    /// The store does not support the request (its error).
+    Unsupported(String),
+    /// The store refuses aof2 (the message saying what to change).
+    Misconfigured(String),
+    /// May pass (its error).
+    Failed(String),
+}
+
 impl Tier2 {
     pub(crate) fn open(config: &Tier2Config) -> Result<Arc<Tier2>> {
         config.validate()?;
-        let (store, prefix) = build_store(config)?;
+        let built = build_store(config)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("aof2-tier2-io")
@@ -297,8 +472,12 @@ impl Tier2 {
             .build()
             .map_err(|e| Error::io("start the Tier 2 I/O runtime", e))?;
         Ok(Arc::new(Tier2 {
-            store,
-            prefix,
+            store: built.store,
+            prefix: built.prefix,
+            bucket: built.bucket,
+            endpoint: built.endpoint,
+            problem: Mutex::new(None),
+            lister: built.lister,
             url: config.url.clone(),
             runtime: Some(runtime),
             config: config.clone(),
@@ -337,6 +516,7 @@ impl Tier2 {
         Tier2Stats {
             url: self.url.clone(),
             breaker: self.breaker.state().as_str(),
+            problem: self.problem().map(|(_, detail)| detail),
             breaker_opened: self.breaker.times_opened(),
             requests: c.requests.load(Ordering::Relaxed),
             request_failures: c.failures.load(Ordering::Relaxed),
@@ -446,8 +626,8 @@ impl Tier2 {
     }
 
     /// One operation with timeouts, retries and the breaker. The outer `Err` is the failure
-    /// callers see (`Unavailable` naming Tier 2, or a configuration problem); the inner one a
-    /// definite refusal from the store.
+    /// callers see (`Unavailable` naming Tier 2, `Tier2Misconfigured`, or another configuration
+    /// problem); the inner one a definite refusal from the store.
     fn call<T, F, Fut>(
         &self,
         what: &str,
@@ -464,6 +644,10 @@ impl Tier2 {
         for attempt in 0..=self.config.max_retries {
             if let Err(rejected) = self.breaker.admit() {
                 self.counters.fast_failures.fetch_add(1, Ordering::Relaxed);
+                // Open because the store refuses aof2: say why, as the refusal itself did.
+                if let Some((_, detail)) = self.problem() {
+                    return Err(self.misconfigured(detail));
+                }
                 let when = match rejected.probe_at {
                     Some(at) => format!(
                         "next probe in {} ms",
@@ -486,44 +670,17 @@ impl Tier2 {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
             }
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            match self.exec(op(self.store.clone()), timeout) {
-                Attempt::Done(Ok(v)) => {
-                    self.breaker.success();
-                    return Ok(Ok(v));
+            match self.settle(self.exec(op(self.store.clone()), timeout), timeout) {
+                Settled::Done(v) => return Ok(Ok(v)),
+                Settled::Refused(refusal) => return Ok(Err(refusal)),
+                Settled::Unsupported(e) => {
+                    return Err(unavailable(format!(
+                        "{what} {key} on {}: refused: {e}",
+                        self.url
+                    )));
                 }
-                Attempt::Done(Err(e)) => match e {
-                    object_store::Error::NotFound { .. } => {
-                        self.breaker.success();
-                        return Ok(Err(Refusal::NotFound));
-                    }
-                    object_store::Error::AlreadyExists { .. }
-                    | object_store::Error::Precondition { .. } => {
-                        self.breaker.success();
-                        return Ok(Err(Refusal::Exists));
-                    }
-                    object_store::Error::NotImplemented { .. }
-                    | object_store::Error::NotSupported { .. }
-                    | object_store::Error::InvalidPath { .. }
-                    | object_store::Error::UnknownConfigurationKey { .. }
-                    | object_store::Error::PermissionDenied { .. }
-                    | object_store::Error::Unauthenticated { .. } => {
-                        self.breaker.success();
-                        return Err(unavailable(format!(
-                            "{what} {key} on {}: refused: {e}",
-                            self.url
-                        )));
-                    }
-                    other => {
-                        self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                        self.breaker.failure();
-                        last = other.to_string();
-                    }
-                },
-                Attempt::TimedOut => {
-                    self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                    self.breaker.failure();
-                    last = format!("no answer within {timeout:?}");
-                }
+                Settled::Misconfigured(detail) => return Err(self.misconfigured(detail)),
+                Settled::Failed(error) => last = error,
             }
             if self.stopping.load(Ordering::Acquire) {
                 return Err(unavailable(format!(
@@ -539,6 +696,140 @@ impl Tier2 {
             self.url,
             self.config.max_retries + 1
         )))
+    }
+
+    /// The breaker, the counters and the recorded problem after one attempt.
+    fn settle<T>(&self, attempt: Attempt<T>, timeout: Duration) -> Settled<T> {
+        let answer = match attempt {
+            Attempt::Done(Ok(v)) => {
+                self.breaker.success();
+                self.clear_problem(true);
+                return Settled::Done(v);
+            }
+            Attempt::Done(Err(e)) => (classify(&e), e.to_string()),
+            Attempt::TimedOut => (Answer::Failed, format!("no answer within {timeout:?}")),
+        };
+        match answer {
+            (Answer::Refused(refusal), _) => {
+                self.breaker.success();
+                // "Already exists" proves the bucket and the credentials; a HEAD's "not found"
+                // (no body) may be a missing bucket.
+                if refusal == Refusal::Exists {
+                    self.clear_problem(true);
+                }
+                Settled::Refused(refusal)
+            }
+            (Answer::Unsupported, error) => {
+                self.breaker.success();
+                Settled::Unsupported(error)
+            }
+            (Answer::Misconfigured(problem, said), _) => {
+                // Asking again will not help until someone changes the store or the
+                // configuration: count it as a failure, so that the breaker makes background
+                // work back off as it does for an outage.
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                self.breaker.failure();
+                Settled::Misconfigured(self.note_problem(problem, &said))
+            }
+            (Answer::Failed, error) => {
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                self.breaker.failure();
+                self.clear_problem(false);
+                Settled::Failed(error)
+            }
+        }
+    }
+
+    fn misconfigured(&self, detail: String) -> Error {
+        Error::Tier2Misconfigured {
+            url: self.url.clone(),
+            detail,
+        }
+    }
+
+    /// The configuration problem the store's last answer showed, with its message.
+    pub(crate) fn problem(&self) -> Option<(Misconfig, String)> {
+        self.problem.lock().clone()
+    }
+
+    /// Record that the store refused aof2 (`said`: its error code or status) and return the
+    /// message: what is wrong and what to change. Logged when the problem starts, not at every
+    /// request.
+    fn note_problem(&self, problem: Misconfig, said: &str) -> String {
+        let endpoint = &self.endpoint;
+        let bucket = &self.bucket;
+        let detail = match problem {
+            Misconfig::NoSuchBucket => format!(
+                "bucket {bucket:?} does not exist at {endpoint} ({said}): create it, or correct \
+                 the bucket name in the Tier 2 URL"
+            ),
+            Misconfig::BadCredentials => format!(
+                "credentials rejected by the store at {endpoint} ({said}): check the access key \
+                 id and secret key (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the \
+                 aws_access_key_id and aws_secret_access_key options)"
+            ),
+            Misconfig::AccessDenied => format!(
+                "access denied by the store at {endpoint} ({said}): check the credentials, and \
+                 that they may list, read, write and delete objects in bucket {bucket:?} \
+                 (s3:ListBucket, s3:GetObject, s3:PutObject, s3:DeleteObject)"
+            ),
+            Misconfig::ClockSkew => format!(
+                "request time rejected by the store at {endpoint} ({said}): this machine's clock \
+                 is off; correct it (NTP)"
+            ),
+        };
+        let mut recorded = self.problem.lock();
+        if recorded.as_ref().map(|(p, _)| *p) != Some(problem) {
+            tracing::error!(url = %self.url, problem = %detail, "Tier 2 store refuses aof2; appends go on in Tier 0 and Tier 1, and uploads try again (backing off) until the store or the configuration is fixed");
+        }
+        *recorded = Some((problem, detail.clone()));
+        detail
+    }
+
+    /// The store's last answer was not a refusal of the configuration (`accepted`: it was a
+    /// success).
+    fn clear_problem(&self, accepted: bool) {
+        let mut recorded = self.problem.lock();
+        if recorded.take().is_some() && accepted {
+            tracing::info!(url = %self.url, "Tier 2 store accepts aof2's requests again");
+        }
+    }
+
+    /// One request that checks the bucket exists and takes the credentials (a LIST of at most
+    /// one key under the prefix), waiting at most `wait`. `Err(Tier2Misconfigured)` if the store
+    /// refuses aof2; an outage (no answer in time, a connection refused, a 5xx) is only logged:
+    /// Tier 2 catches up once the store is back. Only S3 stores are checked.
+    pub(crate) fn check_access(&self, wait: Duration) -> Result<()> {
+        let Some(lister) = self.lister.clone() else {
+            return Ok(());
+        };
+        if self.breaker.admit().is_err() {
+            return Ok(());
+        }
+        let prefix = format!("{}aof2/", self.prefix);
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let timeout = self.timeout().min(wait);
+        let attempt = self.exec(
+            async move {
+                let options = object_store::list::PaginatedListOptions {
+                    max_keys: Some(1),
+                    ..Default::default()
+                };
+                lister
+                    .list_paginated(Some(&prefix), options)
+                    .await
+                    .map(|_| ())
+            },
+            timeout,
+        );
+        match self.settle(attempt, timeout) {
+            Settled::Misconfigured(detail) => Err(self.misconfigured(detail)),
+            Settled::Failed(error) => {
+                tracing::warn!(url = %self.url, %error, "Tier 2 store not reachable; opening without it (uploads catch up once it answers)");
+                Ok(())
+            }
+            Settled::Done(()) | Settled::Refused(_) | Settled::Unsupported(_) => Ok(()),
+        }
     }
 
     fn timeout(&self) -> Duration {
@@ -1371,6 +1662,70 @@ mod tests {
         t2.delete("a/b").unwrap();
         t2.delete("a/b").unwrap();
         assert_eq!(t2.get("a/b").unwrap(), Err(Refusal::NotFound));
+    }
+
+    /// object_store keeps the status and the S3 error body in the error's text; a missing bucket
+    /// differs from a missing object only by its code there.
+    #[test]
+    fn answers_that_only_the_configuration_can_fix_are_told_apart() {
+        let source = |text: &str| -> Box<dyn std::error::Error + Send + Sync> { text.into() };
+        let not_found = |body: &str| object_store::Error::NotFound {
+            path: "k".into(),
+            source: source(&format!(
+                "Server returned non-2xx status code: 404 Not Found: {body}"
+            )),
+        };
+        let code = |c: &str| format!("<Error><Code>{c}</Code><Message>m</Message></Error>");
+        assert_eq!(
+            classify(&not_found(&code("NoSuchKey"))),
+            Answer::Refused(Refusal::NotFound)
+        );
+        assert_eq!(classify(&not_found("")), Answer::Refused(Refusal::NotFound));
+        assert_eq!(
+            classify(&not_found(&code("NoSuchBucket"))),
+            Answer::Misconfigured(Misconfig::NoSuchBucket, "NoSuchBucket".into())
+        );
+        // A LIST's failure is `Generic`, with the status and body in its text.
+        let list = |status: &str, body: &str| object_store::Error::Generic {
+            store: "S3",
+            source: source(&format!(
+                "Error performing list request: Server returned non-2xx status code: {status}: {body}"
+            )),
+        };
+        assert_eq!(
+            classify(&list("403 Forbidden", &code("SignatureDoesNotMatch"))),
+            Answer::Misconfigured(Misconfig::BadCredentials, "SignatureDoesNotMatch".into())
+        );
+        assert_eq!(
+            classify(&list("403 Forbidden", &code("AccessDenied"))),
+            Answer::Misconfigured(Misconfig::AccessDenied, "AccessDenied".into())
+        );
+        assert_eq!(
+            classify(&list("401 Unauthorized", "")),
+            Answer::Misconfigured(Misconfig::BadCredentials, "HTTP 401".into())
+        );
+        assert_eq!(
+            classify(&list("503 Service Unavailable", &code("SlowDown"))),
+            Answer::Failed
+        );
+        // A HEAD's 403 has no body.
+        let denied = object_store::Error::PermissionDenied {
+            path: "k".into(),
+            source: source("403 Forbidden"),
+        };
+        assert_eq!(
+            classify(&denied),
+            Answer::Misconfigured(Misconfig::AccessDenied, "HTTP 403".into())
+        );
+        assert_eq!(
+            classify(&list("403 Forbidden", &code("RequestTimeTooSkewed"))),
+            Answer::Misconfigured(Misconfig::ClockSkew, "RequestTimeTooSkewed".into())
+        );
+        let refused = object_store::Error::Generic {
+            store: "S3",
+            source: source("error sending request: connection refused"),
+        };
+        assert_eq!(classify(&refused), Answer::Failed);
     }
 
     #[test]

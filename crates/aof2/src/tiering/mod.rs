@@ -663,13 +663,16 @@ impl Tiering {
                 },
                 detail: format!(
                     "log {log:?}: Tier 1 is full ({} of {} bytes) and its segments wait for \
-                     their upload to {} (circuit breaker {}, {} uploads pending); nothing was \
+                     their upload to {} (circuit breaker {}, {} uploads pending{}); nothing was \
                      written",
                     self.tier1_used.load(Ordering::Relaxed),
                     self.tier1_max,
                     tier2.url(),
                     state.as_str(),
-                    self.upload_backlog()
+                    self.upload_backlog(),
+                    tier2
+                        .problem()
+                        .map_or(String::new(), |(_, detail)| format!("; {detail}"))
                 ),
             }
         } else if self.tier1_full.load(Ordering::Acquire) {

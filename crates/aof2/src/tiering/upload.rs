@@ -6,6 +6,8 @@
 //! `Tier2Uploaded` once the store acknowledged it, and republishes the log's catalog. Only then
 //! may the local Tier 1 copy be evicted (`Tier1Evicted`, recorded before the unlink). While the
 //! circuit breaker is open, uploads wait and retry; nothing on the append path waits for them.
+//! The same holds while the store refuses aof2 (no such bucket, credentials rejected): the
+//! refusal is in the Tier 2 stats and the log, and uploads go on once it is fixed.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -222,7 +224,9 @@ impl Tiering {
     fn upload(&self, tier2: &Arc<Tier2>, log: &Arc<LogShared>, segment: &Arc<Segment>) -> Outcome {
         match self.try_upload(tier2, log, segment) {
             Ok(()) => Outcome::Done,
-            Err(e) if e.kind() == ErrorKind::Unavailable => {
+            // The store is down, or refuses aof2 (logged once by `Tier2`, shown in its stats):
+            // the operator may fix it while the process runs.
+            Err(e) if crate::tier2::retry_later(&e) => {
                 tracing::debug!(log = %log.name, segment = segment.id, error = %e, "upload to Tier 2 deferred");
                 Outcome::Retry
             }
@@ -382,7 +386,7 @@ impl Tiering {
         {
             match self.publish(tier2, log, claim) {
                 Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::Unavailable => return Outcome::Retry,
+                Err(e) if crate::tier2::retry_later(&e) => return Outcome::Retry,
                 // Fenced: the new writer's catalog decides what is live; leave the objects.
                 Err(_) => return Outcome::Done,
             }
@@ -391,7 +395,7 @@ impl Tiering {
         }
         for key in keys {
             if let Err(e) = tier2.delete(key) {
-                if e.kind() == ErrorKind::Unavailable {
+                if crate::tier2::retry_later(&e) {
                     return Outcome::Retry;
                 }
                 tracing::warn!(%key, error = %e, "deleting a retired Tier 2 object failed");
@@ -418,7 +422,7 @@ impl Tiering {
                 .and_then(|c| self.publish(tier2, log, &c))
             {
                 Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::Unavailable => return Outcome::Retry,
+                Err(e) if crate::tier2::retry_later(&e) => return Outcome::Retry,
                 Err(_) => return Outcome::Done,
             }
         }
@@ -430,7 +434,7 @@ impl Tiering {
             .min(claim.published_first.load(Ordering::Acquire));
         let keys = match tier2.list(&tier2.segments_prefix(&log.name, log.log_id)) {
             Ok(keys) => keys,
-            Err(e) if e.kind() == ErrorKind::Unavailable => return Outcome::Retry,
+            Err(e) if crate::tier2::retry_later(&e) => return Outcome::Retry,
             Err(_) => return Outcome::Done,
         };
         // A live segment whose Tier 2 copy is recorded is never uploaded again: an object of it
@@ -455,7 +459,7 @@ impl Tiering {
             if orphan {
                 match tier2.delete(&key) {
                     Ok(()) => removed += 1,
-                    Err(e) if e.kind() == ErrorKind::Unavailable => return Outcome::Retry,
+                    Err(e) if crate::tier2::retry_later(&e) => return Outcome::Retry,
                     Err(e) => {
                         tracing::warn!(%key, error = %e, "deleting a retired Tier 2 object failed")
                     }
