@@ -1,7 +1,8 @@
 //! How a command fails: an exit status and a message for stderr.
 //!
 //! Contract: every command returns `Result<(), Failure>`. Library errors map by
-//! [`aof2::Error::kind`]: `InvalidInput` -> 2, `Corruption` -> 3, anything else -> 4 (among them
+//! [`aof2::Error::kind`]: `InvalidInput` -> 2 (among them a Tier 2 store that refuses aof2: no
+//! such bucket, credentials rejected), `Corruption` -> 3, anything else -> 4 (among them
 //! `Fenced`: another root owns the log's Tier 2 writer claim, and `Unavailable`: a locked root or
 //! Tier 2 down). I/O errors
 //! of the CLI itself map to 4, except a broken stdout pipe, which is [`Failure::Quiet`]: the

@@ -14,17 +14,51 @@
 //!
 //! Tier 2: without `--tier2`, a root's store is `file://<absolute root>/tier2`; `--tier2 none`
 //! turns Tier 2 off, and then `--tier2-option` and `--take-over` are usage errors (they would be
-//! silently ignored).
+//! silently ignored). A store that refuses aof2 (its bucket does not exist, it rejects the
+//! credentials) is a configuration error, exit 2 ([`aof2::Error::Tier2Misconfigured`]), whether
+//! the open finds it or [`wait_for_tier2`] does later.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use aof2::{AofManager, LogConfig, ManagerConfig, Tier2Config};
+use aof2::{Aof, AofManager, LogConfig, ManagerConfig, Tier2Config};
 
 use crate::args::{LogOptions, StorageOptions, Tier2Store};
 use crate::failure::Failure;
 
 /// Directory of the default Tier 2 store inside a data root.
 pub const DEFAULT_TIER2_DIR: &str = "tier2";
+
+/// How often [`wait_for_tier2`] looks whether the store refuses aof2.
+const TIER2_PROBLEM_POLL: Duration = Duration::from_millis(250);
+
+/// Wait until every sealed segment of `log` is in Tier 2 and its catalog lists them, or
+/// `timeout` passes (`Ok(false)`). Stops at once with exit 2 and the store's refusal if the store
+/// refuses aof2 (no such bucket, credentials rejected): waiting longer would not help.
+pub fn wait_for_tier2(manager: &AofManager, log: &Aof, timeout: Duration) -> Result<bool, Failure> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let slice = deadline
+            .saturating_duration_since(Instant::now())
+            .min(TIER2_PROBLEM_POLL);
+        if manager.wait_for_tier2(log, slice) {
+            return Ok(true);
+        }
+        if let Some(problem) = manager.tier_stats().tier2.and_then(|t| t.problem) {
+            return Err(Failure::usage(format!(
+                "Tier 2 store {} refuses aof2: {problem}",
+                manager
+                    .config()
+                    .tier2
+                    .as_ref()
+                    .map_or("-", |t| t.url.as_str())
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+    }
+}
 
 /// Library configuration for a log opened with these options.
 pub fn log_config(options: &LogOptions) -> LogConfig {

@@ -1966,3 +1966,65 @@ fn cat_reads_more_tier1_segments_than_open_files_allow() {
     expect_status(&out, 0);
     assert_eq!(text(&out.stdout).lines().count(), 20000);
 }
+
+/// `--tier2 s3://...` and `--tier2-option`s pointing at `target` of the local S3 server.
+fn s3_args(target: &aof2_s3_local::Tier2Target) -> Vec<String> {
+    let mut args = vec!["--tier2".to_string(), target.url.clone()];
+    for (key, value) in &target.options {
+        args.push("--tier2-option".into());
+        args.push(format!("{key}={value}"));
+    }
+    args
+}
+
+/// A `--tier2` URL naming a bucket that does not exist is a configuration error: `append`,
+/// `restore` and `bench` exit 2 at once with a message naming the bucket and saying to create it
+/// or correct the URL. `append` used to open with the claim "deferred", append, and exit 0 with
+/// nothing ever uploaded (or, with --wait-tier2, exit 4 "circuit breaker" after minutes);
+/// `restore` exited 4, "unavailable".
+#[test]
+fn a_missing_tier2_bucket_is_a_configuration_error() {
+    let server = aof2_s3_local::S3Server::start();
+    let bucket = aof2_s3_local::unique_bucket("cli-missing");
+    let tier2 = s3_args(&server.missing_bucket(&bucket));
+    let tier2: Vec<&str> = tier2.iter().map(String::as_str).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let commands: [Vec<&str>; 3] = [
+        vec!["append", "--root", &root, "--log", "orders"],
+        vec!["restore", "--root", &root, "--log", "orders"],
+        vec!["bench", "--root", &root, "--records", "1000"],
+    ];
+    for mut args in commands {
+        args.extend_from_slice(&tier2);
+        let out = run(&args, b"one\ntwo\n");
+        expect_status(&out, 2);
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&bucket) && stderr.contains("does not exist"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("create it"), "{args:?}: {stderr}");
+    }
+}
+
+/// Credentials the store rejects are a configuration error too: exit 2, saying to check them.
+#[test]
+fn rejected_tier2_credentials_are_a_configuration_error() {
+    let server = aof2_s3_local::S3Server::start();
+    if server.external() {
+        eprintln!("skipped: the external S3 server (moto) does not check credentials");
+        return;
+    }
+    let bucket = aof2_s3_local::unique_bucket("cli-secret");
+    server.bucket(&bucket);
+    let tier2 = s3_args(&server.target_with_secret(&bucket, "wrong-secret"));
+    let dir = tempfile::tempdir().unwrap();
+    let root = root_arg(dir.path());
+    let mut args = vec!["append", "--root", &root, "--log", "orders"];
+    args.extend(tier2.iter().map(String::as_str));
+    let out = run(&args, b"one\n");
+    expect_status(&out, 2);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("credentials rejected"), "{stderr}");
+}

@@ -103,7 +103,7 @@ fn wait_tier1(manager: &AofManager, log: &Aof) -> Result<(), Failure> {
 
 /// Wait until every sealed segment of `log` is in Tier 2 and its catalog lists them.
 fn wait_tier2(manager: &AofManager, log: &Aof) -> Result<(), Failure> {
-    if manager.wait_for_tier2(log, WAIT_TIER2_TIMEOUT) {
+    if crate::open::wait_for_tier2(manager, log, WAIT_TIER2_TIMEOUT)? {
         return Ok(());
     }
     let state = manager.tier_stats().tier2.map_or_else(

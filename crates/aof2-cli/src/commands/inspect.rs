@@ -21,7 +21,8 @@
 //! listed here, the others are still shown, and the exit status is that of the first failure),
 //! "tiers": {"tier0_used_bytes", "tier0_max_bytes", "tier1_used_bytes", "tier1_max_bytes" (null
 //! when unlimited), "compression_level", "tier2": null without Tier 2, else {"url", "breaker"
-//! ("closed", "open" or "half-open"), "breaker_opened", "requests", "request_failures",
+//! ("closed", "open" or "half-open"), "problem" (null, or why the store refuses aof2 and what to
+//! fix: no such bucket, credentials rejected), "breaker_opened", "requests", "request_failures",
 //! "retries", "fast_failures", "segments_uploaded", "upload_bytes", "upload_backlog",
 //! "ranged_gets", "download_bytes", "catalogs_published", "tier1_evictions"}}}`.
 //! The tier statistics are those of this command's own manager (the budgets given on its command
@@ -86,6 +87,7 @@ pub const CATALOG_TIMEOUT: Duration = Duration::from_secs(5);
 struct Tier2Doc {
     url: String,
     breaker: &'static str,
+    problem: Option<String>,
     breaker_opened: u64,
     requests: u64,
     request_failures: u64,
@@ -286,6 +288,7 @@ fn tiers_doc(stats: &TierStats, tier0_bytes: u64, tier1_bytes: u64) -> TiersDoc 
         tier2: stats.tier2.as_ref().map(|t| Tier2Doc {
             url: t.url.clone(),
             breaker: t.breaker,
+            problem: t.problem.clone(),
             breaker_opened: t.breaker_opened,
             requests: t.requests,
             request_failures: t.request_failures,
@@ -474,25 +477,30 @@ fn write_table<W: Write>(out: &mut W, doc: &Document) -> io::Result<()> {
     )?;
     match &t.tier2 {
         None => writeln!(out, "tier 2: none"),
-        Some(t2) => writeln!(
-            out,
-            "tier 2: {}, circuit breaker {} (opened {} times), {} segments uploaded ({} bytes), \
+        Some(t2) => {
+            if let Some(problem) = &t2.problem {
+                writeln!(out, "tier 2 refuses aof2: {problem}")?;
+            }
+            writeln!(
+                out,
+                "tier 2: {}, circuit breaker {} (opened {} times), {} segments uploaded ({} bytes), \
              upload backlog {}, {} requests ({} failed, {} retries, {} refused fast), {} ranged \
              GETs ({} bytes), {} catalogs published, {} Tier 1 copies released",
-            t2.url,
-            t2.breaker,
-            t2.breaker_opened,
-            t2.segments_uploaded,
-            t2.upload_bytes,
-            t2.upload_backlog,
-            t2.requests,
-            t2.request_failures,
-            t2.retries,
-            t2.fast_failures,
-            t2.ranged_gets,
-            t2.download_bytes,
-            t2.catalogs_published,
-            t2.tier1_evictions
-        ),
+                t2.url,
+                t2.breaker,
+                t2.breaker_opened,
+                t2.segments_uploaded,
+                t2.upload_bytes,
+                t2.upload_backlog,
+                t2.requests,
+                t2.request_failures,
+                t2.retries,
+                t2.fast_failures,
+                t2.ranged_gets,
+                t2.download_bytes,
+                t2.catalogs_published,
+                t2.tier1_evictions
+            )
+        }
     }
 }

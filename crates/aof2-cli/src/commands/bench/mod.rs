@@ -205,7 +205,7 @@ fn measure(root: &Path, args: &BenchArgs, config: &LogConfig) -> Result<Report, 
     let mut tier2_wait = None;
     if tier2_url.is_some() {
         let wait_started = Instant::now();
-        if !manager.wait_for_tier2(&log, TIER2_TIMEOUT) {
+        if !crate::open::wait_for_tier2(&manager, &log, TIER2_TIMEOUT)? {
             let breaker = manager.tier_stats().tier2.map_or("-", |t| t.breaker);
             return Err(Failure::environment(format!(
                 "sealed segments of log {BENCH_LOG:?} are still not all in Tier 2 after {} s \
