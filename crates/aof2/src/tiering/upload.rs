@@ -313,10 +313,11 @@ impl Tiering {
             // The object is safe and recorded; the catalog is published again later (by the
             // next upload, or the retried publication queued here).
             tracing::warn!(log = %log.name, error = %e, "publishing the catalog failed");
-            match e.kind() {
-                ErrorKind::Fenced => return Err(e),
-                ErrorKind::Unavailable => self.submit_publish(log),
-                _ => {}
+            if e.kind() == ErrorKind::Fenced {
+                return Err(e);
+            }
+            if crate::tier2::retry_later(&e) {
+                self.submit_publish(log);
             }
         }
         self.evict_tier1_ahead();
@@ -369,13 +370,13 @@ impl Tiering {
             Ok(_) if !claim.dirty.load(Ordering::Acquire) => Outcome::Done,
             Ok(_) => match self.publish(tier2, log, claim) {
                 Ok(()) => Outcome::Done,
-                Err(e) if e.kind() == ErrorKind::Unavailable => Outcome::Retry,
+                Err(e) if crate::tier2::retry_later(&e) => Outcome::Retry,
                 Err(e) => {
                     tracing::warn!(log = %log.name, error = %e, "publishing the catalog failed");
                     Outcome::Done
                 }
             },
-            Err(e) if e.kind() == ErrorKind::Unavailable => Outcome::Retry,
+            Err(e) if crate::tier2::retry_later(&e) => Outcome::Retry,
             Err(_) => Outcome::Done,
         }
     }
