@@ -540,6 +540,11 @@ fn create_bucket_unsigned(endpoint: &str, bucket: &str) {
 /// 4. `slow_down_next`: answer `503 SlowDown` while the budget lasts.
 /// 5. `drop_connections`: close the connection without a response.
 /// 6. `slow_down`: answer `503 SlowDown`.
+/// 7. `cut_next_bodies` / `stall_next_bodies`: serve the request, send the status, the headers
+///    and the first bytes of the body, then close the connection (a transfer cut off
+///    mid-stream), or stall (a transfer that hangs mid-stream).
+///
+/// [`Self::skip_ranged_gets`] keeps faults off GETs of a byte range.
 ///
 /// 503 answers are S3-style XML errors sent after the request body has been read, so the
 /// client always sees the status rather than a broken pipe. Random choices come from a seeded
@@ -560,6 +565,13 @@ pub struct Faults {
     drop_fraction: AtomicU64,
     /// `f64` bits.
     slow_down_fraction: AtomicU64,
+    cut_budget: AtomicU64,
+    /// Body bytes a cut response still sends.
+    cut_after_bytes: AtomicU64,
+    /// Cut responses stall instead of closing the connection.
+    cut_stalls: AtomicBool,
+    /// Faults skip GETs with a `Range` header.
+    skip_ranged: AtomicBool,
     /// Uppercase methods; empty means every method.
     methods: Mutex<Vec<String>>,
     /// Empty means every path.
@@ -596,6 +608,10 @@ impl Faults {
             slow_down_budget: AtomicU64::new(0),
             drop_fraction: AtomicU64::new(0f64.to_bits()),
             slow_down_fraction: AtomicU64::new(0f64.to_bits()),
+            cut_budget: AtomicU64::new(0),
+            cut_after_bytes: AtomicU64::new(0),
+            cut_stalls: AtomicBool::new(false),
+            skip_ranged: AtomicBool::new(false),
             methods: Mutex::new(Vec::new()),
             path_substring: Mutex::new(String::new()),
             filter_query: AtomicBool::new(false),
@@ -666,6 +682,34 @@ impl Faults {
             .store(checked_fraction(fraction).to_bits(), Ordering::SeqCst);
     }
 
+    /// Serves the next `count` matching requests, but cuts each response off after the first
+    /// `after_bytes` bytes of its body: the connection closes mid-transfer, and the client sees
+    /// the status and headers (with the full `Content-Length`) and then a broken body. A body
+    /// no longer than `after_bytes` goes out whole (and still uses up one of `count`).
+    pub fn cut_next_bodies(&self, count: u64, after_bytes: u64) {
+        self.settable();
+        self.cut_after_bytes.store(after_bytes, Ordering::SeqCst);
+        self.cut_stalls.store(false, Ordering::SeqCst);
+        self.cut_budget.store(count, Ordering::SeqCst);
+    }
+
+    /// Like [`Self::cut_next_bodies`], but after `after_bytes` of its body each response stalls
+    /// (the connection stays open and sends nothing more), so only the client's time limit ends
+    /// it: a transfer that hangs mid-stream.
+    pub fn stall_next_bodies(&self, count: u64, after_bytes: u64) {
+        self.settable();
+        self.cut_after_bytes.store(after_bytes, Ordering::SeqCst);
+        self.cut_stalls.store(true, Ordering::SeqCst);
+        self.cut_budget.store(count, Ordering::SeqCst);
+    }
+
+    /// While true, faults skip GETs of a byte range (a `Range` header): whole-object GETs get
+    /// them, ranged reads go through.
+    pub fn skip_ranged_gets(&self, on: bool) {
+        self.settable();
+        self.skip_ranged.store(on, Ordering::SeqCst);
+    }
+
     /// While true, every request is answered with `503 ServiceUnavailable`. For an outage that
     /// looks like a dead network instead, use `drop_connections(1.0)`.
     pub fn outage(&self, on: bool) {
@@ -725,6 +769,8 @@ impl Faults {
         self.only_methods(&[]);
         self.only_paths_containing("");
         self.hold_next(0);
+        self.cut_next_bodies(0, 0);
+        self.skip_ranged_gets(false);
         self.hang(false);
     }
 
@@ -798,7 +844,10 @@ impl Faults {
         } else {
             request.uri().path()
         };
-        method_matches && target.contains(path_substring.as_str())
+        let ranged = request.method() == Method::GET && request.headers().contains_key(RANGE);
+        method_matches
+            && target.contains(path_substring.as_str())
+            && !(ranged && self.skip_ranged.load(Ordering::SeqCst))
     }
 
     fn latency_value(&self) -> Duration {
@@ -967,6 +1016,24 @@ impl FaultService {
                     return Err(HttpError::new("aof2 test fault: connection dropped".into()));
                 }
             }
+            if faults
+                .cut_budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                faults.injected.fetch_add(1, Ordering::SeqCst);
+                let left = faults.cut_after_bytes.load(Ordering::SeqCst);
+                let stall = faults.cut_stalls.load(Ordering::SeqCst);
+                let response = self.forward(request).await?;
+                return Ok(response.map(|inner| {
+                    s3s::Body::http_body_unsync(CutBody {
+                        inner,
+                        left,
+                        stall,
+                        stalled: false,
+                    })
+                }));
+            }
         }
         self.forward(request).await
     }
@@ -1031,6 +1098,53 @@ impl FaultService {
             None
         };
         self.s3.call(request).await
+    }
+}
+
+/// A response body that ends in an error after `left` more bytes: hyper then closes the
+/// connection mid-transfer (see [`Faults::cut_next_bodies`]).
+struct CutBody {
+    inner: s3s::Body,
+    left: u64,
+    /// Stall once `left` is used up instead of failing.
+    stall: bool,
+    stalled: bool,
+}
+
+impl hyper::body::Body for CutBody {
+    type Data = hyper::body::Bytes;
+    type Error = s3s::StdError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if self.stalled {
+            // Never woken: hyper keeps the connection open and sends nothing more.
+            return Poll::Pending;
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(_) if self.left == 0 && self.stall => {
+                    self.stalled = true;
+                    Poll::Pending
+                }
+                Ok(_) if self.left == 0 => {
+                    Poll::Ready(Some(Err("aof2 test fault: body cut off".into())))
+                }
+                Ok(mut data) => {
+                    // The rest of a frame cut short is not sent: the body ends short of its
+                    // `Content-Length`, which hyper answers by closing the connection.
+                    let keep = usize::try_from(self.left).unwrap_or(usize::MAX);
+                    data.truncate(keep);
+                    self.left -= data.len() as u64;
+                    Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            other => other,
+        }
     }
 }
 
