@@ -210,3 +210,10 @@ const _: () = assert!(MAX_SEGMENT_BYTES - SEGMENT_HEADER_BYTES <= u32::MAX as u6
 /// How long a preparer waits for Tier 0 room before giving up (the appender that needs the
 /// segment asks again every few milliseconds until its admission timeout).
 pub const PREPARE_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Bytes a download of a whole Tier 2 object (a restore, a fetch back into Tier 1) gathers
+/// before it writes them to its file. The object streams through a buffer of this size, so a
+/// download holds this much whatever the object's size (a segment is 64 MiB by default, and a
+/// restore runs up to 8 downloads at once); 1 MiB makes each write large enough that its
+/// system call costs nothing next to moving the bytes.
+pub const DOWNLOAD_CHUNK_BYTES: usize = 1 << 20;

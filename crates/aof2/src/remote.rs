@@ -211,12 +211,8 @@ impl AofManager {
                             }
                             continue;
                         };
-                        let result = (|| -> Result<u64> {
-                            let bytes = copy_of(s).download()?;
-                            let path = tier1_dir.join(tier1_file_name(s.sealed.segment_id));
-                            sys::write_atomic(&path, &bytes)?;
-                            Ok(bytes.len() as u64)
-                        })();
+                        let path = tier1_dir.join(tier1_file_name(s.sealed.segment_id));
+                        let result = copy_of(s).download_to(&path);
                         let mut guard = shared.lock();
                         let (manifest, done, error) = &mut *guard;
                         match result.and_then(|len| {

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{IoContext, Result};
@@ -75,22 +75,29 @@ pub fn retry_transient<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T
     }
 }
 
+/// The temporary name a file written atomically goes by until its rename: `<name>.tmp` (the
+/// whole name: a Tier 1 file `<id>.t1` uses `<id>.t1.tmp`, which recovery knows to remove).
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
 /// Write a whole file atomically: temp file, fsync, rename, fsync directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let dir = path.parent().expect("path has a parent");
-    // `<name>.tmp` (the whole name: a Tier 1 file `<id>.t1` uses `<id>.t1.tmp`, which recovery
-    // knows to remove).
-    let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    {
-        let mut f = File::create(&tmp).context(|| format!("create {}", tmp.display()))?;
-        f.write_all(bytes)
-            .context(|| format!("write {}", tmp.display()))?;
-        retry_transient(|| f.sync_all()).context(|| format!("fsync {}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, path)
+    let tmp = tmp_path(path);
+    let mut f = File::create(&tmp).context(|| format!("create {}", tmp.display()))?;
+    f.write_all(bytes)
+        .context(|| format!("write {}", tmp.display()))?;
+    commit_tmp(&f, &tmp, path)
+}
+
+/// Make the temporary file `tmp` (written whole through `file`) the file at `path`: fsync,
+/// rename, fsync directory.
+pub fn commit_tmp(file: &File, tmp: &Path, path: &Path) -> Result<()> {
+    retry_transient(|| file.sync_all()).context(|| format!("fsync {}", tmp.display()))?;
+    std::fs::rename(tmp, path)
         .context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
-    sync_dir(dir)
+    sync_dir(path.parent().expect("path has a parent"))
 }

@@ -2306,3 +2306,340 @@ fn fault_a_log_opened_after_its_bucket_was_removed_fails() {
     assert!(err.to_string().contains("does not exist"), "{err}");
     m.close().unwrap();
 }
+
+// ------------------------------------------------------------------ whole-object downloads
+//
+// A restore and a fetch back into Tier 1 stream each object into `<id>.t1.tmp` through a buffer
+// of `limits::DOWNLOAD_CHUNK_BYTES` (1 MiB), checking its CRC on the way. These logs have
+// segments of a few MiB of incompressible records, so every object spans several buffers and
+// ends inside one.
+
+const BIG_SEGMENT: u64 = 3 << 20;
+
+/// Incompressible payloads of varied sizes (the first empty, most not multiples of 8).
+fn big_payloads(count: usize) -> Vec<Vec<u8>> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..count)
+        .map(|i| {
+            let len = (i * 7919) % 41_000;
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn big_segment_manager(root: &std::path::Path, t2: Tier2Config) -> AofManager {
+    let mut config = ManagerConfig::new(root);
+    config.tier2 = Some(t2);
+    config.compression = aof2::Compression::Fixed(1);
+    config.compress_threads = 1;
+    AofManager::open(config).unwrap()
+}
+
+fn big_log_config() -> LogConfig {
+    LogConfig {
+        durability: Durability::None,
+        ..LogConfig::default().with_segment_bytes(BIG_SEGMENT)
+    }
+}
+
+/// Write `payloads` to log `name` in `root`, seal it and wait until Tier 2 holds every record.
+fn write_big_log(root: &std::path::Path, t2: &Tier2Config, name: &str, payloads: &[Vec<u8>]) {
+    let m = big_segment_manager(root, t2.clone());
+    let log = m.open_log(name, big_log_config()).unwrap();
+    for chunk in payloads.chunks(64) {
+        log.append_batch(chunk).unwrap();
+    }
+    log.seal().unwrap();
+    assert!(m.wait_for_tier2(&log, WAIT), "uploads finish");
+    m.close().unwrap();
+}
+
+/// The log's segment objects under `prefix` (the bucket-relative prefix of its Tier 2 URL, "" or
+/// ending in '/'), by segment id.
+fn segment_objects(
+    server: &S3Server,
+    target: &Tier2Target,
+    prefix: &str,
+    name: &str,
+) -> std::collections::BTreeMap<u64, (String, Vec<u8>)> {
+    server
+        .list_keys(target.bucket_name(), &format!("{prefix}aof2/logs/{name}/"))
+        .into_iter()
+        .filter(|k| k.ends_with(".t1"))
+        .map(|key| {
+            let file = key.rsplit('/').next().unwrap();
+            let id = u64::from_str_radix(&file[..16], 16).unwrap();
+            let bytes = server.object_bytes(target.bucket_name(), &key).unwrap();
+            (id, (key, bytes))
+        })
+        .collect()
+}
+
+/// Files under `dir` whose names end in `.tmp`.
+fn tmp_files(dir: &std::path::Path) -> Vec<String> {
+    walk_keys(dir)
+        .into_iter()
+        .filter(|k| k.ends_with(".tmp"))
+        .collect()
+}
+
+/// The restored log's Tier 1 files are the objects, byte for byte, and its records the payloads.
+fn check_restored(
+    m: &AofManager,
+    root: &std::path::Path,
+    name: &str,
+    objects: &std::collections::BTreeMap<u64, (String, Vec<u8>)>,
+    payloads: &[Vec<u8>],
+) {
+    let tier1 = root.join("logs").join(name).join("tier1");
+    for (id, (key, bytes)) in objects {
+        let local = std::fs::read(tier1.join(format!("{id:016x}.t1"))).unwrap();
+        assert!(local == *bytes, "the Tier 1 file of {key} differs from it");
+    }
+    let log = m.open_log(name, big_log_config()).unwrap();
+    assert_eq!(log.next_seq(), payloads.len() as u64);
+    for (i, r) in log.reader(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), &payloads[i][..], "seq {i}");
+    }
+    assert!(m.verify_log(&log).problems.is_empty());
+    assert_eq!(tmp_files(root), Vec::<String>::new());
+}
+
+/// A restore of a log whose objects are several download buffers long brings every object back
+/// byte for byte, and every record with it.
+#[test]
+fn restore_of_objects_larger_than_the_download_buffer_is_byte_for_byte() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("stream-restore"));
+    let t2 = tier2_config(&target.with_prefix("big"));
+    let payloads = big_payloads(450);
+    let a = tempfile::tempdir().unwrap();
+    write_big_log(a.path(), &t2, "big", &payloads);
+    let objects = segment_objects(&server, &target, "big/", "big");
+    assert!(objects.len() >= 2, "{} objects", objects.len());
+    for (key, bytes) in objects.values() {
+        assert!(bytes.len() > 1 << 20, "{key}: {} bytes", bytes.len());
+        assert_ne!(bytes.len() % (1 << 20), 0, "{key} ends inside a buffer");
+    }
+
+    let b = tempfile::tempdir().unwrap();
+    let mut take_over = t2.clone();
+    take_over.take_over = true;
+    let m = big_segment_manager(b.path(), take_over);
+    let report = m.restore_log("big", &mut |_| {}).unwrap();
+    assert_eq!(report.segments_downloaded, objects.len() as u64);
+    let total: usize = objects.values().map(|(_, bytes)| bytes.len()).sum();
+    assert_eq!(report.bytes_downloaded, total as u64);
+    check_restored(&m, b.path(), "big", &objects, &payloads);
+}
+
+/// Downloads cut off mid-transfer (the status and part of the body arrived, then the connection
+/// closed) are retried from the start, and the restore completes with every byte.
+#[test]
+fn fault_downloads_cut_off_mid_stream_are_retried_and_complete() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("stream-cut"));
+    let t2 = tier2_config(&target);
+    let payloads = big_payloads(450);
+    let a = tempfile::tempdir().unwrap();
+    write_big_log(a.path(), &t2, "cut", &payloads);
+    let objects = segment_objects(&server, &target, "", "cut");
+    assert!(objects.len() >= 2, "{} objects", objects.len());
+
+    let b = tempfile::tempdir().unwrap();
+    let mut take_over = t2.clone();
+    take_over.take_over = true;
+    // The breaker stays closed through the failures of one download.
+    take_over.breaker_failures = 10;
+    let m = big_segment_manager(b.path(), take_over);
+    let faults = server.faults();
+    faults.only_methods(&["GET"]);
+    faults.only_uris_containing(".t1");
+    // Past the first buffer: a part of the object is in the file when the connection closes.
+    faults.cut_next_bodies(3, (1 << 20) + 4321);
+    faults.reset_counters();
+    let report = m.restore_log("cut", &mut |_| {}).unwrap();
+    assert_eq!(faults.injected(), 3);
+    assert_eq!(report.segments_downloaded, objects.len() as u64);
+    let stats = m.tier_stats().tier2.unwrap();
+    assert!(stats.retries >= 3, "{stats:?}");
+    assert_eq!(stats.breaker, "closed", "{stats:?}");
+    faults.clear();
+    check_restored(&m, b.path(), "cut", &objects, &payloads);
+}
+
+/// Connections dropped before any answer while objects are fetched back into Tier 1 (a log read
+/// from Tier 2 repeatedly) are retried, and the fetches complete.
+#[test]
+fn fault_dropped_connections_during_fetches_into_tier1_are_retried() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("stream-fetch"));
+    let mut t2 = tier2_config(&target);
+    t2.breaker_failures = 20;
+    let payloads = big_payloads(450);
+    let dir = tempfile::tempdir().unwrap();
+    write_big_log(dir.path(), &t2, "fetch", &payloads);
+    let m = big_segment_manager(dir.path(), t2);
+    let log = m.open_log("fetch", big_log_config()).unwrap();
+    m.evict_tier0(&log).unwrap();
+    assert!(m.evict_tier1(&log).unwrap() > 0);
+    let faults = server.faults();
+    faults.seed(7);
+    faults.only_methods(&["GET"]);
+    faults.only_uris_containing(".t1");
+    faults.drop_connections(0.3);
+    let in_tier1 = |m: &AofManager| {
+        m.log_info(&log)
+            .segments
+            .iter()
+            .filter(|s| s.tier1_bytes > 0)
+            .count()
+    };
+    let sealed = sealed_segments(&m, &log).len();
+    let deadline = Instant::now() + WAIT;
+    while in_tier1(&m) < sealed {
+        assert!(Instant::now() < deadline, "fetches finish");
+        // Reads retry too: some of their ranged GETs are dropped (and retried) as well.
+        for (i, r) in log.reader(0).enumerate() {
+            assert_eq!(r.unwrap().payload(), &payloads[i][..], "seq {i}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(faults.injected() > 0);
+    faults.clear();
+    assert!(m.tier_stats().tier2.unwrap().fetches >= sealed as u64);
+    for (i, r) in log.reader(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), &payloads[i][..], "seq {i}");
+    }
+    assert!(m.verify_log(&log).problems.is_empty());
+    assert_eq!(tmp_files(dir.path()), Vec::<String>::new());
+}
+
+/// An object damaged in its middle (one flipped byte, its length intact): a restore refuses it
+/// with `Corruption` naming its key, and so does a fetch into Tier 1; neither leaves a
+/// temporary file behind.
+#[test]
+fn fault_a_damaged_object_is_corruption_and_leaves_no_temporary_file() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("stream-damaged"));
+    let t2 = tier2_config(&target);
+    let payloads = big_payloads(450);
+    let a = tempfile::tempdir().unwrap();
+    write_big_log(a.path(), &t2, "damaged", &payloads);
+    let objects = segment_objects(&server, &target, "", "damaged");
+    let (first, (key, bytes)) = objects.iter().next().unwrap();
+    let mut damaged = bytes.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    server.put_object(target.bucket_name(), key, damaged);
+
+    // Restore.
+    let b = tempfile::tempdir().unwrap();
+    let mut take_over = t2.clone();
+    take_over.take_over = true;
+    let m = big_segment_manager(b.path(), take_over);
+    let e = m.restore_log("damaged", &mut |_| {}).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+    assert!(e.to_string().contains(key.as_str()), "{e}");
+    assert_eq!(tmp_files(b.path()), Vec::<String>::new());
+    assert_eq!(m.tier_stats().tier2.unwrap().breaker, "closed");
+    drop(m);
+
+    // Fetch into Tier 1 of the writer's copy, read from Tier 2 only.
+    let m = big_segment_manager(a.path(), t2);
+    let log = m.open_log("damaged", big_log_config()).unwrap();
+    m.evict_tier0(&log).unwrap();
+    assert!(m.evict_tier1(&log).unwrap() > 0);
+    let segment = sealed_segments(&m, &log)
+        .into_iter()
+        .find(|s| s.id == *first)
+        .unwrap();
+    let faults = server.faults();
+    faults.reset_counters();
+    // Reads of the segment's frames (ranged GETs) until one whole-object GET, the fetch, went out.
+    let deadline = Instant::now() + WAIT;
+    while faults.requests_with_method("GET") == faults.ranged_gets() {
+        assert!(Instant::now() < deadline, "no fetch of the damaged object");
+        for seq in segment.base_seq..segment.end_seq {
+            let _ = log.read(seq);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let tier1 = a.path().join("logs").join("damaged");
+    let deadline = Instant::now() + WAIT;
+    while !tmp_files(&tier1).is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", tmp_files(&tier1));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let info = m.log_info(&log);
+    let after = info.segments.iter().find(|s| s.id == *first).unwrap();
+    assert_eq!(after.tier1_bytes, 0, "{after:?}");
+    assert_eq!(m.tier_stats().tier2.unwrap().fetches, 0);
+}
+
+/// A fetch into Tier 1 whose transfer stalls mid-stream (the store sent part of the object and
+/// then nothing more): the request's time limit covers the whole transfer, so the attempt is
+/// given up and retried, and the fetch completes; no temporary file is left behind.
+#[test]
+fn fault_a_fetch_stalled_mid_stream_times_out_and_is_retried() {
+    let server = S3Server::start();
+    if server.external() {
+        return;
+    }
+    let target = server.bucket(&unique_bucket("stream-stall"));
+    let mut t2 = tier2_config(&target);
+    t2.request_timeout = Duration::from_secs(2);
+    let payloads = big_payloads(450);
+    let dir = tempfile::tempdir().unwrap();
+    write_big_log(dir.path(), &t2, "stall", &payloads);
+    let m = big_segment_manager(dir.path(), t2);
+    let log = m.open_log("stall", big_log_config()).unwrap();
+    m.evict_tier0(&log).unwrap();
+    assert!(m.evict_tier1(&log).unwrap() > 0);
+    let sealed = sealed_segments(&m, &log).len() as u64;
+    let faults = server.faults();
+    faults.only_methods(&["GET"]);
+    faults.only_uris_containing(".t1");
+    faults.skip_ranged_gets(true);
+    faults.stall_next_bodies(1, (1 << 20) + 4321);
+    faults.reset_counters();
+    let before = m.tier_stats().tier2.unwrap();
+    // Reads (ranged GETs, never stalled) until every segment was fetched back into Tier 1.
+    let deadline = Instant::now() + WAIT;
+    while m.tier_stats().tier2.unwrap().fetches < sealed {
+        assert!(Instant::now() < deadline, "fetches finish");
+        for (i, r) in log.reader(0).enumerate() {
+            assert_eq!(r.unwrap().payload(), &payloads[i][..], "seq {i}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(faults.injected(), 1, "one whole-object GET stalled");
+    let after = m.tier_stats().tier2.unwrap();
+    assert!(after.retries > before.retries, "{after:?}");
+    assert!(
+        after.request_failures > before.request_failures,
+        "{after:?}"
+    );
+    for (i, r) in log.reader(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), &payloads[i][..], "seq {i}");
+    }
+    assert!(m.verify_log(&log).problems.is_empty());
+    m.close().unwrap();
+    assert_eq!(tmp_files(dir.path()), Vec::<String>::new());
+}

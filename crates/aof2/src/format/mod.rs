@@ -19,10 +19,40 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
 
 /// CRC-32C over two byte strings as if concatenated.
 pub fn crc32c_pair(first: &[u8], second: &[u8]) -> u32 {
-    let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+    let mut digest = Crc32cDigest::new();
     digest.update(first);
     digest.update(second);
-    digest.finalize() as u32
+    digest.finish()
+}
+
+/// CRC-32C of bytes that arrive in pieces: `finish` gives what [`crc32c`] gives for the pieces
+/// concatenated (a download checks an object as it streams in).
+pub struct Crc32cDigest(crc_fast::Digest);
+
+impl Crc32cDigest {
+    pub fn new() -> Self {
+        Crc32cDigest(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi))
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    pub fn finish(&self) -> u32 {
+        self.0.finalize() as u32
+    }
+}
+
+impl std::fmt::Debug for Crc32cDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Crc32cDigest").field(&self.finish()).finish()
+    }
+}
+
+impl Default for Crc32cDigest {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Why a decoder refused its input.
@@ -162,5 +192,18 @@ mod tests {
     fn crc32c_check_value() {
         assert_eq!(super::crc32c(b"123456789"), 0xE306_9283);
         assert_eq!(super::crc32c_pair(b"1234", b"56789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn crc32c_in_pieces_is_crc32c_of_the_whole() {
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        for piece in [1, 7, 8, 1000, 4096, 10_000] {
+            let mut digest = super::Crc32cDigest::new();
+            for chunk in bytes.chunks(piece) {
+                digest.update(chunk);
+            }
+            assert_eq!(digest.finish(), super::crc32c(&bytes), "pieces of {piece}");
+        }
+        assert_eq!(super::Crc32cDigest::new().finish(), super::crc32c(b""));
     }
 }

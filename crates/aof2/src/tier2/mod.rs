@@ -15,6 +15,12 @@
 //! again and again. A missing *object* is an ordinary "not found"; S3 tells the two apart by the
 //! error code in the answer (`NoSuchKey`, `NoSuchBucket`).
 //!
+//! Segment objects are never held whole in memory: reads take ranges (a frame at a time), and a
+//! whole-object download (restore, fetch back into Tier 1) streams into its temporary file
+//! through a buffer of `limits::DOWNLOAD_CHUNK_BYTES`, checked against the object's length and
+//! CRC before the file is kept ([`Tier2Copy::download_to`]). Catalogs and claims are small and
+//! are read whole.
+//!
 //! Key layout under the URL's prefix (spec in `docs/format.md`):
 //!
 //! ```text
@@ -50,8 +56,9 @@ use parking_lot::Mutex;
 use crate::config::Tier2Config;
 use crate::error::{Error, IoContext, Result, Tier};
 use crate::format::catalog::{Catalog, CatalogSegment, Claim};
-use crate::format::crc32c;
 use crate::format::manifest::Tier2Info;
+use crate::format::{Crc32cDigest, crc32c};
+use crate::limits::DOWNLOAD_CHUNK_BYTES;
 use crate::sys;
 use crate::tier1::RangeRead;
 use crate::tiering::{FrameCache, Tier1Segment};
@@ -438,6 +445,86 @@ async fn send_parts(
         })??;
     }
     upload.complete().await.map(|_| ())
+}
+
+/// What streaming an object into a file found (see [`Tier2::get_into`]).
+#[derive(Debug)]
+pub(crate) enum Streamed {
+    /// The file holds the object, exactly the expected length, whose CRC-32C is `crc`.
+    Whole { crc: u32 },
+    /// The object is this many bytes (at least, if more than expected), not the expected
+    /// length: the store's answer, not a failed request.
+    WrongLength(u64),
+    /// Writing the file failed (not the store's fault: no retry, the breaker stays as it is).
+    Local(std::io::Error),
+}
+
+/// One attempt of [`Tier2::get_into`].
+async fn stream_into(
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    file: Arc<std::fs::File>,
+    len: u64,
+    abandoned: Arc<AtomicBool>,
+) -> object_store::Result<Streamed> {
+    use futures::StreamExt;
+    use std::os::unix::fs::FileExt;
+    let got = store.get(&path).await?;
+    if got.meta.size != len {
+        return Ok(Streamed::WrongLength(got.meta.size));
+    }
+    let mut stream = got.into_stream();
+    let chunk_bytes = usize::try_from(len)
+        .unwrap_or(usize::MAX)
+        .clamp(1, DOWNLOAD_CHUNK_BYTES);
+    let mut buffer = Vec::with_capacity(chunk_bytes);
+    let mut digest = Crc32cDigest::new();
+    let mut received = 0u64;
+    let mut written = 0u64;
+    // Synchronous writes inside the attempt (`block_in_place` lets the runtime's other tasks
+    // move to another thread meanwhile): none outlives it to land in the next attempt's bytes.
+    let mut flush = |buffer: &mut Vec<u8>| -> std::io::Result<()> {
+        tokio::task::block_in_place(|| file.write_all_at(buffer, written))?;
+        written += buffer.len() as u64;
+        buffer.clear();
+        Ok(())
+    };
+    while let Some(piece) = stream.next().await {
+        let piece = piece?;
+        if abandoned.load(Ordering::Acquire) {
+            return Err(object_store::Error::Generic {
+                store: "aof2",
+                source: "the download was given up".into(),
+            });
+        }
+        received += piece.len() as u64;
+        if received > len {
+            return Ok(Streamed::WrongLength(received));
+        }
+        digest.update(&piece);
+        let mut rest = &piece[..];
+        while !rest.is_empty() {
+            let take = rest.len().min(chunk_bytes - buffer.len());
+            buffer.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if buffer.len() == chunk_bytes
+                && let Err(e) = flush(&mut buffer)
+            {
+                return Ok(Streamed::Local(e));
+            }
+        }
+    }
+    if !buffer.is_empty()
+        && let Err(e) = flush(&mut buffer)
+    {
+        return Ok(Streamed::Local(e));
+    }
+    if received != len {
+        return Ok(Streamed::WrongLength(received));
+    }
+    Ok(Streamed::Whole {
+        crc: digest.finish(),
+    })
 }
 
 /// Outcome of one attempt.
@@ -897,7 +984,8 @@ impl Tier2 {
         })
     }
 
-    /// GET a whole object.
+    /// GET a whole small object (a catalog, a writer claim) into memory. Segment objects are
+    /// streamed into files instead ([`Self::get_into`]).
     pub(crate) fn get(&self, key: &str) -> Result<std::result::Result<Vec<u8>, Refusal>> {
         let path = ObjectPath::from(key);
         let got = self.call("GET", key, self.timeout(), move |store| {
@@ -913,6 +1001,38 @@ impl Tier2 {
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
         Ok(got)
+    }
+
+    /// GET the whole object at `key`, `len` bytes by the caller's record, into `file` from
+    /// offset 0, without holding it in memory: the bytes go through a buffer of
+    /// `DOWNLOAD_CHUNK_BYTES` into the file as they arrive, and their CRC-32C is computed on the
+    /// way. An attempt cut off mid-stream (a dropped connection, its time limit, which covers the
+    /// whole transfer) is retried from offset 0 like any failed request: writes are made inside
+    /// the attempt, so none of an attempt that was cut off lands among the next one's. A
+    /// manager that closes gives the download up as any request (see `exec`); the attempt then
+    /// stops at its next chunk. The file is neither synced nor truncated: the caller checks what
+    /// came back before it keeps the file.
+    pub(crate) fn get_into(
+        &self,
+        key: &str,
+        file: Arc<std::fs::File>,
+        len: u64,
+    ) -> Result<std::result::Result<Streamed, Refusal>> {
+        let path = ObjectPath::from(key);
+        // Set once this call returns: an attempt the caller gave up on (the manager closing)
+        // stops at its next chunk instead of streaming on until its time limit.
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let given_up = abandoned.clone();
+        let got = self.call("GET", key, self.timeout(), move |store| {
+            stream_into(store, path.clone(), file.clone(), len, given_up.clone())
+        });
+        abandoned.store(true, Ordering::Release);
+        if let Ok(Ok(Streamed::Whole { .. })) = &got {
+            self.counters
+                .download_bytes
+                .fetch_add(len, Ordering::Relaxed);
+        }
+        got
     }
 
     /// GET a byte range of an object; exactly `range` comes back or the call fails.
@@ -1611,28 +1731,52 @@ impl Tier2Copy {
         Ok(())
     }
 
-    /// Download the whole object and check it against its CRC (restore, re-fetch).
-    pub(crate) fn download(&self) -> Result<Vec<u8>> {
-        let bytes = self.tier2.get(&self.key)?.map_err(|_| {
-            Error::NotFound(format!(
-                "Tier 2 object {} in {} (a segment the catalog lists)",
-                self.key,
-                self.tier2.url()
-            ))
-        })?;
-        if bytes.len() as u64 != self.info.tier1.file_len || crc32c(&bytes) != self.info.object_crc
-        {
+    /// Download the whole object into a new file at `path` (restore, fetch back into Tier 1),
+    /// streamed through a bounded buffer: written to `<path>.tmp` as it arrives, checked
+    /// against its recorded length and CRC, then synced and renamed into place. A damaged or
+    /// short object is `Corruption` naming its key; on any failure no temporary file is left.
+    /// Returns the bytes downloaded.
+    pub(crate) fn download_to(&self, path: &Path) -> Result<u64> {
+        let tmp = sys::tmp_path(path);
+        let result = self.download_via(&tmp, path);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn download_via(&self, tmp: &Path, path: &Path) -> Result<u64> {
+        let len = self.info.tier1.file_len;
+        let file =
+            Arc::new(std::fs::File::create(tmp).context(|| format!("create {}", tmp.display()))?);
+        let streamed = self
+            .tier2
+            .get_into(&self.key, file.clone(), len)?
+            .map_err(|_| {
+                Error::NotFound(format!(
+                    "Tier 2 object {} in {} (a segment the catalog lists)",
+                    self.key,
+                    self.tier2.url()
+                ))
+            })?;
+        let (found_len, crc) = match streamed {
+            Streamed::Whole { crc } => (len, Some(crc)),
+            Streamed::WrongLength(found) => (found, None),
+            Streamed::Local(e) => return Err(Error::io(format!("write {}", tmp.display()), e)),
+        };
+        if found_len != len || crc != Some(self.info.object_crc) {
             return Err(Error::corruption(
                 format!("{}/{}", self.tier2.url(), self.key),
                 format!(
-                    "object of {} bytes does not match its recorded length {} and CRC {:#010x}",
-                    bytes.len(),
-                    self.info.tier1.file_len,
+                    "object of {found_len} bytes (CRC {}) does not match its recorded length \
+                     {len} and CRC {:#010x}",
+                    crc.map_or("not computed".to_string(), |c| format!("{c:#010x}")),
                     self.info.object_crc
                 ),
             ));
         }
-        Ok(bytes)
+        sys::commit_tmp(&file, tmp, path)?;
+        Ok(len)
     }
 }
 

@@ -1276,8 +1276,7 @@ impl Tiering {
         let dir = log.tier1_dir();
         let path = dir.join(tier1::tier1_file_name(segment.id));
         let result = (|| -> Result<()> {
-            let bytes = copy.download()?;
-            crate::sys::write_atomic(&path, &bytes)?;
+            copy.download_to(&path)?;
             let opened =
                 Tier1Segment::open(path.clone(), copy.info.tier1, self.frame_cache.clone())?;
             let mut manifest = log.manifest.lock();
