@@ -790,6 +790,12 @@ impl AofManager {
         self.inner
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
+        // Tier 2 requests in flight are given up now: a log's close waits for its background
+        // work, and a fetch from a stalled store would hold it for its time limit and retries.
+        // (Nothing a close does needs Tier 2: uploads not done resume at the next open.)
+        if let Some(tier2) = self.tier2() {
+            tier2.stop();
+        }
         // Opens in progress finish first (they see the manager closed and close what they
         // opened): none may register a log with threads that are stopping.
         let logs = self.inner.logs.drain_when_settled();
@@ -811,6 +817,9 @@ impl AofManager {
 impl Drop for ManagerInner {
     fn drop(&mut self) {
         if !self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            if let Some(tier2) = &self.tiering.tier2 {
+                tier2.stop();
+            }
             // Closed without the map's lock: `Aof::close` of one of them takes it to leave.
             for log in self.logs.drain_when_settled() {
                 let _ = log.close();

@@ -2444,12 +2444,9 @@ fn restore_of_objects_larger_than_the_download_buffer_is_byte_for_byte() {
 /// closed) are retried from the start, and the restore completes with every byte.
 #[test]
 fn fault_downloads_cut_off_mid_stream_are_retried_and_complete() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, target, t2)) = fault_bucket("stream-cut") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("stream-cut"));
-    let t2 = tier2_config(&target);
+    };
     let payloads = big_payloads(450);
     let a = tempfile::tempdir().unwrap();
     write_big_log(a.path(), &t2, "cut", &payloads);
@@ -2482,12 +2479,9 @@ fn fault_downloads_cut_off_mid_stream_are_retried_and_complete() {
 /// from Tier 2 repeatedly) are retried, and the fetches complete.
 #[test]
 fn fault_dropped_connections_during_fetches_into_tier1_are_retried() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, _, mut t2)) = fault_bucket("stream-fetch") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("stream-fetch"));
-    let mut t2 = tier2_config(&target);
+    };
     t2.breaker_failures = 20;
     let payloads = big_payloads(450);
     let dir = tempfile::tempdir().unwrap();
@@ -2533,12 +2527,9 @@ fn fault_dropped_connections_during_fetches_into_tier1_are_retried() {
 /// temporary file behind.
 #[test]
 fn fault_a_damaged_object_is_corruption_and_leaves_no_temporary_file() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, target, t2)) = fault_bucket("stream-damaged") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("stream-damaged"));
-    let t2 = tier2_config(&target);
+    };
     let payloads = big_payloads(450);
     let a = tempfile::tempdir().unwrap();
     write_big_log(a.path(), &t2, "damaged", &payloads);
@@ -2598,12 +2589,9 @@ fn fault_a_damaged_object_is_corruption_and_leaves_no_temporary_file() {
 /// given up and retried, and the fetch completes; no temporary file is left behind.
 #[test]
 fn fault_a_fetch_stalled_mid_stream_times_out_and_is_retried() {
-    let server = S3Server::start();
-    if server.external() {
+    let Some((server, _, mut t2)) = fault_bucket("stream-stall") else {
         return;
-    }
-    let target = server.bucket(&unique_bucket("stream-stall"));
-    let mut t2 = tier2_config(&target);
+    };
     t2.request_timeout = Duration::from_secs(2);
     let payloads = big_payloads(450);
     let dir = tempfile::tempdir().unwrap();
@@ -2641,5 +2629,46 @@ fn fault_a_fetch_stalled_mid_stream_times_out_and_is_retried() {
     }
     assert!(m.verify_log(&log).problems.is_empty());
     m.close().unwrap();
+    assert_eq!(tmp_files(dir.path()), Vec::<String>::new());
+}
+
+/// Closing the manager while a fetch back into Tier 1 stalls mid-stream gives the fetch up. The
+/// close used to wait for the log's fetch, which waited out its time limit and its retries
+/// (here 120 s each).
+#[test]
+fn fault_manager_close_during_a_stalled_fetch() {
+    let Some((server, _, mut t2)) = fault_bucket("stall-close") else {
+        return;
+    };
+    t2.request_timeout = Duration::from_secs(120);
+    let payloads = big_payloads(450);
+    let dir = tempfile::tempdir().unwrap();
+    write_big_log(dir.path(), &t2, "stall", &payloads);
+    let m = big_segment_manager(dir.path(), t2);
+    let log = m.open_log("stall", big_log_config()).unwrap();
+    m.evict_tier0(&log).unwrap();
+    assert!(m.evict_tier1(&log).unwrap() > 0);
+    let faults = server.faults();
+    faults.only_methods(&["GET"]);
+    faults.only_uris_containing(".t1");
+    faults.skip_ranged_gets(true);
+    faults.stall_next_bodies(1, (1 << 20) + 4321);
+    faults.reset_counters();
+    // Read (ranged GETs, never stalled) until a fetch of a whole object stalls.
+    let deadline = Instant::now() + WAIT;
+    while faults.injected() == 0 {
+        assert!(Instant::now() < deadline, "no fetch started");
+        for (i, r) in log.reader(0).enumerate() {
+            assert_eq!(r.unwrap().payload(), &payloads[i][..], "seq {i}");
+        }
+    }
+    let started = Instant::now();
+    m.close().unwrap();
+    let took = started.elapsed();
+    faults.clear();
+    assert!(
+        took < Duration::from_secs(60),
+        "the close waited {took:?} for a stalled fetch"
+    );
     assert_eq!(tmp_files(dir.path()), Vec::<String>::new());
 }
