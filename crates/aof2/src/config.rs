@@ -146,9 +146,16 @@ pub struct ManagerConfig {
     /// evicted, hydrated) counts at its full size, across all logs open for writing (a
     /// read-only handle can evict nothing, so its files are not counted). Default 1 GiB.
     pub tier0_max_bytes: u64,
-    /// Tier 1 budget, bytes of compressed files. Without Tier 2, Tier 1 is the final home of
-    /// sealed segments, so a full Tier 1 stops compression and surfaces as backpressure naming
-    /// Tier 1. Default: unlimited (`u64::MAX`).
+    /// Tier 1 budget, bytes of compressed files of the logs open for writing. Every writer of a
+    /// Tier 1 file (compression, a fetch back from Tier 2, a restore) reserves its room before it
+    /// starts (a compression the most its file can take, a little more than the segment), so
+    /// writers running at once never share the same free room; the reservation settles to the
+    /// file's size once it is written. The files never exceed the budget, except by what a log
+    /// brings along when it opens (evicted to Tier 2 right away where Tier 2 holds copies).
+    /// Without Tier 2, Tier 1 is the final home of sealed segments, so a full Tier 1 stops
+    /// compression (segments without a copy stay in Tier 0; a segment whose copy could not fit
+    /// in the whole budget never leaves it) and surfaces as backpressure naming Tier 1. Default:
+    /// unlimited (`u64::MAX`).
     pub tier1_max_bytes: u64,
     /// How long an append waits for Tier 0 room (a new segment) before failing with
     /// `Error::Backpressure`. Default 5 s.

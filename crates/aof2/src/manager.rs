@@ -343,6 +343,11 @@ impl AofManager {
         self.inner.tiering.tier2.as_ref()
     }
 
+    /// The Tier 1 budget the manager's logs share.
+    pub(crate) fn tier1_budget(&self) -> &Arc<crate::tiering::budget::Tier1Budget> {
+        &self.inner.tiering.tier1
+    }
+
     /// The root's random identity.
     pub fn root_id(&self) -> u128 {
         self.inner.root_id

@@ -153,21 +153,23 @@ impl AofManager {
         }
 
         // Download into Tier 1 while its budget has room, a few objects at a time. The logs
-        // open in this manager hold part of that budget already.
-        let budget = self
-            .config()
-            .tier1_max_bytes
-            .saturating_sub(self.tier_stats().tier1_used_bytes);
+        // open in this manager hold part of that budget already, and their compressions and
+        // fetches run on meanwhile: the room planned is reserved (in the same step as it is
+        // looked at) until the downloads are done, so they cannot take it too.
         let mut wanted = Vec::new();
-        let mut planned = 0u64;
-        for s in &catalog.segments {
-            let len = s.tier2.tier1.file_len;
-            if planned.saturating_add(len) > budget {
-                break;
+        let _reservation = self.tier1_budget().reserve_with(|room| {
+            let mut planned = 0u64;
+            for s in &catalog.segments {
+                let len = s.tier2.tier1.file_len;
+                if planned.saturating_add(len) > room {
+                    break;
+                }
+                planned += len;
+                wanted.push(*s);
             }
-            planned += len;
-            wanted.push(*s);
-        }
+            planned
+        });
+        let planned: u64 = wanted.iter().map(|s| s.tier2.tier1.file_len).sum();
         // The others stay in Tier 2 only: each is checked (one HEAD) for being there with its
         // recorded length and checksum, so a restore never reports success for a log whose
         // records cannot be read.

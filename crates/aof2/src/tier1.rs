@@ -35,8 +35,8 @@ use crate::format::tier1::{
 use crate::format::{FormatError, crc32c};
 use crate::limits::{
     FRAME_HEADER_BYTES, INDEX_ENTRY_BYTES, MAX_TIER1_FRAME_BYTES, MIN_TIER1_FRAME_BYTES,
-    SEGMENT_FOOTER_BYTES, SEGMENT_HEADER_BYTES, TIER1_FOOTER_BYTES, TIER1_HEADER_BYTES,
-    TIER1_OPEN_FILES,
+    SEGMENT_FOOTER_BYTES, SEGMENT_HEADER_BYTES, TIER1_FOOTER_BYTES, TIER1_FRAME_ENTRY_BYTES,
+    TIER1_HEADER_BYTES, TIER1_OPEN_FILES,
 };
 use crate::segment::{SealedMeta, segment_file_name};
 
@@ -154,6 +154,32 @@ pub fn write_tier1(
         uncompressed_bytes: t1_footer.uncompressed_records_bytes,
         level,
     })
+}
+
+/// The most bytes [`write_tier1`] can write for the sealed segment `sealed` with `frame_target`:
+/// what a compression reserves in the Tier 1 budget before it starts. Incompressible records
+/// make a Tier 1 file a little larger than its segment, so the segment's length is no bound.
+///
+/// The file is the segment with its records area replaced by zstd frames, plus a Tier 1 header
+/// (64) and footer (64) and a 32-byte index entry per frame. zstd never writes more than
+/// `compress_bound(n) = n + n/256 + (128 KiB - n)/2048` (the last term only below 128 KiB, so
+/// at most 64) for `n` bytes, so the frames take at most `records + records/256 + 65` bytes per
+/// frame. Frames hold whole records, at least one each, and two neighbours together exceed the
+/// target (a frame closes only when the next record would take it past), which bounds their
+/// count.
+pub fn max_tier1_file_len(sealed: &SealedMeta, frame_target: usize) -> u64 {
+    let footer = &sealed.footer;
+    let records = footer.records_end.saturating_sub(SEGMENT_HEADER_BYTES);
+    let target = frame_target.clamp(MIN_TIER1_FRAME_BYTES, MAX_TIER1_FRAME_BYTES) as u64;
+    let frames = footer
+        .record_count
+        .min(records.saturating_mul(2) / target + 1);
+    let per_frame = 65 + TIER1_FRAME_ENTRY_BYTES;
+    sealed
+        .file_len
+        .saturating_add(TIER1_HEADER_BYTES + TIER1_FOOTER_BYTES)
+        .saturating_add(records / 256)
+        .saturating_add(frames.saturating_mul(per_frame))
 }
 
 /// Check that `segment_bytes` is the sealed segment `sealed` describes: length, header, footer.
@@ -1287,6 +1313,41 @@ mod tests {
         f.read_exact_at(&mut b, at).unwrap();
         b[0] ^= 0x20;
         f.write_all_at(&b, at).unwrap();
+    }
+
+    /// The reservation bound holds for the files that grow most: incompressible records (from
+    /// one byte, so most frames are tiny, to larger than the frame target) and text.
+    #[test]
+    fn tier1_file_never_exceeds_its_reserved_bound() {
+        let mut rng = Rng(7);
+        let random = |len: usize, rng: &mut Rng| -> Vec<u8> {
+            (0..len).map(|_| rng.next() as u8).collect::<Vec<u8>>()
+        };
+        let cases: Vec<Vec<Vec<u8>>> = vec![
+            (0..2000).map(|i| random(i % 5000, &mut rng)).collect(),
+            (0..3000).map(|_| random(1, &mut rng)).collect(),
+            (0..40).map(|_| random(3 * TARGET, &mut rng)).collect(),
+            payloads(3000, 3),
+        ];
+        let out = tempfile::tempdir().unwrap();
+        let mut c = compressor();
+        for records in cases {
+            let root = tempfile::tempdir().unwrap();
+            let (log_id, segments) = build_segments_of(root.path(), &records, 1 << 20);
+            for (_, bytes, sealed) in &segments {
+                for target in [1, TARGET, 1 << 20] {
+                    let meta =
+                        write_tier1(out.path(), bytes, sealed, log_id, 1, target, &mut c).unwrap();
+                    let bound = max_tier1_file_len(sealed, target);
+                    assert!(
+                        meta.file_len <= bound,
+                        "{} bytes written, bound {bound} ({} frames)",
+                        meta.file_len,
+                        meta.frames
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //! - Eviction picks least-recently-read sealed segments that have a Tier 1 copy and that no
 //!   reader holds; it runs on demand (a new segment needs room) and ahead of demand above
 //!   [`limits::EVICT_AHEAD_PRESSURE`].
+//! - The Tier 1 budget ([`budget::Tier1Budget`]) is reserved before a Tier 1 file is written
+//!   (a compression reserves [`tier1::max_tier1_file_len`], a fetch the file's size) and
+//!   settled to the file's size once it is installed, so compressions and fetches running at
+//!   once never count the same free room. Without room (after evicting local copies Tier 2
+//!   holds) nothing waits: the compression is retried later and its segment stays in Tier 0.
 
 pub mod budget;
 mod upload;
@@ -39,7 +44,7 @@ use crate::limits;
 use crate::segment::{self, EvictOutcome, RolledSegment, Segment};
 use crate::tier1::{self, Tier1File};
 use crate::tier2::Tier2;
-use budget::{Lease, Tier0Budget};
+use budget::{Lease, Tier0Budget, Tier1Budget, Tier1Reservation};
 
 /// The Tier 1 copy of one segment, with per-frame single-flight decompression.
 #[derive(Debug)]
@@ -295,8 +300,15 @@ pub struct TierStats {
     pub tier0_peak_bytes: u64,
     /// used ÷ budget.
     pub memory_pressure: f64,
-    /// Bytes of Tier 1 files.
+    /// Bytes of Tier 1 files (of the logs open for writing).
     pub tier1_used_bytes: u64,
+    /// Tier 1 room reserved for files being written (compressions, fetches from Tier 2,
+    /// restores): each takes an upper bound of its file's size before it starts and settles to
+    /// the real size once the file is written.
+    pub tier1_reserved_bytes: u64,
+    /// Highest `tier1_used_bytes + tier1_reserved_bytes` seen: stays within `tier1_max_bytes`
+    /// unless logs opened with more Tier 1 files than the budget had room for.
+    pub tier1_peak_bytes: u64,
     /// Tier 1 budget.
     pub tier1_max_bytes: u64,
     /// Whether compression is stopped because Tier 1 is full.
@@ -402,13 +414,13 @@ pub(crate) struct Tiering {
     pub(crate) frame_cache: Arc<FrameCache>,
     compression: Compression,
     frame_bytes: usize,
-    tier1_max: u64,
+    /// Tier 1 files of the logs open for writing, and reservations of files being written.
+    pub(crate) tier1: Arc<Tier1Budget>,
     pub(crate) admission_timeout: Duration,
     queue: Mutex<Queue>,
     ready: Condvar,
     logs: Mutex<Vec<Weak<LogShared>>>,
     level: AtomicI32,
-    tier1_used: AtomicU64,
     tier1_full: AtomicBool,
     /// EWMAs, ns per MiB of segment bytes: between compression tasks arriving (the inverse of
     /// the ingest rate), and of compressing them at the level used.
@@ -467,7 +479,7 @@ impl Tiering {
             frame_cache: Arc::new(FrameCache::default()),
             compression: config.compression,
             frame_bytes: config.tier1_frame_bytes,
-            tier1_max: config.tier1_max_bytes,
+            tier1: Tier1Budget::new(config.tier1_max_bytes),
             admission_timeout: config.admission_timeout,
             queue: Mutex::new(Queue {
                 tasks: VecDeque::new(),
@@ -479,7 +491,6 @@ impl Tiering {
             ready: Condvar::new(),
             logs: Mutex::new(Vec::new()),
             level: AtomicI32::new(start_level),
-            tier1_used: AtomicU64::new(0),
             tier1_full: AtomicBool::new(false),
             ingest_ns_per_mib: AtomicU64::new(0),
             compress_ns_per_mib: AtomicU64::new(0),
@@ -562,8 +573,9 @@ impl Tiering {
         log.tier1_counted.store(true, Ordering::Release);
         for segment in segments {
             if let Some(t1) = segment.tier1() {
-                self.tier1_used
-                    .fetch_add(t1.info().file_len, Ordering::Relaxed);
+                // On disk already: counted even beyond the budget (evicted below if Tier 2
+                // holds copies).
+                self.tier1.force(t1.info().file_len);
             }
             if segment.sealed_meta().is_none() || segment.quarantine_reason().is_some() {
                 continue;
@@ -576,6 +588,7 @@ impl Tiering {
         }
         self.submit_sweep(log);
         self.evict_ahead();
+        self.evict_tier1_ahead();
     }
 
     /// Whether rolled segments of `None` logs are sealed by compressing them (see
@@ -665,8 +678,8 @@ impl Tiering {
                     "log {log:?}: Tier 1 is full ({} of {} bytes) and its segments wait for \
                      their upload to {} (circuit breaker {}, {} uploads pending{}); nothing was \
                      written",
-                    self.tier1_used.load(Ordering::Relaxed),
-                    self.tier1_max,
+                    self.tier1.held(),
+                    self.tier1.max(),
                     tier2.url(),
                     state.as_str(),
                     self.upload_backlog(),
@@ -681,8 +694,8 @@ impl Tiering {
                 detail: format!(
                     "log {log:?}: Tier 1 is full ({} of {} bytes) and there is no Tier 2 to \
                      move segments to, so Tier 0 cannot release memory; nothing was written",
-                    self.tier1_used.load(Ordering::Relaxed),
-                    self.tier1_max
+                    self.tier1.held(),
+                    self.tier1.max()
                 ),
             }
         } else {
@@ -796,8 +809,10 @@ impl Tiering {
             tier0_max_bytes: self.budget.max(),
             tier0_peak_bytes: self.budget.peak(),
             memory_pressure: self.budget.pressure(),
-            tier1_used_bytes: self.tier1_used.load(Ordering::Relaxed),
-            tier1_max_bytes: self.tier1_max,
+            tier1_used_bytes: self.tier1.used(),
+            tier1_reserved_bytes: self.tier1.reserved(),
+            tier1_peak_bytes: self.tier1.peak(),
+            tier1_max_bytes: self.tier1.max(),
             tier1_full: self.tier1_full.load(Ordering::Relaxed),
             compression_level: self.level.load(Ordering::Relaxed),
             compress_backlog,
@@ -918,35 +933,46 @@ impl Tiering {
         }
     }
 
-    /// Whether Tier 1 has room for about `bytes` more; flags (and logs once) when it does not.
-    fn tier1_has_room(&self, bytes: u64) -> bool {
-        let used = self.tier1_used.load(Ordering::Relaxed);
-        if used.saturating_add(bytes) > self.tier1_max
-            && self.tier2.is_some()
-            && self.evict_tier1(used.saturating_add(bytes) - self.tier1_max) > 0
-            && self
-                .tier1_used
-                .load(Ordering::Relaxed)
-                .saturating_add(bytes)
-                <= self.tier1_max
-        {
-            self.tier1_full.store(false, Ordering::Release);
-            return true;
-        }
-        if used.saturating_add(bytes) > self.tier1_max {
-            // Only segments confirmed in Tier 2 can leave Tier 1: stop and say so (appends will
-            // see backpressure once Tier 0 fills).
-            if !self.tier1_full.swap(true, Ordering::AcqRel) {
-                tracing::warn!(
-                    used,
-                    max = self.tier1_max,
-                    "Tier 1 is full; compression paused"
-                );
+    /// Reserve `bytes` of Tier 1 for a file about to be written, evicting local copies that
+    /// Tier 2 holds if that makes room; flags (and logs once) Tier 1 as full when it cannot.
+    /// Nothing waits here: a compression without room is retried later and its segment stays
+    /// in Tier 0 meanwhile; a fetch leaves reads on Tier 2.
+    fn reserve_tier1(&self, bytes: u64) -> Option<Tier1Reservation> {
+        let reserved = self.tier1.try_reserve(bytes).or_else(|| {
+            // Only copies confirmed in Tier 2 can leave Tier 1, and never for a file that
+            // cannot fit even in an empty Tier 1 (evicting would buy nothing).
+            if self.tier2.is_none() || bytes > self.tier1.max() {
+                return None;
             }
-            return false;
+            let missing = self.tier1.missing(bytes);
+            (missing > 0 && self.evict_tier1(missing) > 0)
+                .then(|| self.tier1.try_reserve(bytes))
+                .flatten()
+        });
+        match reserved {
+            Some(reservation) => {
+                self.tier1_full.store(false, Ordering::Release);
+                Some(reservation)
+            }
+            None => {
+                // Appends will see backpressure once Tier 0 fills.
+                if !self.tier1_full.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        used = self.tier1.used(),
+                        reserved = self.tier1.reserved(),
+                        wanted = bytes,
+                        max = self.tier1.max(),
+                        "Tier 1 is full; compression paused"
+                    );
+                }
+                None
+            }
         }
-        self.tier1_full.store(false, Ordering::Release);
-        true
+    }
+
+    /// What a compression of `meta` reserves: the most its Tier 1 file can take.
+    fn compress_reservation(&self, meta: &segment::SealedMeta) -> u64 {
+        tier1::max_tier1_file_len(meta, self.frame_bytes)
     }
 
     /// Compress one sealed segment into Tier 1. `Ok(false)`: nothing to do; `Err`: retry later.
@@ -963,10 +989,10 @@ impl Tiering {
             // Already done (Tier 1 or Tier 2 holds it), damaged, or retired meanwhile.
             return Ok(false);
         }
-        if !self.tier1_has_room(meta.file_len) {
+        let Some(reservation) = self.reserve_tier1(self.compress_reservation(&meta)) else {
             return Err(());
-        }
-        match self.compress_core(log, segment, &meta, compressor, &mut || Ok(())) {
+        };
+        match self.compress_core(log, segment, &meta, compressor, reservation, &mut || Ok(())) {
             Ok(_) => Ok(true),
             // A damaged segment stays in Tier 0 (never evicted); `verify` reports it.
             Err(e) if e.kind() == crate::ErrorKind::Corruption => Ok(false),
@@ -986,11 +1012,14 @@ impl Tiering {
         compressor: &mut zstd::bulk::Compressor<'static>,
         seal_edit: &Edit,
     ) -> SealOutcome {
-        if !self.enabled || !self.tier1_has_room(meta.file_len) {
+        if !self.enabled {
             return SealOutcome::NotCompressed;
         }
+        let Some(reservation) = self.reserve_tier1(self.compress_reservation(meta)) else {
+            return SealOutcome::NotCompressed;
+        };
         let mut sealed = false;
-        let result = self.compress_core(log, segment, meta, compressor, &mut || {
+        let result = self.compress_core(log, segment, meta, compressor, reservation, &mut || {
             log.manifest.lock().append(seal_edit.clone())?;
             sealed = true;
             Ok(())
@@ -1003,13 +1032,16 @@ impl Tiering {
     }
 
     /// `CompressStarted`, write and sync the Tier 1 file, `before_done`, `CompressDone`. On
-    /// failure the partial files are removed and `CompressFailed` is recorded.
+    /// failure the partial files are removed and `CompressFailed` is recorded. `reservation`
+    /// (room for the largest file the segment can make) settles to the file's size at
+    /// `CompressDone`, and is given back whole on failure.
     fn compress_core(
         &self,
         log: &LogShared,
         segment: &Arc<Segment>,
         meta: &segment::SealedMeta,
         compressor: &mut zstd::bulk::Compressor<'static>,
+        reservation: Tier1Reservation,
         before_done: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Tier1Info> {
         let mapping = segment.tier0_mapping()?.ok_or_else(|| {
@@ -1020,6 +1052,8 @@ impl Tiering {
         })?;
         let level = self.level.load(Ordering::Relaxed);
         let started = Instant::now();
+        // Held until a failure's partial files are gone.
+        let mut reservation = Some(reservation);
         let result = (|| -> Result<Tier1Info> {
             log.manifest.lock().append(Edit::CompressStarted {
                 segment_id: segment.id,
@@ -1065,7 +1099,9 @@ impl Tiering {
                 // segment (and forgets its Tier 1 bytes) under that lock, sees all or none of it.
                 let mut manifest = log.manifest.lock();
                 manifest.append(Edit::CompressDone(info))?;
-                self.tier1_used.fetch_add(info.file_len, Ordering::Relaxed);
+                if let Some(reservation) = reservation.take() {
+                    reservation.settle(info.file_len);
+                }
                 segment.set_tier1(Arc::new(opened));
             }
             if let Some(log) = log.me_arc() {
@@ -1112,6 +1148,7 @@ impl Tiering {
                 }
             }
         }
+        drop(reservation);
         result
     }
 
@@ -1182,13 +1219,9 @@ impl Tiering {
         }
     }
 
-    /// Retention deleted a Tier 1 file of this many bytes.
+    /// Tier 1 files of this many bytes left the budget (retired, evicted, their log closed).
     pub(crate) fn forget_tier1(&self, bytes: u64) {
-        let _ = self
-            .tier1_used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                Some(u.saturating_sub(bytes))
-            });
+        self.tier1.forget(bytes);
     }
 
     /// Evict every Tier 0 copy of `log` that Tier 1 holds and no reader uses.
@@ -1270,9 +1303,14 @@ impl Tiering {
         let Some(copy) = segment.tier2() else {
             return;
         };
-        if segment.tier1().is_some() || !self.tier1_has_room(copy.info.tier1.file_len) {
+        if segment.tier1().is_some() {
             return;
         }
+        let Some(reservation) = self.reserve_tier1(copy.info.tier1.file_len) else {
+            return;
+        };
+        // Held until a failure's file is gone.
+        let mut reservation = Some(reservation);
         let dir = log.tier1_dir();
         let path = dir.join(tier1::tier1_file_name(segment.id));
         let result = (|| -> Result<()> {
@@ -1295,8 +1333,9 @@ impl Tiering {
                 segment_id: segment.id,
             })?;
             // Under the manifest lock, as for a compression (retention sees all or none).
-            self.tier1_used
-                .fetch_add(copy.info.tier1.file_len, Ordering::Relaxed);
+            if let Some(reservation) = reservation.take() {
+                reservation.settle(copy.info.tier1.file_len);
+            }
             segment.set_tier1(Arc::new(opened));
             Ok(())
         })();
@@ -1309,6 +1348,7 @@ impl Tiering {
                 let _ = std::fs::remove_file(&path);
             }
         }
+        drop(reservation);
     }
 
     /// Rebuild a Tier 1 segment into Tier 0 if the budget has room (evicting colder segments).

@@ -166,8 +166,7 @@ impl Tiering {
     /// Whether uploads should wait: compression has a backlog and Tier 1 is under half full.
     fn defer_uploads(&self) -> bool {
         self.queue.lock().compress_queued > 0
-            && (self.tier1_max == u64::MAX
-                || self.tier1_used.load(Ordering::Relaxed) < self.tier1_max / 2)
+            && (self.tier1.max() == u64::MAX || self.tier1.held() < self.tier1.max() / 2)
     }
 
     pub(super) fn upload_worker(self: Arc<Self>, tier2: Arc<Tier2>) {
@@ -473,14 +472,16 @@ impl Tiering {
         Outcome::Done
     }
 
-    fn evict_tier1_ahead(&self) {
-        if self.tier1_max == u64::MAX {
+    /// Evict while Tier 1 files and reservations together are above the evict-ahead share, so
+    /// compressions find room without evicting first.
+    pub(super) fn evict_tier1_ahead(&self) {
+        if self.tier1.max() == u64::MAX || self.tier2.is_none() {
             return;
         }
-        let target = (self.tier1_max as f64 * TIER1_EVICT_AHEAD) as u64;
-        let used = self.tier1_used.load(Ordering::Relaxed);
-        if used > target {
-            self.evict_tier1(used - target);
+        let target = (self.tier1.max() as f64 * TIER1_EVICT_AHEAD) as u64;
+        let held = self.tier1.held();
+        if held > target {
+            self.evict_tier1(held - target);
         }
     }
 
