@@ -2672,3 +2672,96 @@ fn fault_manager_close_during_a_stalled_fetch() {
     );
     assert_eq!(tmp_files(dir.path()), Vec::<String>::new());
 }
+
+/// Several logs compress at once under a Tier 1 budget of three segments, with Tier 2 taking
+/// the copies, so compressions evict local copies Tier 2 holds to make room; then every log is
+/// read over and over, so segments held only in Tier 2 are fetched back into Tier 1. Each
+/// compression and each fetch reserves its room before it writes: Tier 1 files and reservations
+/// never exceed the budget, and every record reads back byte for byte.
+#[test]
+fn parallel_compressions_and_fetches_stay_within_the_tier1_budget() {
+    const LOGS: usize = 4;
+    const RECORDS: usize = 300;
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("tier1-budget"));
+    let dir = tempfile::tempdir().unwrap();
+    let tier1_max = 3 * SEGMENT;
+    let mut config = ManagerConfig::new(dir.path());
+    config.tier0_max_bytes = 32 * SEGMENT;
+    config.tier1_frame_bytes = 16 << 10;
+    config.compress_threads = LOGS;
+    config.tier1_max_bytes = tier1_max;
+    // Appends wait for Tier 0 room while Tier 1 waits for uploads: generously, never refused.
+    config.admission_timeout = WAIT;
+    config.tier2 = Some(tier2_config(&target));
+    let m = AofManager::open(config).unwrap();
+    let logs: Vec<aof2::Aof> = (0..LOGS)
+        .map(|i| {
+            let config = LogConfig {
+                durability: Durability::None,
+                ..log_config()
+            };
+            m.open_log(&format!("log{i}"), config).unwrap()
+        })
+        .collect();
+    // Incompressible, so a Tier 1 copy is as large as its segment: ~10 segments per log.
+    let payloads: Vec<Vec<Vec<u8>>> = (0..LOGS)
+        .map(|i| {
+            let mut p = incompressible(RECORDS + i, 2000);
+            p.drain(..i);
+            p
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for (log, payloads) in logs.iter().zip(&payloads) {
+            s.spawn(move || {
+                for chunk in payloads.chunks(10) {
+                    log.append_batch(chunk).unwrap();
+                }
+            });
+        }
+    });
+    for log in &logs {
+        log.seal().unwrap();
+        assert!(m.wait_for_tier2(log, WAIT), "{:?}", m.tier_stats());
+    }
+    let stats = m.tier_stats();
+    let tier2 = stats.tier2.clone().unwrap();
+    assert!(
+        stats.segments_compressed >= 4 * (tier1_max / SEGMENT) && tier2.tier1_evictions > 0,
+        "Tier 1 filled and was evicted to make room: {stats:?}"
+    );
+    assert!(
+        stats.tier1_peak_bytes <= tier1_max,
+        "Tier 1 reached {} bytes, over the budget of {tier1_max}: {stats:?}",
+        stats.tier1_peak_bytes
+    );
+
+    // Only Tier 2 left: reads over and over bring segments back into Tier 1, within the budget.
+    for log in &logs {
+        m.evict_tier0(log).unwrap();
+        m.evict_tier1(log).unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    while m.tier_stats().tier2.unwrap().fetches < 4 && Instant::now() < deadline {
+        for (log, payloads) in logs.iter().zip(&payloads) {
+            for (i, r) in log.reader(0).enumerate() {
+                assert_eq!(r.unwrap().payload(), payloads[i].as_slice(), "seq {i}");
+            }
+        }
+    }
+    let stats = m.tier_stats();
+    assert!(stats.tier2.clone().unwrap().fetches >= 4, "{stats:?}");
+    assert!(
+        stats.tier1_peak_bytes <= tier1_max && stats.tier1_used_bytes <= tier1_max,
+        "{stats:?}"
+    );
+    for (log, payloads) in logs.iter().zip(&payloads) {
+        let read: Vec<Vec<u8>> = log
+            .reader(0)
+            .map(|r| r.unwrap().payload().to_vec())
+            .collect();
+        assert!(read == *payloads, "every record reads back");
+    }
+    m.close().unwrap();
+}
