@@ -75,6 +75,9 @@ fn segment_of(
     Ok(Arc::new(segment))
 }
 
+/// Restore attempts while the writer's retention keeps removing segments the catalog listed.
+const RESTORE_ATTEMPTS: u32 = 3;
+
 impl AofManager {
     /// Rebuild log `name` in this root from its catalog in Tier 2: every segment the catalog
     /// lists is recorded as held by Tier 2, and downloaded (checked against its CRC) into Tier 1
@@ -85,6 +88,11 @@ impl AofManager {
     /// Crash-safe: everything is built in `logs/.<name>.restore` and renamed into place at the
     /// end; a leftover of an interrupted restore is removed by the next one. Opens of the name
     /// in this manager wait for the restore and then open the restored log.
+    ///
+    /// `NotFound` if the store has no catalog of the log. A segment object the catalog lists
+    /// but the store does not have: if a newer catalog no longer lists it (the restore raced the
+    /// writer's retention), the restore starts again from that catalog; otherwise the store lost
+    /// it, and the restore fails with `Corruption` naming the object.
     pub fn restore_log(
         &self,
         name: &str,
@@ -105,9 +113,54 @@ impl AofManager {
                 self.root().display()
             )));
         }
-        let catalog = tier2.latest_catalog(name)?.ok_or_else(|| {
-            Error::NotFound(format!("log {name:?} has no catalog in {}", tier2.url()))
-        })?;
+        let no_catalog =
+            || Error::NotFound(format!("log {name:?} has no catalog in {}", tier2.url()));
+        let mut catalog = tier2.latest_catalog(name)?.ok_or_else(no_catalog)?;
+        let mut attempts = 1;
+        loop {
+            let error = match self.restore_catalog(tier2, name, &catalog, started, progress) {
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => e,
+                other => return other,
+            };
+            // A segment object the catalog lists is missing. Either the log's writer retired
+            // the segment since (this restore raced its retention, which deletes objects once a
+            // newer catalog stops listing them): restore from the newer catalog; or the store
+            // lost an object it had acknowledged.
+            let newer = tier2.latest_catalog(name)?.ok_or_else(no_catalog)?;
+            if (newer.epoch, newer.generation) == (catalog.epoch, catalog.generation) {
+                return Err(Error::corruption(
+                    format!("log {name:?} in {}", tier2.url()),
+                    format!(
+                        "its newest catalog (epoch {}, generation {}) lists an object the store \
+                         does not have: {error}",
+                        catalog.epoch, catalog.generation
+                    ),
+                ));
+            }
+            if attempts == RESTORE_ATTEMPTS {
+                return Err(Error::Unavailable {
+                    tier: crate::error::Tier::Tier2,
+                    detail: format!(
+                        "the catalog of log {name:?} changed during each of {attempts} restore \
+                         attempts (its writer's retention removes segments); restore again"
+                    ),
+                });
+            }
+            tracing::info!(log = %name, %error, "the catalog changed during the restore; restoring from the newer one");
+            catalog = newer;
+            attempts += 1;
+        }
+    }
+
+    /// One restore attempt of `name` from `catalog` (see [`Self::restore_log`]).
+    fn restore_catalog(
+        &self,
+        tier2: &Arc<Tier2>,
+        name: &str,
+        catalog: &Catalog,
+        started: Instant,
+        progress: &mut (dyn FnMut(RestoreProgress) + Send),
+    ) -> Result<RestoreReport> {
         let logs = self.root().join("logs");
         let staging = logs.join(format!(".{name}.restore"));
         if staging.exists() {

@@ -2765,3 +2765,56 @@ fn parallel_compressions_and_fetches_stay_within_the_tier1_budget() {
     }
     m.close().unwrap();
 }
+
+/// A restore that races its log's retention (the writer retires a segment the restore is about
+/// to fetch, and deletes its object once a newer catalog stops listing it) restores from the
+/// newer catalog. An object missing while the newest catalog still lists it is reported as
+/// `Corruption`: the store lost it. Both used to fail with `NotFound`, which the CLI reports as
+/// "no such log" (exit 2).
+#[test]
+fn restore_follows_retention_and_reports_a_lost_object_as_corruption() {
+    let (server, target, t2) = bucket("restore-race");
+    let a = tempfile::tempdir().unwrap();
+    let ma = manager(a.path(), t2.clone());
+    let la = ma.open_log("race", log_config()).unwrap();
+    append_all(&la, 0..1500);
+    la.seal().unwrap();
+    assert!(ma.wait_for_tier2(&la, WAIT));
+    let objects = || {
+        server
+            .list_keys(target.bucket_name(), "aof2/logs/race/")
+            .into_iter()
+            .filter(|k| k.ends_with(".t1"))
+            .collect::<Vec<_>>()
+    };
+    let before = objects().len();
+
+    // The restore has read the catalog when it reports its plan; retention runs then.
+    let b = tempfile::tempdir().unwrap();
+    let mb = manager(b.path(), t2.clone());
+    let mut retired = false;
+    let report = mb
+        .restore_log("race", &mut |_| {
+            if !std::mem::replace(&mut retired, true) {
+                assert!(la.truncate_before(800).unwrap() > 0);
+                let deadline = Instant::now() + WAIT;
+                while objects().len() == before {
+                    assert!(Instant::now() < deadline, "retention deletes objects");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        })
+        .unwrap();
+    assert_eq!(report.first_seq, la.first_seq());
+    assert_eq!(report.end_seq, 1500);
+    mb.close().unwrap();
+
+    // An object the newest catalog lists, gone from the store.
+    let lost = objects().pop().unwrap();
+    server.delete_object(target.bucket_name(), &lost);
+    let c = tempfile::tempdir().unwrap();
+    let mc = manager(c.path(), t2);
+    let err = mc.restore_log("race", &mut |_| {}).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+    assert!(err.to_string().contains(&lost), "{err}");
+}
