@@ -1804,10 +1804,10 @@ fn restore_checks_the_objects_it_leaves_in_tier2() {
     let e = restore_into(b.path()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
     assert!(e.to_string().contains(&newest), "{e}");
-    // Gone: NotFound naming it.
+    // Gone while the newest catalog lists it: the store lost it, Corruption naming it.
     server.delete_object(target.bucket_name(), &newest);
     let e = restore_into(b.path()).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
     assert!(e.to_string().contains(&newest), "{e}");
     // Back in place: the restore goes through.
     server.put_object(target.bucket_name(), &newest, bytes);
@@ -2817,4 +2817,54 @@ fn restore_follows_retention_and_reports_a_lost_object_as_corruption() {
     let err = mc.restore_log("race", &mut |_| {}).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
     assert!(err.to_string().contains(&lost), "{err}");
+}
+
+/// After an outage, the breaker's probe is a short request even when the first request to go
+/// out is a long multipart upload. The upload used to be the probe: the breaker stayed
+/// half-open for the whole upload and every other request (here a read of a segment only Tier 2
+/// holds) failed fast, although the store answered again.
+#[test]
+fn fault_a_long_upload_is_not_the_breakers_probe() {
+    let Some((server, _, mut t2)) = fault_bucket("long-probe") else {
+        return;
+    };
+    t2.multipart_threshold = 8 << 20;
+    t2.part_bytes = 8 << 20;
+    t2.request_timeout = Duration::from_secs(10);
+    t2.breaker_failures = 1;
+    t2.breaker_open_for = Duration::from_millis(300);
+    let dir = tempfile::tempdir().unwrap();
+    let (m, log) = multipart_log(dir.path(), t2);
+    // A segment only Tier 2 holds.
+    log.append(b"cold record").unwrap();
+    assert!(log.seal().unwrap());
+    assert!(m.wait_for_tier2(&log, WAIT));
+    m.evict_tier0(&log).unwrap();
+    assert!(m.evict_tier1(&log).unwrap() > 0);
+
+    // An outage opens the breaker; a large segment waits for its upload meanwhile.
+    server.faults().outage(true);
+    let err = log.read(0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    let payloads = incompressible(200, 64 << 10);
+    for p in &payloads {
+        log.append(p).unwrap();
+    }
+    assert!(log.seal().unwrap());
+    // The store comes back, slow for the upload's requests: the upload takes seconds.
+    let posts = server.faults().requests_with_method("POST");
+    server.faults().clear();
+    server.faults().only_paths_containing(".t1");
+    server.faults().only_methods(&["PUT", "POST"]);
+    server.faults().latency(Duration::from_secs(2));
+    let deadline = Instant::now() + WAIT;
+    while server.faults().requests_with_method("POST") == posts {
+        assert!(Instant::now() < deadline, "the upload never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The upload is under way: the store answers, so reads do too.
+    let record = log.read(0).expect("reads go on during the upload");
+    assert_eq!(record.payload(), b"cold record");
+    server.faults().clear();
+    assert!(m.wait_for_tier2(&log, WAIT));
 }

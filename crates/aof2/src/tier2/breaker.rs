@@ -59,15 +59,15 @@ impl Breaker {
     }
 
     /// May a request go out now? An open breaker past its probe time lets exactly one through
-    /// (and becomes half-open).
-    pub fn admit(&self) -> Result<(), Rejected> {
+    /// (and becomes half-open): `Ok(true)` for that probe.
+    pub fn admit(&self) -> Result<bool, Rejected> {
         let mut state = self.state.lock();
         match *state {
-            State::Closed { .. } => Ok(()),
+            State::Closed { .. } => Ok(false),
             State::Open { until, open_for } => {
                 if Instant::now() >= until {
                     *state = State::HalfOpen { open_for };
-                    Ok(())
+                    Ok(true)
                 } else {
                     Err(Rejected {
                         probe_at: Some(until),
@@ -155,7 +155,7 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Open);
         assert!(b.admit().is_err(), "open: fail fast");
         std::thread::sleep(Duration::from_millis(40));
-        b.admit().unwrap();
+        assert!(b.admit().unwrap(), "the probe");
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(b.admit().is_err(), "one probe at a time");
         b.failure();

@@ -729,46 +729,67 @@ impl Tier2 {
     {
         let mut last = String::new();
         for attempt in 0..=self.config.max_retries {
-            if let Err(rejected) = self.breaker.admit() {
-                self.counters.fast_failures.fetch_add(1, Ordering::Relaxed);
-                // Open because the store refuses aof2: say why, as the refusal itself did.
-                if let Some((_, detail)) = self.problem() {
-                    return Err(self.misconfigured(detail));
-                }
-                let when = match rejected.probe_at {
-                    Some(at) => format!(
-                        "next probe in {} ms",
-                        at.saturating_duration_since(Instant::now()).as_millis()
-                    ),
-                    None => "a probe is in flight".to_string(),
-                };
-                let cause = if last.is_empty() {
-                    String::new()
-                } else {
-                    format!("; last error: {last}")
-                };
-                return Err(unavailable(format!(
-                    "{what} {key}: circuit breaker is open after repeated failures of {} \
-                     ({when}){cause}",
-                    self.url
-                )));
-            }
-            if attempt > 0 {
-                self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            }
-            self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            match self.settle(self.exec(op(self.store.clone()), timeout), timeout) {
-                Settled::Done(v) => return Ok(Ok(v)),
-                Settled::Refused(refusal) => return Ok(Err(refusal)),
-                Settled::Unsupported(e) => {
+            let probe = match self.breaker.admit() {
+                Ok(probe) => probe,
+                Err(rejected) => {
+                    self.counters.fast_failures.fetch_add(1, Ordering::Relaxed);
+                    // Open because the store refuses aof2: say why, as the refusal itself did.
+                    if let Some((_, detail)) = self.problem() {
+                        return Err(self.misconfigured(detail));
+                    }
+                    let when = match rejected.probe_at {
+                        Some(at) => format!(
+                            "next probe in {} ms",
+                            at.saturating_duration_since(Instant::now()).as_millis()
+                        ),
+                        None => "a probe is in flight".to_string(),
+                    };
+                    let cause = if last.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; last error: {last}")
+                    };
                     return Err(unavailable(format!(
-                        "{what} {key} on {}: refused: {e}",
+                        "{what} {key}: circuit breaker is open after repeated failures of {} \
+                     ({when}){cause}",
                         self.url
                     )));
                 }
-                Settled::Misconfigured(detail) => return Err(self.misconfigured(detail)),
-                Settled::Failed(error) => last = error,
+            };
+            if attempt > 0 {
+                self.counters.retries.fetch_add(1, Ordering::Relaxed);
             }
+            last = 'attempt: {
+                if probe && timeout > self.timeout() {
+                    // A long operation (a multipart upload, a whole-object download) as the
+                    // probe would keep the breaker half-open for its whole time limit, every
+                    // other request failing fast meanwhile although the store may be back: a
+                    // short request probes first, and closes the breaker if the store answers.
+                    if let Some(probe) = self.list_one(self.timeout()) {
+                        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                        match self.settle(probe, self.timeout()) {
+                            Settled::Misconfigured(detail) => {
+                                return Err(self.misconfigured(detail));
+                            }
+                            Settled::Failed(error) => break 'attempt error,
+                            Settled::Done(()) | Settled::Refused(_) | Settled::Unsupported(_) => {}
+                        }
+                    }
+                }
+                self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                match self.settle(self.exec(op(self.store.clone()), timeout), timeout) {
+                    Settled::Done(v) => return Ok(Ok(v)),
+                    Settled::Refused(refusal) => return Ok(Err(refusal)),
+                    Settled::Unsupported(e) => {
+                        return Err(unavailable(format!(
+                            "{what} {key} on {}: refused: {e}",
+                            self.url
+                        )));
+                    }
+                    Settled::Misconfigured(detail) => return Err(self.misconfigured(detail)),
+                    Settled::Failed(error) => error,
+                }
+            };
             if self.stopping.load(Ordering::Acquire) {
                 return Err(unavailable(format!(
                     "{what} {key}: the manager is closing; last error: {last}"
@@ -887,16 +908,31 @@ impl Tier2 {
     /// refuses aof2; an outage (no answer in time, a connection refused, a 5xx) is only logged:
     /// Tier 2 catches up once the store is back. Only S3 stores are checked.
     pub(crate) fn check_access(&self, wait: Duration) -> Result<()> {
-        let Some(lister) = self.lister.clone() else {
-            return Ok(());
-        };
-        if self.breaker.admit().is_err() {
+        if self.lister.is_none() || self.breaker.admit().is_err() {
             return Ok(());
         }
-        let prefix = format!("{}aof2/", self.prefix);
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let timeout = self.timeout().min(wait);
-        let attempt = self.exec(
+        let Some(attempt) = self.list_one(timeout) else {
+            return Ok(());
+        };
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        match self.settle(attempt, timeout) {
+            Settled::Misconfigured(detail) => Err(self.misconfigured(detail)),
+            Settled::Failed(error) => {
+                tracing::warn!(url = %self.url, %error, "Tier 2 store not reachable; opening without it (uploads catch up once it answers)");
+                Ok(())
+            }
+            Settled::Done(()) | Settled::Refused(_) | Settled::Unsupported(_) => Ok(()),
+        }
+    }
+
+    /// A LIST of at most one key under the store's `aof2/` prefix, within `timeout`: the
+    /// cheapest request that proves the bucket and the credentials. `None` for stores without a
+    /// paginated listing (local ones).
+    fn list_one(&self, timeout: Duration) -> Option<Attempt<()>> {
+        let lister = self.lister.clone()?;
+        let prefix = format!("{}aof2/", self.prefix);
+        Some(self.exec(
             async move {
                 let options = object_store::list::PaginatedListOptions {
                     max_keys: Some(1),
@@ -908,15 +944,7 @@ impl Tier2 {
                     .map(|_| ())
             },
             timeout,
-        );
-        match self.settle(attempt, timeout) {
-            Settled::Misconfigured(detail) => Err(self.misconfigured(detail)),
-            Settled::Failed(error) => {
-                tracing::warn!(url = %self.url, %error, "Tier 2 store not reachable; opening without it (uploads catch up once it answers)");
-                Ok(())
-            }
-            Settled::Done(()) | Settled::Refused(_) | Settled::Unsupported(_) => Ok(()),
-        }
+        ))
     }
 
     fn timeout(&self) -> Duration {
