@@ -543,6 +543,8 @@ fn create_bucket_unsigned(endpoint: &str, bucket: &str) {
 /// 7. `cut_next_bodies` / `stall_next_bodies`: serve the request, send the status, the headers
 ///    and the first bytes of the body, then close the connection (a transfer cut off
 ///    mid-stream), or stall (a transfer that hangs mid-stream).
+/// 8. `throttle_bodies`: serve the request and send its response body at a limited rate (a slow
+///    link).
 ///
 /// [`Self::skip_ranged_gets`] keeps faults off GETs of a byte range.
 ///
@@ -572,6 +574,8 @@ pub struct Faults {
     cut_stalls: AtomicBool,
     /// Faults skip GETs with a `Range` header.
     skip_ranged: AtomicBool,
+    /// Response bodies go out at this rate; 0 means unthrottled.
+    throttle_bytes_per_sec: AtomicU64,
     /// Uppercase methods; empty means every method.
     methods: Mutex<Vec<String>>,
     /// Empty means every path.
@@ -612,6 +616,7 @@ impl Faults {
             cut_after_bytes: AtomicU64::new(0),
             cut_stalls: AtomicBool::new(false),
             skip_ranged: AtomicBool::new(false),
+            throttle_bytes_per_sec: AtomicU64::new(0),
             methods: Mutex::new(Vec::new()),
             path_substring: Mutex::new(String::new()),
             filter_query: AtomicBool::new(false),
@@ -703,6 +708,15 @@ impl Faults {
         self.cut_budget.store(count, Ordering::SeqCst);
     }
 
+    /// While non-zero, the response bodies of matching requests go out at `bytes_per_sec` (in
+    /// pieces of at most a twentieth of a second's worth, so a body never pauses for long): a
+    /// slow link. 0 turns it off. Like latency, it does not count as injected.
+    pub fn throttle_bodies(&self, bytes_per_sec: u64) {
+        self.settable();
+        self.throttle_bytes_per_sec
+            .store(bytes_per_sec, Ordering::SeqCst);
+    }
+
     /// While true, faults skip GETs of a byte range (a `Range` header): whole-object GETs get
     /// them, ranged reads go through.
     pub fn skip_ranged_gets(&self, on: bool) {
@@ -770,6 +784,7 @@ impl Faults {
         self.only_paths_containing("");
         self.hold_next(0);
         self.cut_next_bodies(0, 0);
+        self.throttle_bodies(0);
         self.skip_ranged_gets(false);
         self.hang(false);
     }
@@ -1034,6 +1049,12 @@ impl FaultService {
                     })
                 }));
             }
+            let rate = faults.throttle_bytes_per_sec.load(Ordering::SeqCst);
+            if rate > 0 {
+                let response = self.forward(request).await?;
+                return Ok(response
+                    .map(|inner| s3s::Body::http_body_unsync(ThrottledBody::new(inner, rate))));
+            }
         }
         self.forward(request).await
     }
@@ -1144,6 +1165,75 @@ impl hyper::body::Body for CutBody {
                 Err(frame) => Poll::Ready(Some(Ok(frame))),
             },
             other => other,
+        }
+    }
+}
+
+/// A response body sent at `rate` bytes per second (see [`Faults::throttle_bodies`]): the body's
+/// bytes go out in pieces of at most `piece` bytes, each once the bytes before it are due.
+struct ThrottledBody {
+    inner: s3s::Body,
+    rate: u64,
+    piece: usize,
+    /// When the first byte went out.
+    started: Option<tokio::time::Instant>,
+    sent: u64,
+    /// Bytes of the inner body's last frame not sent yet.
+    pending: hyper::body::Bytes,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ThrottledBody {
+    fn new(inner: s3s::Body, rate: u64) -> ThrottledBody {
+        ThrottledBody {
+            inner,
+            rate,
+            piece: usize::try_from(rate / 20).unwrap_or(usize::MAX).max(1),
+            started: None,
+            sent: 0,
+            pending: hyper::body::Bytes::new(),
+            wait: None,
+        }
+    }
+}
+
+impl hyper::body::Body for ThrottledBody {
+    type Data = hyper::body::Bytes;
+    type Error = s3s::StdError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if let Some(wait) = this.wait.as_mut() {
+                if wait.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.wait = None;
+            }
+            if !this.pending.is_empty() {
+                let now = tokio::time::Instant::now();
+                let started = *this.started.get_or_insert(now);
+                let due = started + Duration::from_secs_f64(this.sent as f64 / this.rate as f64);
+                if due > now {
+                    this.wait = Some(Box::pin(tokio::time::sleep_until(due)));
+                    continue;
+                }
+                let take = this.pending.len().min(this.piece);
+                let data = this.pending.split_to(take);
+                this.sent += take as u64;
+                return Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => this.pending = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return other,
+            }
         }
     }
 }

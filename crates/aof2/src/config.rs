@@ -190,6 +190,9 @@ pub struct Tier2Config {
     pub url: String,
     pub options: Vec<(String, String)>,
     /// Time limit of one request (a hung request is abandoned and retried). Default 30 s.
+    /// A transfer of a segment object (an upload, a whole-object download) gets one per
+    /// `part_bytes` of the object (at least one), so a big object still crosses a slow link;
+    /// a download that receives nothing for `request_timeout` is given up before that.
     pub request_timeout: Duration,
     /// Attempts of one operation after the first, with exponential backoff and full jitter.
     /// Default 4.

@@ -528,3 +528,36 @@ async fn fault_filters_limit_faults_to_matching_requests() {
     assert_eq!(server.faults().requests(), 6);
     assert_eq!(server.faults().requests_with_method("GET"), 3);
 }
+
+#[tokio::test]
+async fn fault_throttled_bodies_arrive_whole_at_the_rate() {
+    let server = S3Server::start();
+    let target = server.bucket(&unique_bucket("throttle"));
+    let store = fragile_store(&target, ClientOptions::new());
+    let path = Path::from("object");
+    let body = pattern(1 << 20, 5);
+    store.put(&path, body.clone().into()).await.unwrap();
+
+    // 1 MiB at 2 MiB/s: at least about half a second (a lower bound: the machine may be slower).
+    server.faults().throttle_bodies(2 << 20);
+    server.faults().skip_ranged_gets(true);
+    let started = Instant::now();
+    let fetched = store.get(&path).await.unwrap().bytes().await.unwrap();
+    let took = started.elapsed();
+    assert!(fetched[..] == body[..], "the throttled body arrives whole");
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert_eq!(server.faults().injected(), 0, "a throttle is not a fault");
+
+    // At 64 KiB/s, 512 KiB would take 8 s: a ranged GET (skipped) goes at full speed, and so
+    // does any GET once the throttle is off.
+    server.faults().throttle_bodies(64 << 10);
+    let started = Instant::now();
+    let range = store.get_range(&path, 0..(512 << 10)).await.unwrap();
+    assert!(range[..] == body[..512 << 10]);
+    assert!(started.elapsed() < Duration::from_secs(4));
+    server.faults().clear();
+    let started = Instant::now();
+    let fetched = store.get(&path).await.unwrap().bytes().await.unwrap();
+    assert!(fetched[..] == body[..]);
+    assert!(started.elapsed() < Duration::from_secs(4));
+}

@@ -2585,8 +2585,8 @@ fn fault_a_damaged_object_is_corruption_and_leaves_no_temporary_file() {
 }
 
 /// A fetch into Tier 1 whose transfer stalls mid-stream (the store sent part of the object and
-/// then nothing more): the request's time limit covers the whole transfer, so the attempt is
-/// given up and retried, and the fetch completes; no temporary file is left behind.
+/// then nothing more): once nothing arrives for a request's time limit, the attempt is given up
+/// and retried, and the fetch completes; no temporary file is left behind.
 #[test]
 fn fault_a_fetch_stalled_mid_stream_times_out_and_is_retried() {
     let Some((server, _, mut t2)) = fault_bucket("stream-stall") else {
@@ -2630,6 +2630,78 @@ fn fault_a_fetch_stalled_mid_stream_times_out_and_is_retried() {
     assert!(m.verify_log(&log).problems.is_empty());
     m.close().unwrap();
     assert_eq!(tmp_files(dir.path()), Vec::<String>::new());
+}
+
+/// A restore over a slow link: a segment object takes clearly longer than a request's time limit
+/// to download, and well under the transfer's (one per `part_bytes` of the object). Each attempt
+/// used to be cut off at a request's time limit, so the restore could never complete.
+#[test]
+fn fault_a_restore_over_a_slow_link_completes() {
+    let Some((server, target, mut t2)) = fault_bucket("slow-link") else {
+        return;
+    };
+    t2.part_bytes = 5 << 20;
+    t2.multipart_threshold = 5 << 20;
+    let log_config = || LogConfig {
+        durability: Durability::None,
+        ..LogConfig::default().with_segment_bytes(32 << 20)
+    };
+    // One segment of about 18 MB: its object is 4 parts long, its transfer's limit 4 s.
+    let payloads = big_payloads(900);
+    let a = tempfile::tempdir().unwrap();
+    {
+        let m = big_segment_manager(a.path(), t2.clone());
+        let log = m.open_log("slow", log_config()).unwrap();
+        for chunk in payloads.chunks(64) {
+            log.append_batch(chunk).unwrap();
+        }
+        log.seal().unwrap();
+        assert!(m.wait_for_tier2(&log, WAIT), "uploads finish");
+        m.close().unwrap();
+    }
+    let objects = segment_objects(&server, &target, "", "slow");
+    assert_eq!(objects.len(), 1, "{:?}", objects.keys());
+    let (key, object) = objects.values().next().unwrap();
+    assert!(
+        object.len() > 3 * (5 << 20),
+        "{key}: {} bytes",
+        object.len()
+    );
+
+    let b = tempfile::tempdir().unwrap();
+    let mut restore = t2.clone();
+    restore.take_over = true;
+    restore.request_timeout = Duration::from_secs(1);
+    let m = big_segment_manager(b.path(), restore);
+    let faults = server.faults();
+    faults.only_methods(&["GET"]);
+    faults.only_uris_containing(".t1");
+    faults.skip_ranged_gets(true);
+    // About 1.8 s for the object.
+    faults.throttle_bodies(10 << 20);
+    let started = Instant::now();
+    let report = m.restore_log("slow", &mut |_| {}).unwrap();
+    let took = started.elapsed();
+    faults.clear();
+    // The throttle holds the object back: the download did take longer than a request's limit.
+    assert!(took > Duration::from_millis(1500), "{took:?}");
+    assert_eq!(report.segments_downloaded, 1);
+    assert_eq!(report.bytes_downloaded, object.len() as u64);
+    let local = std::fs::read(
+        b.path()
+            .join("logs/slow/tier1")
+            .join(format!("{:016x}.t1", objects.keys().next().unwrap())),
+    )
+    .unwrap();
+    assert!(local == *object, "the Tier 1 file differs from {key}");
+    let log = m.open_log("slow", log_config()).unwrap();
+    assert_eq!(log.next_seq(), payloads.len() as u64);
+    for (i, r) in log.reader(0).enumerate() {
+        assert_eq!(r.unwrap().payload(), &payloads[i][..], "seq {i}");
+    }
+    assert!(m.verify_log(&log).problems.is_empty());
+    m.close().unwrap();
+    assert_eq!(tmp_files(b.path()), Vec::<String>::new());
 }
 
 /// Closing the manager while a fetch back into Tier 1 stalls mid-stream gives the fetch up. The

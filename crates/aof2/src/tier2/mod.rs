@@ -363,8 +363,13 @@ fn build_store(config: &Tier2Config) -> Result<Built> {
         max_retries: 0,
         ..Default::default()
     };
+    // No overall time limit in the client: it would be one limit for every request, and a
+    // transfer's limit grows with its size (`Tier2::transfer_timeout`). aof2 bounds each attempt
+    // itself (`Tier2::exec`), and each wait for a response or a body chunk within it. Nor the
+    // client's read timeout: it runs from the request's start to the response's head, so it
+    // would bound a PUT's whole body too.
     let client = object_store::ClientOptions::new()
-        .with_timeout(config.request_timeout)
+        .with_timeout_disabled()
         .with_connect_timeout(config.request_timeout.min(Duration::from_secs(5)));
     let mut builder = object_store::aws::AmazonS3Builder::from_env()
         .with_client_options(client)
@@ -418,16 +423,23 @@ fn timed_out(what: &str, limit: Duration) -> object_store::Error {
     }
 }
 
-/// Send `body` as the parts of `upload` (slices of it, no copies), two in flight, then complete
-/// it.
+/// Parts of a multipart upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// Send `body` as the parts of `upload` (slices of it, no copies), [`PARTS_IN_FLIGHT`] at once,
+/// then complete it. Each part has `request_timeout` per part in flight (the parts in flight
+/// share the link: together they get one request's time limit per part, as the whole upload
+/// does), the completion one `request_timeout`.
 async fn send_parts(
     upload: &mut dyn object_store::MultipartUpload,
     body: &bytes::Bytes,
     part: usize,
+    request_timeout: Duration,
 ) -> object_store::Result<()> {
+    let part_timeout = request_timeout.saturating_mul(PARTS_IN_FLIGHT as u32);
     let mut in_flight = tokio::task::JoinSet::new();
     for offset in (0..body.len()).step_by(part) {
-        if in_flight.len() >= 2
+        if in_flight.len() >= PARTS_IN_FLIGHT
             && let Some(done) = in_flight.join_next().await
         {
             done.map_err(|e| object_store::Error::Generic {
@@ -436,7 +448,12 @@ async fn send_parts(
             })??;
         }
         let slice = body.slice(offset..(offset + part).min(body.len()));
-        in_flight.spawn(upload.put_part(PutPayload::from(slice)));
+        let sent = upload.put_part(PutPayload::from(slice));
+        in_flight.spawn(async move {
+            tokio::time::timeout(part_timeout, sent)
+                .await
+                .map_err(|_| timed_out("UploadPart", part_timeout))?
+        });
     }
     while let Some(done) = in_flight.join_next().await {
         done.map_err(|e| object_store::Error::Generic {
@@ -444,7 +461,10 @@ async fn send_parts(
             source: Box::new(e),
         })??;
     }
-    upload.complete().await.map(|_| ())
+    tokio::time::timeout(request_timeout, upload.complete())
+        .await
+        .map_err(|_| timed_out("CompleteMultipartUpload", request_timeout))?
+        .map(|_| ())
 }
 
 /// What streaming an object into a file found (see [`Tier2::get_into`]).
@@ -459,17 +479,21 @@ pub(crate) enum Streamed {
     Local(std::io::Error),
 }
 
-/// One attempt of [`Tier2::get_into`].
+/// One attempt of [`Tier2::get_into`]. The response and each piece of its body must come within
+/// `idle_timeout` (a stalled transfer is given up without waiting out the attempt's limit).
 async fn stream_into(
     store: Arc<dyn ObjectStore>,
     path: ObjectPath,
     file: Arc<std::fs::File>,
     len: u64,
+    idle_timeout: Duration,
     abandoned: Arc<AtomicBool>,
 ) -> object_store::Result<Streamed> {
     use futures::StreamExt;
     use std::os::unix::fs::FileExt;
-    let got = store.get(&path).await?;
+    let got = tokio::time::timeout(idle_timeout, store.get(&path))
+        .await
+        .map_err(|_| timed_out("GET", idle_timeout))??;
     if got.meta.size != len {
         return Ok(Streamed::WrongLength(got.meta.size));
     }
@@ -489,7 +513,10 @@ async fn stream_into(
         buffer.clear();
         Ok(())
     };
-    while let Some(piece) = stream.next().await {
+    while let Some(piece) = tokio::time::timeout(idle_timeout, stream.next())
+        .await
+        .map_err(|_| timed_out("GET body (no bytes)", idle_timeout))?
+    {
         let piece = piece?;
         if abandoned.load(Ordering::Acquire) {
             return Err(object_store::Error::Generic {
@@ -947,8 +974,19 @@ impl Tier2 {
         ))
     }
 
+    /// The time limit of one request.
     fn timeout(&self) -> Duration {
         self.config.request_timeout
+    }
+
+    /// The time limit of a transfer of `bytes` (an object uploaded or downloaded whole, or the
+    /// parts of a multipart upload): one request's per `part_bytes`, at least one. The time a
+    /// transfer takes grows with its size: with one request's limit, an object too big to cross
+    /// the link within it would fail every attempt, forever.
+    fn transfer_timeout(&self, bytes: u64) -> Duration {
+        let parts = bytes.div_ceil(self.config.part_bytes as u64).max(1);
+        self.timeout()
+            .saturating_mul(u32::try_from(parts).unwrap_or(u32::MAX))
     }
 
     /// PUT `bytes` at `key`; with `create`, only if the key is absent (`Err(Refusal::Exists)`
@@ -1000,7 +1038,8 @@ impl Tier2 {
         } else {
             PutMode::Overwrite
         };
-        self.call("PUT", key, self.timeout(), move |store| {
+        let timeout = self.transfer_timeout(payload.content_length() as u64);
+        self.call("PUT", key, timeout, move |store| {
             let path = path.clone();
             let payload = payload.clone();
             let opts = PutOptions {
@@ -1034,11 +1073,13 @@ impl Tier2 {
     /// GET the whole object at `key`, `len` bytes by the caller's record, into `file` from
     /// offset 0, without holding it in memory: the bytes go through a buffer of
     /// `DOWNLOAD_CHUNK_BYTES` into the file as they arrive, and their CRC-32C is computed on the
-    /// way. An attempt cut off mid-stream (a dropped connection, its time limit, which covers the
-    /// whole transfer) is retried from offset 0 like any failed request: writes are made inside
-    /// the attempt, so none of an attempt that was cut off lands among the next one's. A
-    /// manager that closes gives the download up as any request (see `exec`); the attempt then
-    /// stops at its next chunk. The file is neither synced nor truncated: the caller checks what
+    /// way. An attempt's time limit covers the whole transfer and grows with `len`
+    /// ([`Self::transfer_timeout`]); an attempt that receives nothing for a request's time limit
+    /// is given up before it. An attempt cut off mid-stream (a dropped connection, a time limit)
+    /// is retried from offset 0 like any failed request: writes are made inside the attempt, so
+    /// none of an attempt that was cut off lands among the next one's. A manager that closes
+    /// gives the download up as any request (see `exec`); the attempt then stops at its next
+    /// chunk. The file is neither synced nor truncated: the caller checks what
     /// came back before it keeps the file.
     pub(crate) fn get_into(
         &self,
@@ -1051,8 +1092,16 @@ impl Tier2 {
         // stops at its next chunk instead of streaming on until its time limit.
         let abandoned = Arc::new(AtomicBool::new(false));
         let given_up = abandoned.clone();
-        let got = self.call("GET", key, self.timeout(), move |store| {
-            stream_into(store, path.clone(), file.clone(), len, given_up.clone())
+        let idle_timeout = self.timeout();
+        let got = self.call("GET", key, self.transfer_timeout(len), move |store| {
+            stream_into(
+                store,
+                path.clone(),
+                file.clone(),
+                len,
+                idle_timeout,
+                given_up.clone(),
+            )
         });
         abandoned.store(true, Ordering::Release);
         if let Ok(Ok(Streamed::Whole { .. })) = &got {
@@ -1206,13 +1255,14 @@ impl Tier2 {
     /// request's time limit of its own.
     fn upload_parts(&self, key: &str, body: bytes::Bytes, crc: u32) -> Result<()> {
         let part = self.config.part_bytes;
-        let parts = body.len().div_ceil(part).max(1);
         // The checksum goes with the object's metadata.
         let attributes = self.checksum_attributes(Some(crc));
         let request_timeout = self.timeout();
-        // The time limit covers the whole upload: one request's worth per part and one for the
-        // creation, then one for an abort.
-        let upload_timeout = request_timeout.saturating_mul(parts as u32 + 1);
+        // The time limit covers the whole upload: the transfer's (one request's worth per part)
+        // and one request's for the creation, then one for an abort.
+        let upload_timeout = self
+            .transfer_timeout(body.len() as u64)
+            .saturating_add(request_timeout);
         let attempt_timeout = upload_timeout.saturating_add(request_timeout);
         let object = ObjectPath::from(key);
         let what = key.to_string();
@@ -1231,7 +1281,7 @@ impl Tier2 {
                         .map_err(|_| timed_out("CreateMultipartUpload", request_timeout))??;
                 let sent = tokio::time::timeout(
                     upload_timeout.saturating_sub(request_timeout),
-                    send_parts(upload.as_mut(), &body, part),
+                    send_parts(upload.as_mut(), &body, part, request_timeout),
                 )
                 .await;
                 let error = match sent {
