@@ -77,22 +77,6 @@ fn log_config() -> LogConfig {
     }
 }
 
-fn payloads(count: usize, len: usize) -> Vec<Vec<u8>> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..count)
-        .map(|_| {
-            (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn restores_and_fetches_allocate_no_buffer_the_size_of_an_object() {
     let server = S3Server::start();
@@ -100,7 +84,7 @@ fn restores_and_fetches_allocate_no_buffer_the_size_of_an_object() {
     let mut t2 = Tier2Config::new(&target.url);
     t2.options = target.options.clone();
     t2.request_timeout = Duration::from_secs(30);
-    let records = payloads(700, 30_000);
+    let records = support::incompressible(700, 30_000);
 
     let a = tempfile::tempdir().unwrap();
     {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use aof2::{
     AofManager, Durability, ErrorKind, LogConfig, ManagerConfig, RemoteReader, Tier2Config,
 };
+use support::incompressible;
 use support::s3::{S3Server, Tier2Target, unique_bucket};
 
 const SEGMENT: u64 = 64 << 10;
@@ -1592,23 +1593,6 @@ fn fault_a_catalog_put_landing_late_does_not_replace_a_newer_catalog() {
     let b = tempfile::tempdir().unwrap();
     let mb = manager(b.path(), t2);
     assert_eq!(mb.restore_log("late", &mut |_| {}).unwrap().end_seq, end);
-}
-
-/// `count` incompressible payloads of `len` bytes (a Tier 1 file about as large as the records).
-fn incompressible(count: usize, len: usize) -> Vec<Vec<u8>> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..count)
-        .map(|_| {
-            (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        })
-        .collect()
 }
 
 /// A manager with `t2` and a log "parts" whose 16 MiB segments go up in parts (buffered, zstd
